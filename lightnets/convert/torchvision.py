@@ -1,0 +1,81 @@
+"""Load torchvision checkpoints of the networks we share with it.
+
+torchvision names its layers by ``nn.Sequential`` position (``features.3.conv.1.0``); ours
+are timm's (``blocks.1.1.conv_dw``). For the shared networks both state dicts hold the same
+tensors in the same order (stem, each block's layers in forward order, head, classifier),
+so the converter pairs them in order and checks every pair: the tensor kind (weight, bias,
+running statistics) and the shape must agree. The one reshape allowed is MobileNetV3's
+first classifier layer, a ``Linear(960, 1280)`` in torchvision and the equivalent 1x1
+``conv_head`` here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from ..models import create_model
+
+#: torchvision model name -> our registered name.
+TORCHVISION_MODELS = {
+    "mobilenet_v2": "mobilenet_v2",
+    "mobilenet_v3_large": "mobilenet_v3_large",
+    "mobilenet_v3_small": "mobilenet_v3_small",
+    "shufflenet_v2_x0_5": "shufflenet_v2_x0_5",
+    "shufflenet_v2_x1_0": "shufflenet_v2_x1_0",
+    "shufflenet_v2_x1_5": "shufflenet_v2_x1_5",
+    "shufflenet_v2_x2_0": "shufflenet_v2_x2_0",
+}
+
+
+def _suffix(key: str) -> str:
+    return key.rsplit(".", 1)[-1]
+
+
+def from_torchvision(name_or_model: str | nn.Module, state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Map a torchvision state dict onto our model's keys.
+
+    ``name_or_model`` is one of :data:`TORCHVISION_MODELS` (built with the checkpoint's
+    number of classes) or one of our models to map onto. Returns a state dict that loads
+    with ``strict=True``. Raises ``ValueError`` naming the first key that has no
+    counterpart, or whose kind or shape differs, with both keys and shapes.
+    """
+    state_dict = dict(state_dict)
+    if isinstance(name_or_model, str):
+        if name_or_model not in TORCHVISION_MODELS:
+            raise ValueError(
+                f"no torchvision converter for {name_or_model!r}; allowed: {', '.join(TORCHVISION_MODELS)}"
+            )
+        classifier = [v for k, v in state_dict.items() if k.endswith(".weight") and v.dim() == 2]
+        num_classes = classifier[-1].shape[0] if classifier else 1000
+        with torch.device("meta"):
+            model = create_model(TORCHVISION_MODELS[name_or_model], num_classes=num_classes)
+    else:
+        model = name_or_model
+    ours = model.state_dict()
+    converted: dict[str, torch.Tensor] = {}
+    for (their_key, tensor), (our_key, target) in zip(state_dict.items(), ours.items()):
+        if _suffix(their_key) != _suffix(our_key):
+            raise ValueError(
+                f"torchvision key {their_key!r} {tuple(tensor.shape)} does not match lightnets key "
+                f"{our_key!r} {tuple(target.shape)}: not the same architecture"
+            )
+        if tensor.shape != target.shape:
+            if tensor.numel() == target.numel() and tuple(target.shape[tensor.dim():]) == (1,) * (target.dim() - tensor.dim()):
+                tensor = tensor.reshape(target.shape)  # Linear -> 1x1 conv
+            else:
+                raise ValueError(
+                    f"shape mismatch: torchvision {their_key!r} {tuple(tensor.shape)} vs lightnets "
+                    f"{our_key!r} {tuple(target.shape)}"
+                )
+        converted[our_key] = tensor
+    if len(state_dict) != len(ours):
+        extra_theirs = list(state_dict)[len(converted):]
+        extra_ours = list(ours)[len(converted):]
+        raise ValueError(
+            f"torchvision checkpoint has {len(state_dict)} tensors, the lightnets model has {len(ours)}; "
+            + (f"first unexpected key: {extra_theirs[0]!r}" if extra_theirs else f"first missing key: {extra_ours[0]!r}")
+        )
+    return converted

@@ -1,0 +1,147 @@
+"""Convolution blocks of the MobileNet family.
+
+Module names follow timm's (``conv_pw``, ``bn1``, ``conv_dw``, ``bn2``, ``se``, ``conv_pwl``,
+``bn3``) and stay the same whether or not a block has SE (``se`` is then ``nn.Identity``), so a
+checkpoint's keys never depend on a block's options.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .activations import make_activation
+from .helpers import make_divisible
+
+DEFAULT_BN_EPS = 1e-5
+DEFAULT_BN_MOMENTUM = 0.1
+
+
+def batch_norm(channels: int, eps: float = DEFAULT_BN_EPS, momentum: float = DEFAULT_BN_MOMENTUM) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(channels, eps=eps, momentum=momentum)
+
+
+def conv2d(in_chs: int, out_chs: int, kernel_size: int, stride: int = 1, groups: int = 1, bias: bool = False) -> nn.Conv2d:
+    """A convolution with symmetric 'same' padding ``k // 2`` (odd kernels only)."""
+    return nn.Conv2d(in_chs, out_chs, kernel_size, stride, padding=kernel_size // 2, groups=groups, bias=bias)
+
+
+class ConvBnAct(nn.Module):
+    """Convolution -> BatchNorm -> activation; no bias, since BN supplies the shift."""
+
+    def __init__(
+        self,
+        in_chs: int,
+        out_chs: int,
+        kernel_size: int = 1,
+        stride: int = 1,
+        groups: int = 1,
+        act: str | None = "re",
+        bn_eps: float = DEFAULT_BN_EPS,
+        bn_momentum: float = DEFAULT_BN_MOMENTUM,
+    ) -> None:
+        super().__init__()
+        self.conv = conv2d(in_chs, out_chs, kernel_size, stride, groups)
+        self.bn1 = batch_norm(out_chs, bn_eps, bn_momentum)
+        self.act = make_activation(act) if act else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.bn1(self.conv(x)))
+
+
+class SqueezeExcite(nn.Module):
+    """Squeeze-and-excite as MobileNetV3 uses it (paper section 5.3).
+
+    The bottleneck is 1/4 of the *expansion* channels, rounded with ``make_divisible(.., 8)``;
+    the squeeze activation is ReLU and the gate is hard-sigmoid.
+    """
+
+    def __init__(self, channels: int, reduce_ratio: float = 0.25, divisor: int = 8) -> None:
+        super().__init__()
+        reduced = make_divisible(channels * reduce_ratio, divisor)
+        self.conv_reduce = nn.Conv2d(channels, reduced, 1, bias=True)
+        self.act1 = nn.ReLU()
+        self.conv_expand = nn.Conv2d(reduced, channels, 1, bias=True)
+        self.gate = nn.Hardsigmoid()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = x.mean((2, 3), keepdim=True)
+        scale = self.gate(self.conv_expand(self.act1(self.conv_reduce(scale))))
+        return x * scale
+
+
+class DepthwiseSeparable(nn.Module):
+    """Depthwise kxk -> BN -> act -> [SE] -> pointwise 1x1 -> BN [-> act].
+
+    With ``pw_act=True`` and no skip this is MobileNetV1's layer (MobileNetV1 Figure 3). With
+    ``pw_act=False`` it is the inverted residual with expansion 1 of MobileNetV2 Table 2 /
+    MobileNetV3 Tables 1-2, where the 1x1 expansion is dropped because it would map C to C.
+    """
+
+    def __init__(
+        self,
+        in_chs: int,
+        out_chs: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        act: str = "re",
+        se: bool = False,
+        pw_act: bool = False,
+        skip: bool = True,
+        bn_eps: float = DEFAULT_BN_EPS,
+        bn_momentum: float = DEFAULT_BN_MOMENTUM,
+    ) -> None:
+        super().__init__()
+        self.has_skip = skip and stride == 1 and in_chs == out_chs
+        self.conv_dw = conv2d(in_chs, in_chs, kernel_size, stride, groups=in_chs)
+        self.bn1 = batch_norm(in_chs, bn_eps, bn_momentum)
+        self.act1 = make_activation(act)
+        self.se = SqueezeExcite(in_chs) if se else nn.Identity()
+        self.conv_pw = conv2d(in_chs, out_chs, 1)
+        self.bn2 = batch_norm(out_chs, bn_eps, bn_momentum)
+        self.act2 = make_activation(act) if pw_act else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.se(self.act1(self.bn1(self.conv_dw(x))))
+        out = self.act2(self.bn2(self.conv_pw(out)))
+        return x + out if self.has_skip else out
+
+
+class InvertedResidual(nn.Module):
+    """Inverted residual with linear bottleneck (MobileNetV2 section 3.3, Table 1).
+
+    1x1 expansion -> BN -> act -> depthwise kxk -> BN -> act -> [SE] -> linear 1x1 projection
+    -> BN. The projection has no activation: MobileNetV2 section 3.2 shows that a
+    non-linearity in the narrow layer destroys information. The residual is added only when
+    the block keeps both resolution and width (stride 1, in == out).
+    """
+
+    def __init__(
+        self,
+        in_chs: int,
+        mid_chs: int,
+        out_chs: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        act: str = "re",
+        se: bool = False,
+        bn_eps: float = DEFAULT_BN_EPS,
+        bn_momentum: float = DEFAULT_BN_MOMENTUM,
+    ) -> None:
+        super().__init__()
+        self.has_skip = stride == 1 and in_chs == out_chs
+        self.conv_pw = conv2d(in_chs, mid_chs, 1)
+        self.bn1 = batch_norm(mid_chs, bn_eps, bn_momentum)
+        self.act1 = make_activation(act)
+        self.conv_dw = conv2d(mid_chs, mid_chs, kernel_size, stride, groups=mid_chs)
+        self.bn2 = batch_norm(mid_chs, bn_eps, bn_momentum)
+        self.act2 = make_activation(act)
+        self.se = SqueezeExcite(mid_chs) if se else nn.Identity()
+        self.conv_pwl = conv2d(mid_chs, out_chs, 1)
+        self.bn3 = batch_norm(out_chs, bn_eps, bn_momentum)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.act1(self.bn1(self.conv_pw(x)))
+        out = self.se(self.act2(self.bn2(self.conv_dw(out))))
+        out = self.bn3(self.conv_pwl(out))
+        return x + out if self.has_skip else out

@@ -1,0 +1,138 @@
+"""The model registry: ``list_models()`` and ``create_model(name, ...)``.
+
+Six family names take every option; named variants (timm's and torchvision's names among
+them) fix some options and resolve to the same builders.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from .mobilenet_v1 import mobilenet_v1
+from .mobilenet_v2 import mobilenet_v2
+from .mobilenet_v3 import mobilenet_v3_large, mobilenet_v3_small
+from .shufflenet_v1 import GROUPS as SHUFFLENET_V1_GROUPS
+from .shufflenet_v1 import SCALES as SHUFFLENET_V1_SCALES
+from .shufflenet_v1 import shufflenet_v1
+from .shufflenet_v2 import WIDTHS as SHUFFLENET_V2_WIDTHS
+from .shufflenet_v2 import shufflenet_v2
+
+COMMON_OPTIONS = ("num_classes", "width_mult", "in_chans", "dropout", "bn_eps")
+
+#: Family name -> (builder, paper).
+FAMILIES: dict[str, tuple[Callable[..., nn.Module], str]] = {
+    "mobilenet_v1": (mobilenet_v1, "MobileNets (Howard et al., 2017), arXiv:1704.04861"),
+    "mobilenet_v2": (mobilenet_v2, "MobileNetV2 (Sandler et al., 2018), arXiv:1801.04381"),
+    "mobilenet_v3_large": (mobilenet_v3_large, "Searching for MobileNetV3 (Howard et al., 2019), arXiv:1905.02244"),
+    "mobilenet_v3_small": (mobilenet_v3_small, "Searching for MobileNetV3 (Howard et al., 2019), arXiv:1905.02244"),
+    "shufflenet_v1": (shufflenet_v1, "ShuffleNet (Zhang et al., 2018), arXiv:1707.01083"),
+    "shufflenet_v2": (shufflenet_v2, "ShuffleNet V2 (Ma et al., 2018), arXiv:1807.11164"),
+}
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    family: str
+    fixed: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def builder(self) -> Callable[..., nn.Module]:
+        return FAMILIES[self.family][0]
+
+    def options(self) -> list[str]:
+        """Keyword options this entry accepts (the family's, minus the ones the name fixes)."""
+        return [p for p in inspect.signature(self.builder).parameters if p not in self.fixed]
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register(name: str, family: str, **fixed: Any) -> None:
+    if name in _REGISTRY:
+        raise ValueError(f"model {name!r} is registered twice")
+    _REGISTRY[name] = ModelEntry(name, family, fixed)
+
+
+def _width_suffix(width: float) -> str:
+    """1.0 -> '100', 0.75 -> '075' (timm's naming of width multipliers)."""
+    return f"{round(width * 100):03d}"
+
+
+def _shufflenet_suffix(width: float) -> str:
+    """0.5 -> 'x0_5' (torchvision's naming)."""
+    return "x" + f"{width:g}".replace(".", "_") + ("_0" if float(width).is_integer() else "")
+
+
+for _family in FAMILIES:
+    register(_family, _family)
+for _w in (1.0, 0.75, 0.5, 0.25):
+    register(f"mobilenet_v1_{_width_suffix(_w)}", "mobilenet_v1", width_mult=_w)
+for _w in (1.4, 1.0, 0.75, 0.5, 0.35):
+    register(f"mobilenet_v2_{_width_suffix(_w)}", "mobilenet_v2", width_mult=_w)
+for _size, _widths in (("large", (1.0, 0.75)), ("small", (1.0, 0.75, 0.5))):
+    for _w in _widths:
+        register(f"mobilenet_v3_{_size}_{_width_suffix(_w)}", f"mobilenet_v3_{_size}", width_mult=_w)
+    register(f"mobilenet_v3_{_size}_minimal", f"mobilenet_v3_{_size}", width_mult=1.0, minimal=True)
+for _g in SHUFFLENET_V1_GROUPS:
+    for _w in SHUFFLENET_V1_SCALES:
+        register(f"shufflenet_v1_g{_g}_{_shufflenet_suffix(_w)}", "shufflenet_v1", groups=_g, width_mult=_w)
+for _w in SHUFFLENET_V2_WIDTHS:
+    register(f"shufflenet_v2_{_shufflenet_suffix(_w)}", "shufflenet_v2", width_mult=_w)
+
+
+def list_models(family: str | None = None) -> list[str]:
+    """Registered model names, families first, in registration order."""
+    if family is not None and family not in FAMILIES:
+        raise ValueError(f"unknown family {family!r}; allowed: {', '.join(FAMILIES)}")
+    return [n for n, e in _REGISTRY.items() if family is None or e.family == family]
+
+
+def get_entry(name: str) -> ModelEntry:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; allowed: {', '.join(_REGISTRY)}") from None
+
+
+def create_model(name: str, **options: Any) -> nn.Module:
+    """Build a registered model.
+
+    Options: ``num_classes`` (>= 1, default 1000), ``width_mult`` (alpha, finite > 0),
+    ``in_chans`` (>= 1, default 3), ``dropout`` (before the classifier, in [0, 1)),
+    ``bn_eps``, and the family's own: ``minimal`` (MobileNetV3) and ``groups``
+    (ShuffleNetV1: 1, 2, 3, 4 or 8). A named variant fixes some of these (``mobilenet_v1_050``
+    fixes ``width_mult=0.5``); passing a different value for a fixed option raises.
+    """
+    entry = get_entry(name)
+    allowed = inspect.signature(entry.builder).parameters
+    for key, value in options.items():
+        if key not in allowed:
+            raise ValueError(f"{name}: unknown option {key!r}; allowed: {', '.join(entry.options())}")
+        if key in entry.fixed and value != entry.fixed[key]:
+            raise ValueError(
+                f"{name} fixes {key}={entry.fixed[key]!r}, got {key}={value!r}; "
+                f"use the family name {entry.family!r} to choose it"
+            )
+    _check_common(options)
+    return entry.builder(**{**options, **entry.fixed})
+
+
+def _check_common(options: dict[str, Any]) -> None:
+    for key in ("num_classes", "in_chans"):
+        value = options.get(key, 1)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{key} must be an integer >= 1, got {value!r}")
+    width = options.get("width_mult", 1.0)
+    if isinstance(width, bool) or not isinstance(width, (int, float)) or not math.isfinite(width) or width <= 0:
+        raise ValueError(f"width_mult must be a finite number > 0, got {width!r}")
+    if "minimal" in options and not isinstance(options["minimal"], bool):
+        raise ValueError(f"minimal must be True or False, got {options['minimal']!r}")
+    if "groups" in options and options["groups"] not in SHUFFLENET_V1_GROUPS:
+        raise ValueError(f"groups must be one of {list(SHUFFLENET_V1_GROUPS)}, got {options['groups']!r}")

@@ -1,0 +1,78 @@
+"""ShuffleNetV1 (Zhang et al., 2018, arXiv:1707.01083).
+
+Paper Table 1: a 3x3 stride-2 conv of 24 channels, a 3x3 max pool, then three stages of
+ShuffleNet units, each starting with one stride-2 unit (repeat 1, then 3 / 7 / 3 stride-1
+units). The output widths depend on the number of groups g (the table's columns).
+"""
+
+from __future__ import annotations
+
+from ..layers import make_divisible
+from .builder import ConvNet, check_width_mult
+from .spec import BlockSpec
+
+STEM_CHS = 24  # Conv1, 3x3, stride 2, 24 channels, then MaxPool 3x3 stride 2
+REPEATS = (4, 8, 4)  # Stage 2, 3, 4: one stride-2 unit, then 3 / 7 / 3 stride-1 units
+
+#: Table 1, output channels of stages 2, 3, 4 for each number of groups g (ShuffleNet 1x).
+TABLE_1: dict[int, tuple[int, int, int]] = {
+    1: (144, 288, 576),
+    2: (200, 400, 800),
+    3: (240, 480, 960),
+    4: (272, 544, 1088),
+    8: (384, 768, 1536),
+}
+GROUPS = tuple(TABLE_1)
+SCALES = (0.25, 0.5, 1.0, 1.5, 2.0)  # the scale factors s of Table 2
+
+
+def stages_for(groups: int, width_mult: float) -> tuple[BlockSpec, list[list[BlockSpec]]]:
+    """The stem and stages of ShuffleNet ``width_mult``x with ``groups`` groups, as specs.
+
+    "ShuffleNet s x" scales every layer's filters by s (section 4.1.1). A unit's output must
+    be divisible by 4g (its bottleneck is a quarter of it and is split into g groups), so
+    widths are rounded to multiples of 4g; the stem is rounded to a multiple of g so that a
+    stride-2 unit's branch (output minus input) divides by g. At 1x this is the table exactly.
+    Megvii's released code picks some stems by hand (24 for 1.5x); we scale them uniformly.
+    The first pointwise layer of stage 2 is not grouped (section 3.3, ``ug``).
+    """
+    if groups not in TABLE_1:
+        raise ValueError(f"ShuffleNetV1 groups must be one of {sorted(TABLE_1)}, got {groups!r}")
+    stem = BlockSpec(kind="cn", kernel=3, stride=2, out_chs=make_divisible(STEM_CHS * width_mult, groups))
+    stages = []
+    for index, (channels, repeats) in enumerate(zip(TABLE_1[groups], REPEATS)):
+        out = make_divisible(channels * width_mult, 4 * groups)
+        first = BlockSpec(kind="sv1", stride=2, out_chs=out, groups=groups, first_pw_grouped=index > 0)
+        rest = BlockSpec(kind="sv1", repeats=repeats - 1, stride=1, out_chs=out, groups=groups)
+        stages.append([first, rest])
+    return stem, stages
+
+
+def shufflenet_v1(
+    *,
+    num_classes: int = 1000,
+    width_mult: float = 1.0,
+    in_chans: int = 3,
+    dropout: float = 0.0,
+    groups: int = 3,
+    bn_eps: float = 1e-5,
+) -> ConvNet:
+    """ShuffleNetV1 ``width_mult``x (the scale factor s) with ``groups`` groups g in {1, 2, 3, 4, 8}.
+
+    Table 2 reports s in {0.25, 0.5, 1, 1.5, 2}; any s > 0 builds. g = 3 is the paper's
+    default (Table 2's 1x, g = 3 row: 140 MFLOPs).
+    """
+    if not isinstance(groups, int) or isinstance(groups, bool):
+        raise ValueError(f"ShuffleNetV1 groups must be one of {sorted(TABLE_1)}, got {groups!r}")
+    check_width_mult(width_mult)
+    stem, stages = stages_for(groups, width_mult)
+    return ConvNet(
+        stages,
+        stem=stem,
+        stem_pool=True,
+        num_classes=num_classes,
+        in_chans=in_chans,
+        dropout=dropout,
+        default_act="re",
+        bn_eps=bn_eps,
+    )

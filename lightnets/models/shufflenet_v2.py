@@ -1,0 +1,66 @@
+"""ShuffleNetV2 (Ma et al., 2018, arXiv:1807.11164).
+
+Paper Table 5: Conv1 3x3 stride 2 (24), MaxPool 3x3 stride 2, three stages of units (one
+stride-2 unit, then 3 / 7 / 3 stride-1 units), Conv5 1x1, global pool, FC. The columns are
+the four output-channel settings 0.5x, 1x, 1.5x, 2x.
+
+The downsampling unit is torchvision's (both branches see the whole input and each yields
+half of the output), so ShuffleNetV2 1x counts 145.0 M multiply-adds at 224; the paper's
+146 M comes from the authors' released unit, whose projection branch keeps the input
+width and whose main branch gives the rest.
+"""
+
+from __future__ import annotations
+
+from .builder import ConvNet
+from .spec import BlockSpec
+
+STEM = BlockSpec.parse("cn_k3_s2_c24")
+REPEATS = (4, 8, 4)
+
+#: Table 5: width -> output channels of Stage2, Stage3, Stage4 and Conv5.
+TABLE_5: dict[float, tuple[int, int, int, int]] = {
+    0.5: (48, 96, 192, 1024),
+    1.0: (116, 232, 464, 1024),
+    1.5: (176, 352, 704, 1024),
+    2.0: (244, 488, 976, 2048),
+}
+WIDTHS = tuple(TABLE_5)
+
+
+def stages_for(width_mult: float) -> tuple[list[list[BlockSpec]], int]:
+    """The stages of ShuffleNetV2 ``width_mult``x as specs, and the Conv5 width."""
+    if width_mult not in TABLE_5:
+        raise ValueError(
+            f"ShuffleNetV2 width_mult must be one of {', '.join(map(str, WIDTHS))} (paper Table 5), "
+            f"got {width_mult!r}"
+        )
+    *channels, conv5 = TABLE_5[width_mult]
+    stages = [
+        [BlockSpec(kind="sv2", stride=2, out_chs=c), BlockSpec(kind="sv2", repeats=n - 1, stride=1, out_chs=c)]
+        for c, n in zip(channels, REPEATS)
+    ]
+    return stages, conv5
+
+
+def shufflenet_v2(
+    *,
+    num_classes: int = 1000,
+    width_mult: float = 1.0,
+    in_chans: int = 3,
+    dropout: float = 0.0,
+    bn_eps: float = 1e-5,
+) -> ConvNet:
+    """ShuffleNetV2 ``width_mult``x, width in {0.5, 1.0, 1.5, 2.0} (Table 5's columns)."""
+    stages, conv5 = stages_for(width_mult)
+    return ConvNet(
+        stages,
+        stem=STEM,
+        stem_pool=True,
+        num_classes=num_classes,
+        in_chans=in_chans,
+        head_chs=conv5,
+        dropout=dropout,
+        default_act="re",
+        bn_eps=bn_eps,
+    )

@@ -1,0 +1,59 @@
+import pytest
+import torch
+from torch import nn
+
+import lightnets
+from lightnets.convert import TORCHVISION_MODELS, from_torchvision
+
+torchvision = pytest.importorskip("torchvision")
+
+
+def randomise(model: nn.Module) -> nn.Module:
+    """Random BN statistics and a large classifier, so equal outputs mean equal networks."""
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.2, 0.2)
+        elif isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, 0, 0.2)
+    return model.eval()
+
+
+@pytest.mark.parametrize("name", TORCHVISION_MODELS)
+def test_output_parity_with_torchvision(name):
+    theirs = randomise(getattr(torchvision.models, name)(num_classes=100))
+    ours = lightnets.create_model(TORCHVISION_MODELS[name], num_classes=100).eval()
+    ours.load_state_dict(from_torchvision(name, theirs.state_dict()), strict=True)
+    x = torch.randn(2, 3, 160, 160)
+    with torch.no_grad():
+        expected, got = theirs(x), ours(x)
+    assert expected.abs().max() > 0.1
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_converter_accepts_our_model_instance():
+    theirs = torchvision.models.shufflenet_v2_x0_5()
+    ours = lightnets.create_model("shufflenet_v2_x0_5")
+    ours.load_state_dict(from_torchvision(ours, theirs.state_dict()))
+
+
+def test_converter_rejects_other_architecture():
+    theirs = torchvision.models.shufflenet_v2_x1_0().state_dict()
+    with pytest.raises(ValueError, match=r"shape mismatch: torchvision 'conv1.0.weight' \(24, 3, 3, 3\) vs lightnets 'conv_stem.weight' \(32, 3, 3, 3\)"):
+        from_torchvision("mobilenet_v2", {**theirs})
+    with pytest.raises(ValueError, match="shape mismatch"):
+        from_torchvision("shufflenet_v2_x0_5", theirs)
+
+
+def test_converter_rejects_missing_tensors():
+    state = torchvision.models.mobilenet_v3_small().state_dict()
+    state.pop("features.4.block.2.fc1.bias")
+    with pytest.raises(ValueError, match="does not match lightnets key"):
+        from_torchvision("mobilenet_v3_small", state)
+
+
+def test_converter_rejects_unknown_name():
+    with pytest.raises(ValueError, match="no torchvision converter for 'mobilenet_v1'; allowed: mobilenet_v2"):
+        from_torchvision("mobilenet_v1", {})
