@@ -36,7 +36,7 @@ def stages_for(groups: int, width_mult: float) -> tuple[BlockSpec, list[list[Blo
     Megvii's released code picks some stems by hand (24 for 1.5x); we scale them uniformly.
     The first pointwise layer of stage 2 is not grouped (section 3.3, ``ug``).
     """
-    if groups not in TABLE_1:
+    if isinstance(groups, bool) or groups not in TABLE_1:
         raise ValueError(f"ShuffleNetV1 groups must be one of {sorted(TABLE_1)}, got {groups!r}")
     stem = BlockSpec(kind="cn", kernel=3, stride=2, out_chs=make_divisible(STEM_CHS * width_mult, groups))
     stages = []
@@ -62,8 +62,6 @@ def shufflenet_v1(
     Table 2 reports s in {0.25, 0.5, 1, 1.5, 2}; any s > 0 builds. g = 3 is the paper's
     default (Table 2's 1x, g = 3 row: 140 MFLOPs).
     """
-    if not isinstance(groups, int) or isinstance(groups, bool):
-        raise ValueError(f"ShuffleNetV1 groups must be one of {sorted(TABLE_1)}, got {groups!r}")
     check_width_mult(width_mult)
     stem, stages = stages_for(groups, width_mult)
     return ConvNet(
