@@ -23,3 +23,39 @@ def test_models_rejects_bad_resolution(capsys):
 def test_console_entry_point_runs():
     result = subprocess.run([sys.executable, "-m", "lightnets", "--version"], capture_output=True, text=True, check=True)
     assert result.stdout.startswith("lightnets ")
+
+
+def test_profile_command(capsys, tmp_path):
+    csv_path, json_path = tmp_path / "p.csv", tmp_path / "p.json"
+    code = main(["profile", "shufflenet_v2_x0_5", "--resolution", "64", "--latency", "--runs", "2", "--threads", "1",
+                 "--csv", str(csv_path), "--json", str(json_path)])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "blocks.0.0.shuffle" in out and "channel shuffle" in out and "% time" in out
+    assert "by kind: share of MAdds vs share of MAC vs share of time" in out
+    assert csv_path.read_text().splitlines()[0].startswith("index,name,op,kind")
+    assert '"by_kind"' in json_path.read_text()
+
+
+def test_profile_passes_family_options(capsys):
+    assert main(["profile", "shufflenet_v1", "--groups", "8", "--width-mult", "0.5", "--resolution", "32"]) == 0
+    assert "grouped conv" in capsys.readouterr().out
+    assert main(["profile", "mobilenet_v2", "--groups", "8"]) == 2
+    assert "unknown option 'groups'" in capsys.readouterr().err
+
+
+def test_zoo_command_writes_table_plot_and_json(capsys, tmp_path):
+    png, js = tmp_path / "zoo.png", tmp_path / "zoo.json"
+    code = main(["zoo", "--resolution", "32", "--runs", "2", "--warmup", "0", "--models",
+                 "mobilenet_v3_small_050,shufflenet_v2_x0_5,mobilenet_v2,mobilenet_v2_100", "--plot", str(png), "--json", str(js)])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "median ms" in out and "MAdds/ms" in out and "32x32, batch 1" in out
+    assert out.count("mobilenet_v2") == 1  # mobilenet_v2_100 is the same network, measured once
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert '"aliases": [\n        "mobilenet_v2_100"' in js.read_text()
+
+
+def test_zoo_rejects_unknown_model(capsys):
+    assert main(["zoo", "--models", "resnet50"]) == 2
+    assert "unknown model 'resnet50'" in capsys.readouterr().err

@@ -42,6 +42,72 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _build_from_args(args: argparse.Namespace):
+    from ..models import create_model
+
+    options = {}
+    if args.width_mult is not None:
+        options["width_mult"] = args.width_mult
+    if args.groups is not None:
+        options["groups"] = args.groups
+    if args.minimal:
+        options["minimal"] = True
+    return create_model(args.name, **options)
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    from ..cost import profile
+    from .reports import profile_report
+
+    model = _build_from_args(args)
+    size = (1, 3, args.resolution, args.resolution)
+    prof = profile(model, size, latency=args.latency, runs=args.runs, threads=args.threads)
+    print(profile_report(prof, f"{args.name} at {args.resolution}x{args.resolution}, batch 1"))
+    if args.json:
+        prof.write_json(args.json)
+        print(f"wrote {args.json}")
+    if args.csv:
+        prof.write_csv(args.csv)
+        print(f"wrote {args.csv}")
+    return 0
+
+
+def zoo_title(resolution: int, threads: int, cpu: str, torch_version: str) -> str:
+    return (
+        f"lightnets zoo: {resolution}x{resolution}, batch 1, {threads} thread{'s' if threads != 1 else ''}, "
+        f"eager CPU ({cpu}), torch {torch_version}, denormals flushed"
+    )
+
+
+def cmd_zoo(args: argparse.Namespace) -> int:
+    from ..analysis import machine_info, run_zoo
+    from .reports import zoo_report
+
+    models = [m.strip() for m in args.models.split(",")] if args.models else None
+    if args.plot:
+        from ..analysis.plots import _pyplot
+
+        _pyplot()  # fail before measuring if matplotlib is missing
+    rows = run_zoo(args.resolution, threads=args.threads, runs=args.runs, warmup=args.warmup, models=models)
+    machine = machine_info()
+    title = zoo_title(args.resolution, rows[0].latency.threads, machine["cpu"], machine["torch"])
+    print(zoo_report(rows, title))
+    if args.plot:
+        from ..analysis.plots import plot_zoo
+
+        plot_zoo(rows, args.plot, title)
+        print(f"wrote {args.plot}")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(
+                {"title": title, "machine": machine, "resolution": args.resolution, "models": [r.to_dict() for r in rows]},
+                fh,
+                indent=2,
+            )
+        print(f"wrote {args.json}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lightnets",
@@ -56,6 +122,29 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--resolution", type=_positive_int, default=224, help="input size (default 224)")
     models.add_argument("--json", metavar="FILE", help="also write the table as JSON")
     models.set_defaults(func=cmd_models)
+
+    prof = sub.add_parser("profile", help="per-layer params, MAdds, MAC and (with --latency) time")
+    prof.add_argument("name", help="a registered model (see 'lightnets models')")
+    prof.add_argument("--width-mult", type=float, help="width multiplier alpha")
+    prof.add_argument("--resolution", type=_positive_int, default=224, help="input size (default 224)")
+    prof.add_argument("--groups", type=int, help="ShuffleNetV1 groups")
+    prof.add_argument("--minimal", action="store_true", help="MobileNetV3 minimalistic variant")
+    prof.add_argument("--latency", action="store_true", help="also time every layer and the whole forward pass")
+    prof.add_argument("--runs", type=_positive_int, default=20, help="timed passes with --latency (default 20)")
+    prof.add_argument("--threads", type=_positive_int, help="intra-op threads (default: torch's current count)")
+    prof.add_argument("--json", metavar="FILE", help="write the profile as JSON")
+    prof.add_argument("--csv", metavar="FILE", help="write the per-layer rows as CSV")
+    prof.set_defaults(func=cmd_profile)
+
+    zoo = sub.add_parser("zoo", help="every distinct model: params, MAdds, MAC and measured latency")
+    zoo.add_argument("--resolution", type=_positive_int, default=224, help="input size (default 224)")
+    zoo.add_argument("--threads", type=_positive_int, help="intra-op threads (default: torch's current count)")
+    zoo.add_argument("--runs", type=_positive_int, default=30, help="timed runs per model (default 30)")
+    zoo.add_argument("--warmup", type=int, default=5, help="untimed runs per model first (default 5)")
+    zoo.add_argument("--models", help="comma-separated model names (default: all distinct registered models)")
+    zoo.add_argument("--plot", metavar="FILE.png", help="write the latency-vs-MAdds scatter plot")
+    zoo.add_argument("--json", metavar="FILE", help="write the table as JSON")
+    zoo.set_defaults(func=cmd_zoo)
     return parser
 
 

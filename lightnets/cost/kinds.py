@@ -6,40 +6,32 @@ import torch
 
 aten = torch.ops.aten
 
-CONV = {aten.convolution.default, aten._convolution.default, aten.conv2d.default}
-LINEAR = {aten.addmm.default, aten.mm.default, aten.linear.default}
-BATCHNORM = {
-    aten.native_batch_norm.default,
-    aten._native_batch_norm_legit.default,
-    aten._native_batch_norm_legit_no_training.default,
-    aten._native_batch_norm_legit_functional.default,
-    aten.batch_norm.default,
-    aten.cudnn_batch_norm.default,
-}
-ACTIVATION = {
-    aten.relu.default, aten.relu_.default, aten.hardtanh.default, aten.hardtanh_.default,
-    aten.hardswish.default, aten.hardswish_.default, aten.hardsigmoid.default, aten.hardsigmoid_.default,
-    aten.sigmoid.default, aten.silu.default, aten.gelu.default, aten.clamp.default, aten.clamp_min.default,
-}
-POOL = {
-    aten.max_pool2d_with_indices.default, aten.max_pool2d.default, aten.avg_pool2d.default,
-    aten._adaptive_avg_pool2d.default, aten.adaptive_avg_pool2d.default, aten.mean.dim, aten.mean.default,
-}
-CONCAT = {aten.cat.default}
-SPLIT = {aten.split.Tensor, aten.split_with_sizes.default, aten.chunk.default, aten.slice.Tensor, aten.narrow.default, aten.unbind.int}
-ADD = {aten.add.Tensor, aten.add_.Tensor}
-MULTIPLY = {aten.mul.Tensor, aten.mul_.Tensor}
+
+def _ops(*names: str) -> frozenset:
+    """Operator overloads by name; overloads this torch build lacks are left out."""
+    found = set()
+    for name in names:
+        packet, overload = name.split(".")
+        try:
+            found.add(getattr(getattr(aten, packet), overload))
+        except AttributeError:
+            continue
+    return frozenset(found)
+
+CONV = _ops("convolution.default", "_convolution.default", "conv2d.default")
+LINEAR = _ops("addmm.default", "mm.default", "linear.default")
+BATCHNORM = _ops("native_batch_norm.default", "_native_batch_norm_legit.default", "_native_batch_norm_legit_no_training.default", "_native_batch_norm_legit_functional.default", "batch_norm.default", "cudnn_batch_norm.default")
+ACTIVATION = _ops("relu.default", "relu_.default", "hardtanh.default", "hardtanh_.default", "hardswish.default", "hardswish_.default", "hardsigmoid.default", "hardsigmoid_.default", "sigmoid.default", "silu.default", "gelu.default", "clamp.default", "clamp_min.default")
+POOL = _ops("max_pool2d_with_indices.default", "max_pool2d.default", "avg_pool2d.default", "_adaptive_avg_pool2d.default", "adaptive_avg_pool2d.default", "mean.dim", "mean.default")
+CONCAT = _ops("cat.default")
+SPLIT = _ops("split.Tensor", "split_with_sizes.default", "chunk.default", "slice.Tensor", "narrow.default", "unbind.int")
+ADD = _ops("add.Tensor", "add_.Tensor")
+MULTIPLY = _ops("mul.Tensor", "mul_.Tensor")
 #: A copy into a new memory layout: how reshape -> transpose -> reshape (channel shuffle)
 #: materialises. Plain views move no data and are not rows.
-LAYOUT_COPY = {aten.clone.default, aten.contiguous.default, aten.copy_.default, aten._reshape_copy.default}
+LAYOUT_COPY = _ops("clone.default", "contiguous.default", "copy_.default", "_reshape_copy.default")
 #: Operators that neither compute nor move data (views, allocations, metadata).
-IGNORED = {
-    aten.view.default, aten._unsafe_view.default, aten.reshape.default, aten.transpose.int, aten.permute.default,
-    aten.t.default, aten.expand.default, aten.squeeze.dim, aten.squeeze.dims, aten.unsqueeze.default,
-    aten.flatten.using_ints, aten.detach.default, aten.alias.default, aten.empty.memory_format, aten.empty.default,
-    aten.zeros.default, aten.ones.default, aten.randn.default, aten.lift_fresh.default, aten._to_copy.default,
-    aten.as_strided.default, aten.dropout.default, aten.native_dropout.default, aten.sym_size.int,
-}
+IGNORED = _ops("view.default", "_unsafe_view.default", "reshape.default", "transpose.int", "permute.default", "t.default", "expand.default", "squeeze.dim", "squeeze.dims", "unsqueeze.default", "flatten.using_ints", "detach.default", "alias.default", "empty.memory_format", "empty.default", "zeros.default", "ones.default", "randn.default", "lift_fresh.default", "_to_copy.default", "as_strided.default", "dropout.default", "native_dropout.default", "sym_size.int")
 
 KINDS = (
     "standard conv", "depthwise conv", "grouped conv", "pointwise conv", "linear", "batchnorm", "activation",

@@ -227,10 +227,12 @@ class _CostMode(TorchDispatchMode):
                 continue
             seen.add(id(t))
             n = t.numel()
-            if id(t) in self.weight_ids:
+            # A weight may arrive as a view of the parameter (linear layers pass weight.t()).
+            owner = id(t._base) if t._base is not None else id(t)
+            if owner in self.weight_ids:
                 weights += n
                 read_bytes += n * t.element_size()
-                if id(t) in self.param_ids:
+                if owner in self.param_ids:
                     params += n
             else:
                 read += n
@@ -239,6 +241,7 @@ class _CostMode(TorchDispatchMode):
             written += t.numel()
             written_bytes += t.numel() * t.element_size()
         out_numel = outputs[0].numel() if outputs else 0
+        feature_inputs = [t for t in inputs if (id(t._base) if t._base is not None else id(t)) not in self.weight_ids]
 
         madds = ops = 0
         if func in CONV:
@@ -266,7 +269,7 @@ class _CostMode(TorchDispatchMode):
             name=self._module_name(),
             op=str(func.overloadpacket.__name__) if hasattr(func, "overloadpacket") else str(func),
             kind=kind,
-            input_shape=_first_shape(args),
+            input_shape=tuple(feature_inputs[0].shape) if feature_inputs else (),
             output_shape=_first_shape(out),
             params=params,
             madds=int(madds),
@@ -336,9 +339,11 @@ def profile(
             row.time_ms = statistics.median(p.times[i] for p in passes)
         summed = sum(r.time_ms or 0.0 for r in rows)
         notes.append(
-            f"per-operator times are medians over {runs} timed passes of each kernel; their sum is "
-            f"{summed:.2f} ms against an end-to-end median of {end_to_end.median_ms:.2f} ms; the "
-            f"difference ({end_to_end.median_ms - summed:+.2f} ms) is framework overhead"
+            f"per-operator times are medians over {runs} passes, each kernel timed on its own; they sum to "
+            f"{summed:.2f} ms against an end-to-end median of {end_to_end.median_ms:.2f} ms "
+            f"({end_to_end.median_ms - summed:+.2f} ms: Python and dispatch overhead when positive; when "
+            f"negative, timing each kernel alone costs it some speed, e.g. idle threads waking up). "
+            f"Compare operators by their shares of the summed time."
         )
         return Profile(rows, size, str(dtype).replace("torch.", ""), latency=end_to_end, notes=notes)
     finally:

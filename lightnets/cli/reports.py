@@ -1,0 +1,114 @@
+"""Text reports for ``lightnets profile`` and ``lightnets zoo``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ..analysis.zoo import ZooRow
+from ..cost import Profile
+from .tables import format_table
+
+
+def _shape(shape: Sequence[int]) -> str:
+    return "x".join(map(str, shape))
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def profile_report(prof: Profile, title: str) -> str:
+    timed = prof.total.time_ms is not None
+    total_time = prof.total.time_ms or 0.0
+    rows = [
+        {
+            "i": r.index,
+            "name": r.name,
+            "kind": r.kind,
+            "shape": f"{_shape(r.input_shape)} -> {_shape(r.output_shape)}",
+            "params": r.params,
+            "madds": r.madds,
+            "ops": r.elementwise_ops,
+            "mac": r.mac,
+            "intensity": r.intensity,
+            "time": r.time_ms,
+            "time_share": (r.time_ms / total_time) if timed and total_time else None,
+        }
+        for r in prof.rows
+    ]
+    columns = [
+        ("i", "#"), ("name", "layer"), ("kind", "kind"), ("shape", "input -> output"), ("params", "params"),
+        ("madds", "MAdds"), ("ops", "elem ops"), ("mac", "MAC (elems)"), ("intensity", "FLOP/B"),
+    ]
+    if timed:
+        columns += [("time", "ms"), ("time_share", "% time")]
+    parts = [
+        title,
+        "",
+        format_table(
+            rows,
+            columns,
+            formats={
+                "params": "{:,}", "madds": "{:,}", "ops": "{:,}", "mac": "{:,}", "intensity": "{:.2f}",
+                "time": "{:.3f}", "time_share": _pct,
+            },
+        ),
+    ]
+    t = prof.total
+    parts += [
+        "",
+        f"total: {t.params:,} params, {t.madds / 1e6:,.1f} M MAdds, {t.elementwise_ops / 1e6:,.2f} M element-wise ops, "
+        f"MAC {t.mac / 1e6:,.2f} M elements = {t.mac_bytes / 2**20:,.1f} MiB ({prof.dtype}), "
+        f"{t.flops / t.mac_bytes if t.mac_bytes else 0:.2f} FLOP/byte"
+        + (f", {t.time_ms:.2f} ms summed over operators" if timed else ""),
+    ]
+    if prof.latency:
+        parts.append(f"end to end: {prof.latency}")
+    parts += ["", "by kind: share of MAdds vs share of MAC" + (" vs share of time" if timed else "")]
+    kind_cols = [
+        ("kind", "kind"), ("count", "layers"), ("madds", "MAdds"), ("madds_share", "% MAdds"), ("mac", "MAC (elems)"),
+        ("mac_share", "% MAC"),
+    ]
+    if timed:
+        kind_cols += [("time_ms", "ms"), ("time_share", "% time")]
+    parts.append(
+        format_table(
+            prof.by_kind(),
+            kind_cols,
+            formats={
+                "madds": "{:,}", "mac": "{:,}", "madds_share": _pct, "mac_share": _pct, "time_ms": "{:.3f}",
+                "time_share": _pct,
+            },
+        )
+    )
+    parts += [f"note: {n}" for n in prof.notes]
+    return "\n".join(parts)
+
+
+def zoo_report(rows: Sequence[ZooRow], title: str) -> str:
+    table = [
+        {
+            "name": r.name,
+            "params": r.params,
+            "madds": r.madds / 1e6,
+            "mac": r.mac / 1e6,
+            "median": r.latency.median_ms,
+            "spread": f"{r.latency.p10_ms:.2f}-{r.latency.p90_ms:.2f}",
+            "madds_per_ms": r.madds_per_ms,
+        }
+        for r in rows
+    ]
+    return "\n".join(
+        [
+            title,
+            "",
+            format_table(
+                table,
+                [
+                    ("name", "model"), ("params", "params"), ("madds", "MAdds (M)"), ("mac", "MAC (M elems)"),
+                    ("median", "median ms"), ("spread", "p10-p90 ms"), ("madds_per_ms", "MAdds/ms (M)"),
+                ],
+                formats={"params": "{:,}", "madds": "{:.1f}", "mac": "{:.1f}", "median": "{:.2f}", "madds_per_ms": "{:.1f}"},
+            ),
+        ]
+    )
