@@ -1,0 +1,71 @@
+"""Benchmark: why measure_latency flushes denormals.
+
+    python benchmarks/denormals.py [--models mobilenet_v2,mobilenet_v3_large] [--runs 20]
+
+Times freshly initialised models (eval mode, batch 1, 224x224) with denormals flushed and
+not flushed, in one run, and prints the median of each and their ratio; writes
+``benchmarks/results/denormals-<cpu>.json``. A ratio well above 1 is the slowdown a naive
+timing of an untrained network would report as "latency".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+import lightnets
+from lightnets.analysis import machine_info
+from lightnets.cli.tables import format_table
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def median_ms(model: torch.nn.Module, x: torch.Tensor, runs: int, flush: bool) -> float:
+    torch.set_flush_denormal(flush)
+    try:
+        with torch.inference_mode():
+            for _ in range(3):
+                model(x)
+            times = []
+            for _ in range(runs):
+                start = time.perf_counter()
+                model(x)
+                times.append((time.perf_counter() - start) * 1e3)
+    finally:
+        torch.set_flush_denormal(False)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default="mobilenet_v1,mobilenet_v2,mobilenet_v3_large,mobilenet_v3_small,shufflenet_v1,shufflenet_v2")
+    parser.add_argument("--runs", type=int, default=20)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 224, 224)
+    rows = []
+    for name in args.models.split(","):
+        model = lightnets.create_model(name).eval()
+        plain = median_ms(model, x, args.runs, flush=False)
+        flushed = median_ms(model, x, args.runs, flush=True)
+        rows.append({"model": name, "not_flushed_ms": plain, "flushed_ms": flushed, "ratio": plain / flushed})
+    machine = machine_info()
+    print(f"random-init models, 224x224, batch 1, {torch.get_num_threads()} threads, {machine['cpu']}, torch {machine['torch']}")
+    print(format_table(rows, [("model", "model"), ("not_flushed_ms", "median ms, denormals kept"),
+                              ("flushed_ms", "median ms, flushed"), ("ratio", "ratio")],
+                       formats={"not_flushed_ms": "{:.2f}", "flushed_ms": "{:.2f}", "ratio": "{:.2f}x"}))
+    slug = re.sub(r"[^a-z0-9]+", "-", machine["cpu"].lower()).strip("-") or machine["hostname"]
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"denormals-{slug}.json"
+    out.write_text(json.dumps({"machine": machine, "runs": args.runs, "models": rows}, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
