@@ -108,6 +108,38 @@ def cmd_zoo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lab(args: argparse.Namespace) -> int:
+    import os
+
+    from ..lab import EXPERIMENTS, LabConfig, run_lab
+    from ..lab.report import plot, report
+
+    names = list(EXPERIMENTS) if args.experiment == "all" else [args.experiment]
+    config = LabConfig(device=args.device, threads=args.threads, batch=args.batch, seconds_per_network=args.seconds)
+    if args.plot_dir:
+        from ..analysis.plots import _pyplot
+
+        _pyplot()
+        os.makedirs(args.plot_dir, exist_ok=True)
+    show = sys.stderr.isatty()
+    results = run_lab(names, config, progress=(lambda msg: print(f"  {msg}", file=sys.stderr)) if show else None)
+    for result in results:
+        print(report(result))
+        if args.plot_dir:
+            path = os.path.join(args.plot_dir, f"lab-{result.name}.png")
+            plot(result, path)
+            print(f"wrote {path}")
+        print()
+    print("verdicts:")
+    for result in results:
+        print(f"  {result.verdict_line()}")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"results": [r.to_dict() for r in results]}, fh, indent=2)
+        print(f"wrote {args.json}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lightnets",
@@ -145,6 +177,16 @@ def build_parser() -> argparse.ArgumentParser:
     zoo.add_argument("--plot", metavar="FILE.png", help="write the latency-vs-MAdds scatter plot")
     zoo.add_argument("--json", metavar="FILE", help="write the table as JSON")
     zoo.set_defaults(func=cmd_zoo)
+
+    lab = sub.add_parser("lab", help="rerun ShuffleNetV2's G1-G4 experiments and the depthwise study here")
+    lab.add_argument("experiment", choices=["g1", "g2", "g3", "g4", "depthwise", "all"])
+    lab.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    lab.add_argument("--threads", type=_positive_int, help="intra-op threads (default 1 on the CPU, as the paper's ARM)")
+    lab.add_argument("--batch", type=_positive_int, help="batch size (default 1 on the CPU, 8 on the GPU)")
+    lab.add_argument("--seconds", type=float, default=1.0, help="timing budget per network (default 1 s)")
+    lab.add_argument("--plot-dir", metavar="DIR", help="write one PNG per experiment here")
+    lab.add_argument("--json", metavar="FILE", help="write all results as JSON")
+    lab.set_defaults(func=cmd_lab)
     return parser
 
 
