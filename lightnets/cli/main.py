@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 
@@ -140,6 +141,104 @@ def cmd_lab(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_options(args: argparse.Namespace) -> dict:
+    options = {}
+    for key in ("width_mult", "groups", "dropout"):
+        value = getattr(args, key, None)
+        if value is not None:
+            options[key] = value
+    if getattr(args, "minimal", False):
+        options["minimal"] = True
+    return options
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import time as _time
+
+    from ..models import create_model
+    from ..train import fit, get_recipe, load_data
+
+    resolution = args.resolution or (32 if args.data == "digits" else 224)
+    if args.resume:
+        config_path = os.path.join(args.resume, "config.json")
+        if not os.path.isfile(config_path):
+            raise ValueError(f"--resume {args.resume!r}: no config.json there; is it a lightnets run directory?")
+        with open(config_path) as fh:
+            stored = json.load(fh)
+        if stored["model"].get("name") != args.name:
+            raise ValueError(f"run {args.resume!r} trains {stored['model'].get('name')!r}, not {args.name!r}")
+        run_dir, options = args.resume, stored["model"]["options"]
+        recipe = get_recipe(stored["recipe"]["name"]).with_overrides(**stored["recipe"])
+        resolution, data = stored["preprocessing"]["resolution"], stored["data"]
+    else:
+        recipe = get_recipe(args.recipe)
+        if args.dropout is None and recipe.dropout is not None:
+            args.dropout = recipe.dropout
+        run_dir = args.out or os.path.join("runs", f"{args.name}-{_time.strftime('%Y%m%d-%H%M%S')}")
+        data = args.data
+        train_split, _ = load_data(data, resolution, args.bad_images)  # fail early on bad data, learn the classes
+        options = {**_model_options(args), "num_classes": len(train_split.classes)}
+    import torch
+
+    torch.manual_seed(args.seed)  # the initial weights depend on the seed too
+    model = create_model(args.name, **options)
+    result = fit(
+        model, data, recipe, run_dir=run_dir, epochs=None if args.resume else args.epochs,
+        batch_size=None if args.resume else args.batch_size, lr=None if args.resume else args.lr,
+        resolution=resolution, resume=bool(args.resume), resume_checkpoint=args.checkpoint,
+        checkpoint_every=args.checkpoint_every, seed=args.seed, device=args.device, amp=args.amp,
+        channels_last=args.channels_last, sync_bn=args.sync_bn, deterministic=args.deterministic,
+        threads=args.threads, max_steps=args.max_steps, workers=args.workers, bad_images=args.bad_images,
+        model_config={"name": args.name, "options": options}, show_progress=not args.no_progress,
+    )
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"best validation top-1 {100 * result.best_top1:.2f}% at epoch {result.best_epoch}; run directory {result.run_dir}")
+        if args.plot:
+            from ..train.plots import plot_curves, read_metrics
+
+            path = os.path.join(run_dir, "curves.png")
+            plot_curves(read_metrics(os.path.join(run_dir, "metrics.jsonl")), path, f"{args.name} on {data}")
+            print(f"wrote {path}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from ..models import create_model
+    from ..train import evaluate, load_data, load_weights
+
+    weights, config = load_weights(args.checkpoint)
+    stored = config.get("model", {})
+    if stored.get("name") not in (None, args.name):
+        raise ValueError(f"checkpoint {args.checkpoint!r} holds {stored.get('name')!r}, not {args.name!r}")
+    resolution = args.resolution or config["preprocessing"]["resolution"]
+    data = args.data or config.get("data", "digits")
+    _, val = load_data(data, resolution, args.bad_images, augment=False)
+    if val.classes != config.get("classes", val.classes):
+        raise ValueError(f"the data's classes {val.classes} differ from the checkpoint's {config['classes']}")
+    model = create_model(args.name, **stored.get("options", {"num_classes": len(val.classes)}))
+    model.load_state_dict(weights)
+    result = evaluate(model, val, batch_size=args.batch_size, device=args.device)
+    print(f"{args.name} on {data} ({val.name}, {result.count} images, {resolution}x{resolution}): "
+          f"top-1 {100 * result.top1:.2f}%, top-5 {100 * result.top5:.2f}%, loss {result.loss:.4f}")
+    print()
+    print(format_table([{"class": c, "acc": a, "n": int(n)} for c, a, n in zip(result.classes, result.per_class, result.confusion.sum(1))],
+                       [("class", "class"), ("n", "images"), ("acc", "accuracy")], formats={"acc": lambda v: f"{100 * v:.1f}%"}))
+    if len(result.classes) <= 20:
+        print("\nconfusion matrix (rows: true class, columns: predicted)")
+        rows = [{"true": c, **{p: int(v) for p, v in zip(result.classes, row)}} for c, row in zip(result.classes, result.confusion.tolist())]
+        print(format_table(rows, [("true", "true")] + [(c, c) for c in result.classes]))
+    if args.plot:
+        from ..train.plots import plot_confusion
+
+        plot_confusion(result, args.plot, f"{args.name}: {args.checkpoint}")
+        print(f"wrote {args.plot}")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(result.to_dict(), fh, indent=2)
+        print(f"wrote {args.json}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lightnets",
@@ -187,6 +286,48 @@ def build_parser() -> argparse.ArgumentParser:
     lab.add_argument("--plot-dir", metavar="DIR", help="write one PNG per experiment here")
     lab.add_argument("--json", metavar="FILE", help="write all results as JSON")
     lab.set_defaults(func=cmd_lab)
+
+    train = sub.add_parser("train", help="train a model (digits by default, or an ImageFolder tree)")
+    train.add_argument("name", help="a registered model")
+    train.add_argument("--data", default="digits", help="'digits' (built in) or PATH with train/ and val/ class folders")
+    train.add_argument("--recipe", default="small-data", help="small-data (default), mobilenet_v2, mobilenet_v3, shufflenet")
+    train.add_argument("--epochs", type=_positive_int)
+    train.add_argument("--batch-size", type=_positive_int, help="per process")
+    train.add_argument("--lr", type=float, help="peak learning rate (overrides the recipe)")
+    train.add_argument("--resolution", type=_positive_int, help="input size: the resolution multiplier (default 32 for digits, 224 otherwise)")
+    train.add_argument("--width-mult", type=float)
+    train.add_argument("--groups", type=int, help="ShuffleNetV1 groups")
+    train.add_argument("--minimal", action="store_true", help="MobileNetV3 minimalistic")
+    train.add_argument("--dropout", type=float, help="dropout before the classifier")
+    train.add_argument("--out", help="run directory (default runs/NAME-TIME)")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue this run exactly where it stopped")
+    train.add_argument("--checkpoint", default="last", help="with --resume: last (default), previous, best, or a file")
+    train.add_argument("--checkpoint-every", type=int, default=0, metavar="N", help="also checkpoint every N steps")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    train.add_argument("--amp", action="store_true", help="mixed precision (fp16 on GPU, bf16 on CPU)")
+    train.add_argument("--channels-last", action="store_true")
+    train.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across GPU processes")
+    train.add_argument("--deterministic", action="store_true", help="deterministic algorithms (exact reruns)")
+    train.add_argument("--threads", type=_positive_int)
+    train.add_argument("--max-steps", type=_positive_int, help="stop after this many optimizer steps")
+    train.add_argument("--workers", type=int, default=0, help="image-reading processes for ImageFolder data")
+    train.add_argument("--bad-images", choices=["skip", "error"], default="skip", help="unreadable images: skip and count, or stop")
+    train.add_argument("--plot", action="store_true", help="write RUN_DIR/curves.png at the end")
+    train.add_argument("--no-progress", action="store_true")
+    train.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("eval", help="top-1/top-5, per-class accuracy and confusion matrix of a checkpoint")
+    ev.add_argument("name")
+    ev.add_argument("--checkpoint", required=True, help="a .safetensors checkpoint written by lightnets train")
+    ev.add_argument("--data", help="'digits' or PATH (default: the data the checkpoint was trained on)")
+    ev.add_argument("--resolution", type=_positive_int, help="default: the checkpoint's")
+    ev.add_argument("--batch-size", type=_positive_int, default=256)
+    ev.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ev.add_argument("--bad-images", choices=["skip", "error"], default="skip")
+    ev.add_argument("--plot", metavar="FILE.png", help="write the confusion matrix as a PNG")
+    ev.add_argument("--json", metavar="FILE")
+    ev.set_defaults(func=cmd_eval)
     return parser
 
 

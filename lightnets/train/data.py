@@ -1,0 +1,293 @@
+"""Datasets for training and evaluation: the built-in digits, and ImageFolder trees.
+
+``digits`` is scikit-learn's copy of the UCI handwritten digits (1,797 real 8x8 grey images,
+values 0-16, ten classes), shipped inside lightnets as ``lightnets/data/digits.safetensors``
+so that ``lightnets train mobilenet_v2`` runs with no download. Images are upscaled to the
+chosen resolution (the paper's resolution multiplier) and replicated to 3 channels; the
+train/test split is fixed, stratified and seeded.
+
+ImageFolder trees (``PATH/train/<class>/*.jpg`` and ``PATH/val/<class>/*``) use the usual
+ImageNet transforms: random resized crop and horizontal flip for training, resize and centre
+crop (ratio 0.875) for evaluation, then mean/std normalisation. They need Pillow
+(``pip install "lightnets[images]"``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from importlib import resources
+
+import torch
+import torch.nn.functional as F
+import torch.utils.data
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+DIGITS_MEAN = (0.5, 0.5, 0.5)
+DIGITS_STD = (0.5, 0.5, 0.5)
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+
+
+def check_resolution(resolution: object) -> int:
+    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1:
+        raise ValueError(f"resolution must be a positive integer (the input size in pixels), got {resolution!r}")
+    return resolution
+
+
+@dataclass
+class Preprocessing:
+    """What an image goes through before the network; stored with every checkpoint."""
+
+    kind: str  # "digits" or "imagenet"
+    resolution: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    resize: int | None = None  # eval: shorter side resized to this, then centre crop
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "resolution": self.resolution, "mean": list(self.mean), "std": list(self.std), "resize": self.resize}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Preprocessing:
+        return cls(d["kind"], int(d["resolution"]), tuple(d["mean"]), tuple(d["std"]), d.get("resize"))
+
+
+@dataclass
+class Batch:
+    images: torch.Tensor
+    labels: torch.Tensor
+    skipped: int = 0  # unreadable images dropped from this batch
+
+
+@dataclass
+class DataSplit:
+    """One split: a way to iterate batches, its size, and its classes."""
+
+    name: str
+    size: int
+    classes: list[str]
+    preprocessing: Preprocessing
+    loader: object = field(repr=False)  # _TensorLoader or _FolderLoader
+
+    def batches(self, batch_size: int, *, shuffle: bool, epoch: int = 0, seed: int = 0, rank: int = 0, world: int = 1,
+                drop_last: bool = False, skip: int = 0, workers: int = 0) -> Iterator[Batch]:
+        """Batches for one epoch; the order depends only on (seed, epoch), so a run can resume mid-epoch.
+
+        With ``world`` > 1 each rank takes every world-th index of the same permutation
+        (what ``DistributedSampler`` does). ``skip`` drops the first batches (for resuming).
+        ``workers`` > 0 reads image folders in that many processes (in-memory data ignores it).
+        """
+        order = torch.randperm(self.size, generator=torch.Generator().manual_seed(seed * 1000 + epoch)) if shuffle else torch.arange(self.size)
+        if world > 1:
+            per_rank = self.size // world if drop_last else math.ceil(self.size / world)
+            order = order[rank::world][:per_rank]
+        n = len(order)
+        count = n // batch_size if drop_last else math.ceil(n / batch_size)
+        chunks = [order[b * batch_size:(b + 1) * batch_size] for b in range(skip, count)]
+        if workers > 0 and isinstance(self.loader, _FolderLoader):
+            from torch.utils.data import DataLoader
+
+            yield from DataLoader(_Chunks(self.loader, chunks), batch_size=None, num_workers=workers, collate_fn=lambda b: b)
+            return
+        for chunk in chunks:
+            yield self.loader.load(chunk)
+
+    def num_batches(self, batch_size: int, world: int = 1, drop_last: bool = False) -> int:
+        n = self.size // world if drop_last or world == 1 else math.ceil(self.size / world)
+        return n // batch_size if drop_last else math.ceil(n / batch_size)
+
+
+class _TensorLoader:
+    """In-memory uint8 images (N, H, W) -> normalised float batches at the target resolution."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, pre: Preprocessing, augment: bool) -> None:
+        self.images, self.labels, self.pre, self.augment = images, labels, pre, augment
+        self.mean = torch.tensor(pre.mean).view(1, 3, 1, 1)
+        self.std = torch.tensor(pre.std).view(1, 3, 1, 1)
+
+    def load(self, idx: torch.Tensor) -> Batch:
+        x = self.images[idx].float().div_(16.0).unsqueeze(1)
+        x = F.interpolate(x, size=(self.pre.resolution, self.pre.resolution), mode="bilinear", align_corners=False)
+        if self.augment:
+            x = random_affine(x)
+        x = x.expand(-1, 3, -1, -1)
+        return Batch((x - self.mean) / self.std, self.labels[idx].long())
+
+
+def random_affine(x: torch.Tensor, degrees: float = 10.0, scale: tuple[float, float] = (0.9, 1.1), translate: float = 0.1) -> torch.Tensor:
+    """Small random rotation, scale and shift per image (global torch RNG, so resumable)."""
+    n = x.shape[0]
+    angle = (torch.rand(n) * 2 - 1) * math.radians(degrees)
+    s = torch.empty(n).uniform_(*scale)
+    tx, ty = ((torch.rand(2, n) * 2 - 1) * translate * 2)
+    cos, sin = torch.cos(angle) / s, torch.sin(angle) / s
+    theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, padding_mode="zeros", align_corners=False)
+
+
+def load_digits() -> tuple[torch.Tensor, torch.Tensor]:
+    """The 1,797 digits as uint8 images (N, 8, 8) in 0..16 and labels (N,)."""
+    from safetensors.torch import load
+
+    data = load(resources.files("lightnets").joinpath("data/digits.safetensors").read_bytes())
+    return data["images"], data["labels"]
+
+
+def stratified_split(labels: torch.Tensor, test_fraction: float = 0.2, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices of a fixed, stratified, seeded train/test split."""
+    g = torch.Generator().manual_seed(seed)
+    train, test = [], []
+    for c in labels.unique().tolist():
+        idx = (labels == c).nonzero().flatten()
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        k = round(len(idx) * test_fraction)
+        test.append(idx[:k])
+        train.append(idx[k:])
+    return torch.cat(train).sort().values, torch.cat(test).sort().values
+
+
+def digits(resolution: int = 32, augment: bool = True) -> tuple[DataSplit, DataSplit]:
+    """The built-in digits dataset as (train, test) splits at ``resolution`` pixels."""
+    check_resolution(resolution)
+    images, labels = load_digits()
+    train_idx, test_idx = stratified_split(labels)
+    pre = Preprocessing("digits", resolution, DIGITS_MEAN, DIGITS_STD)
+    classes = [str(i) for i in range(10)]
+    return (
+        DataSplit("train", len(train_idx), classes, pre, _TensorLoader(images[train_idx], labels[train_idx], pre, augment)),
+        DataSplit("test", len(test_idx), classes, pre, _TensorLoader(images[test_idx], labels[test_idx], pre, False)),
+    )
+
+
+# ---- ImageFolder ----------------------------------------------------------------------
+
+
+def _pil():
+    try:
+        from PIL import Image
+    except ImportError:
+        raise ValueError('image folders need Pillow: pip install "lightnets[images]"') from None
+    return Image
+
+
+def scan_folder(root: str, classes: list[str] | None = None) -> tuple[list[tuple[str, int]], list[str]]:
+    """(path, class index) pairs of an ImageFolder split; raises on a missing or empty folder."""
+    if not os.path.isdir(root):
+        raise ValueError(f"image folder {root!r} does not exist (expected PATH/train/<class>/... and PATH/val/<class>/...)")
+    found = sorted(d.name for d in os.scandir(root) if d.is_dir())
+    if not found:
+        raise ValueError(f"image folder {root!r} has no class sub-folders")
+    classes = classes or found
+    if found != classes:
+        raise ValueError(f"{root!r} has classes {found}, expected the training classes {classes}")
+    samples = []
+    for index, name in enumerate(classes):
+        files = sorted(
+            os.path.join(dirpath, f)
+            for dirpath, _, names in os.walk(os.path.join(root, name))
+            for f in names
+            if f.lower().endswith(IMAGE_EXTENSIONS)
+        )
+        if not files:
+            raise ValueError(f"class folder {os.path.join(root, name)!r} contains no images ({', '.join(IMAGE_EXTENSIONS)})")
+        samples.extend((f, index) for f in files)
+    return samples, classes
+
+
+class _FolderLoader:
+    """Reads and transforms images with Pillow; unreadable images are skipped or raise."""
+
+    def __init__(self, samples: list[tuple[str, int]], pre: Preprocessing, train: bool, bad_images: str) -> None:
+        self.samples, self.pre, self.train, self.bad_images = samples, pre, train, bad_images
+        self.mean = torch.tensor(pre.mean).view(3, 1, 1)
+        self.std = torch.tensor(pre.std).view(3, 1, 1)
+
+    def transform(self, img) -> torch.Tensor:
+        Image = _pil()
+        img = img.convert("RGB")
+        r = self.pre.resolution
+        if self.train:
+            img = _random_resized_crop(img, r, Image)
+            if random.random() < 0.5:
+                img = img.transpose(Image.FLIP_LEFT_RIGHT)
+        else:
+            w, h = img.size
+            short = self.pre.resize or round(r / 0.875)
+            img = img.resize((max(1, round(w * short / min(w, h))), max(1, round(h * short / min(w, h)))), Image.BILINEAR)
+            w, h = img.size
+            left, top = (w - r) // 2, (h - r) // 2
+            img = img.crop((left, top, left + r, top + r))
+        x = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(r, r, 3).permute(2, 0, 1).float() / 255
+        return (x - self.mean) / self.std
+
+    def load(self, idx: torch.Tensor) -> Batch:
+        Image = _pil()
+        images, labels, skipped = [], [], 0
+        for i in idx.tolist():
+            path, label = self.samples[i]
+            try:
+                with Image.open(path) as img:
+                    images.append(self.transform(img))
+                labels.append(label)
+            except (OSError, ValueError) as err:
+                if self.bad_images == "error":
+                    raise ValueError(f"cannot read image {path!r}: {err} (use --bad-images skip to skip and count)") from None
+                skipped += 1
+        if not images:
+            return Batch(torch.empty(0, 3, self.pre.resolution, self.pre.resolution), torch.empty(0, dtype=torch.long), skipped)
+        return Batch(torch.stack(images), torch.tensor(labels), skipped)
+
+
+class _Chunks(torch.utils.data.Dataset):
+    """Whole batches as dataset items, so DataLoader workers read them in parallel."""
+
+    def __init__(self, loader: _FolderLoader, chunks: list[torch.Tensor]) -> None:
+        self.loader, self.chunks = loader, chunks
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def __getitem__(self, i: int) -> Batch:
+        return self.loader.load(self.chunks[i])
+
+
+def _random_resized_crop(img, size: int, Image, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
+    w, h = img.size
+    area = w * h
+    for _ in range(10):
+        target = area * random.uniform(*scale)
+        aspect = math.exp(random.uniform(math.log(ratio[0]), math.log(ratio[1])))
+        cw, ch = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
+        if 0 < cw <= w and 0 < ch <= h:
+            left, top = random.randint(0, w - cw), random.randint(0, h - ch)
+            return img.resize((size, size), Image.BILINEAR, box=(left, top, left + cw, top + ch))
+    side = min(w, h)
+    left, top = (w - side) // 2, (h - side) // 2
+    return img.resize((size, size), Image.BILINEAR, box=(left, top, left + side, top + side))
+
+
+def image_folder(path: str, resolution: int = 224, bad_images: str = "skip") -> tuple[DataSplit, DataSplit]:
+    """``PATH/train`` and ``PATH/val`` ImageFolder trees as (train, val) splits."""
+    check_resolution(resolution)
+    if bad_images not in ("skip", "error"):
+        raise ValueError(f"bad_images must be 'skip' or 'error', got {bad_images!r}")
+    _pil()
+    train_samples, classes = scan_folder(os.path.join(path, "train"))
+    val_samples, _ = scan_folder(os.path.join(path, "val"), classes)
+    pre = Preprocessing("imagenet", resolution, IMAGENET_MEAN, IMAGENET_STD, resize=round(resolution / 0.875))
+    return (
+        DataSplit("train", len(train_samples), classes, pre, _FolderLoader(train_samples, pre, True, bad_images)),
+        DataSplit("val", len(val_samples), classes, pre, _FolderLoader(val_samples, pre, False, bad_images)),
+    )
+
+
+def load_data(data: str, resolution: int, bad_images: str = "skip", augment: bool = True) -> tuple[DataSplit, DataSplit]:
+    """``"digits"`` or a path to an ImageFolder tree."""
+    if data == "digits":
+        return digits(resolution, augment=augment)
+    return image_folder(data, resolution, bad_images)

@@ -1,0 +1,377 @@
+"""``fit`` and ``evaluate``: the training loop the CLI calls.
+
+Runs on one CPU or GPU, or on many processes under ``torchrun`` (DistributedDataParallel,
+gloo on CPU, nccl on GPU). Only rank 0 writes logs and checkpoints. The learning rate is a
+pure function of the step and every RNG is saved, so a run resumed from any checkpoint,
+mid-epoch included, continues exactly as if it had not stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from .checkpoint import CheckpointError, _digest, load_checkpoint, restore_rng, save_checkpoint
+from .data import DataSplit, load_data
+from .ema import ModelEMA
+from .metrics import EvalResult, topk_correct
+from .recipes import Recipe, get_recipe
+
+
+@dataclass
+class FitResult:
+    run_dir: str
+    epochs: int
+    best_top1: float
+    best_epoch: int
+    final: dict
+    history: list[dict] = field(default_factory=list)
+
+
+def _distributed() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, 0
+    return int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on convolution and linear weights only, not on BN parameters or biases."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.dim() > 1 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+    groups = _param_groups(model, recipe.weight_decay)
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov)
+    if recipe.optimizer == "rmsprop":
+        return torch.optim.RMSprop(groups, lr=recipe.lr, alpha=recipe.rmsprop_decay, eps=recipe.rmsprop_eps, momentum=recipe.momentum)
+    if recipe.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=recipe.lr)
+    raise ValueError(f"unknown optimizer {recipe.optimizer!r}; allowed: sgd, rmsprop, adamw")
+
+
+def _fingerprint(model: nn.Module) -> str:
+    """SHA-256 of every weight and buffer: equal on two ranks iff the replicas are identical."""
+    return _digest({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()})
+
+
+class _Progress:
+    """A one-line progress bar with ETA on a terminal; nothing otherwise."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled and sys.stderr.isatty()
+        self.start = time.perf_counter()
+
+    def update(self, epoch: int, epochs: int, step: int, steps: int, loss: float, lr: float, ips: float, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        elapsed = time.perf_counter() - self.start
+        eta = elapsed / max(done, 1) * (total - done)
+        bar = "#" * int(20 * step / max(steps, 1))
+        sys.stderr.write(
+            f"\repoch {epoch + 1}/{epochs} [{bar:<20}] {step}/{steps} loss {loss:.3f} lr {lr:.4g} "
+            f"{ips:.0f} img/s ETA {int(eta // 60)}:{int(eta % 60):02d}   "
+        )
+        sys.stderr.flush()
+
+    def end(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\n")
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    split: DataSplit,
+    *,
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
+    channels_last: bool = False,
+    rank: int = 0,
+    world: int = 1,
+) -> EvalResult:
+    """Top-1, top-5, loss, per-class accuracy and confusion matrix of ``model`` on ``split``."""
+    was_training = model.training
+    model.eval()
+    n_classes = len(split.classes)
+    confusion = torch.zeros(n_classes, n_classes, dtype=torch.long)
+    sums = torch.zeros(4, dtype=torch.float64)  # loss sum, top-1, top-5, count
+    try:
+        for batch in split.batches(batch_size, shuffle=False, rank=rank, world=world):
+            if batch.labels.numel() == 0:
+                continue
+            x = batch.images.to(device)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            logits = model(x).float().cpu()
+            sums[0] += F.cross_entropy(logits, batch.labels, reduction="sum").item()
+            c1, c5 = topk_correct(logits, batch.labels)
+            sums[1:] += torch.tensor([c1, c5, len(batch.labels)], dtype=torch.float64)
+            confusion += torch.bincount(batch.labels * n_classes + logits.argmax(1), minlength=n_classes**2).view(n_classes, n_classes)
+    finally:
+        model.train(was_training)
+    if world > 1:
+        dist.all_reduce(sums)
+        dist.all_reduce(confusion)
+    count = max(int(sums[3]), 1)
+    return EvalResult(float(sums[1] / count), float(sums[2] / count), float(sums[0] / count), int(sums[3]), split.classes, confusion)
+
+
+def fit(
+    model: nn.Module,
+    data: str | tuple[DataSplit, DataSplit] = "digits",
+    recipe: str | Recipe = "small-data",
+    *,
+    run_dir: str,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    resolution: int = 32,
+    resume: bool = False,
+    resume_checkpoint: str = "last",
+    checkpoint_every: int = 0,
+    seed: int = 0,
+    device: str = "cpu",
+    amp: bool = False,
+    channels_last: bool = False,
+    sync_bn: bool = False,
+    deterministic: bool = False,
+    threads: int | None = None,
+    max_steps: int | None = None,
+    workers: int = 0,
+    bad_images: str = "skip",
+    model_config: dict | None = None,
+    show_progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> FitResult:
+    """Train ``model`` on ``data`` with ``recipe``; checkpoints and ``metrics.jsonl`` go to ``run_dir``.
+
+    ``data`` is ``"digits"``, an ImageFolder path, or (train, val) splits. ``resume=True``
+    continues ``run_dir`` from its ``resume_checkpoint`` (``last``, ``previous``, ``best`` or a
+    path). ``checkpoint_every`` also checkpoints every N optimizer steps. ``max_steps`` stops
+    early (for smoke tests). ``model_config`` (registry name and options) is stored with the
+    checkpoints so ``lightnets eval`` and ``predict`` can rebuild the model.
+    """
+    recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
+    recipe = recipe.with_overrides(epochs=epochs, batch_size=batch_size, lr=lr)
+    for name, value in (("epochs", recipe.epochs), ("batch_size", recipe.batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    if checkpoint_every < 0:
+        raise ValueError(f"checkpoint_every must be >= 0, got {checkpoint_every!r}")
+    rank, world, local_rank = _distributed()
+    is_main = rank == 0
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device == "cuda" else "gloo")
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError("device 'cuda' requested but torch sees no CUDA device")
+        torch.cuda.set_device(local_rank)
+        device = f"cuda:{local_rank}"
+    if threads is not None:
+        torch.set_num_threads(threads)
+    if deterministic:
+        torch.use_deterministic_algorithms(True)
+    say = log if is_main else (lambda _msg: None)
+
+    train_split, val_split = load_data(data, resolution, bad_images, recipe.augment) if isinstance(data, str) else data
+    if model_config is not None and model_config.get("num_classes") not in (None, len(train_split.classes)):
+        raise ValueError(f"the model has {model_config['num_classes']} classes, the data {len(train_split.classes)}")
+    steps_per_epoch = train_split.num_batches(recipe.batch_size, world, drop_last=True)
+    if steps_per_epoch < 1:
+        raise ValueError(f"batch size {recipe.batch_size} x {world} process(es) exceeds the {train_split.size} training images")
+    total_steps = steps_per_epoch * recipe.epochs
+
+    if sync_bn:
+        if world == 1 or not str(device).startswith("cuda"):
+            raise ValueError("--sync-bn needs several GPU processes (torchrun with --device cuda)")
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if recipe.bn_momentum is not None:
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.momentum = recipe.bn_momentum
+    model = model.to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(model, recipe)
+    ema = ModelEMA(model, recipe.ema_decay) if recipe.ema_decay else None
+    config = {
+        "model": model_config or {},
+        "recipe": recipe.to_dict(),
+        "data": data if isinstance(data, str) else "custom",
+        "preprocessing": train_split.preprocessing.to_dict(),
+        "classes": train_split.classes,
+        "seed": seed,
+        "world_size": world,
+        "torch": torch.__version__,
+    }
+    progress = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_top1": -1.0, "best_epoch": -1,
+                "running": [0.0, 0.0, 0.0, 0.0, 0.0], "train_seconds": 0.0}
+
+    torch.manual_seed(seed + rank)
+    if resume:
+        path = resume_checkpoint if os.path.sep in resume_checkpoint or resume_checkpoint.endswith(".safetensors") else os.path.join(run_dir, f"{resume_checkpoint}.safetensors")
+        try:
+            ckpt = load_checkpoint(path)
+        except CheckpointError as err:
+            previous = os.path.join(run_dir, "previous.safetensors")
+            hint = ""
+            if path != previous and os.path.exists(previous):
+                try:
+                    p = load_checkpoint(previous).progress
+                    hint = (f"; {previous} is intact (epoch {p['epoch']}, step {p['global_step']}): resume from it with "
+                            f"--checkpoint previous")
+                except CheckpointError:
+                    pass
+            raise CheckpointError(f"{err}{hint}") from None
+        if ckpt.optimizer is None or ckpt.rng is None:
+            raise CheckpointError(f"{path!r} holds weights only and cannot resume training")
+        model.load_state_dict(ckpt.model)
+        if ema is not None and ckpt.ema is not None:
+            ema.load_state_dict(ckpt.ema)
+        optimizer.load_state_dict(ckpt.optimizer)
+        progress = ckpt.progress
+        restore_rng(ckpt.rng["tensors"], ckpt.rng["python"])
+        say(f"resumed {path} at epoch {progress['epoch']}, step {progress['global_step']}")
+    os.makedirs(run_dir, exist_ok=True)
+    if is_main:
+        with open(os.path.join(run_dir, "config.json"), "w") as fh:
+            json.dump(config, fh, indent=2)
+
+    net: nn.Module = model
+    if world > 1:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if str(device).startswith("cuda") else None)
+    criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+    use_amp = amp
+    amp_dtype = torch.float16 if str(device).startswith("cuda") else torch.bfloat16
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    bar = _Progress(show_progress and is_main)
+    history: list[dict] = []
+
+    def checkpoint(name: str, keep_previous: bool = True) -> None:
+        if is_main:
+            save_checkpoint(
+                os.path.join(run_dir, f"{name}.safetensors"), model.state_dict(), config=config, progress=progress,
+                ema=ema.state_dict() if ema else None, optimizer=optimizer.state_dict(), keep_previous=keep_previous,
+            )
+
+    stop = False
+    for epoch in range(progress["epoch"], recipe.epochs):
+        net.train()
+        skip = progress["step_in_epoch"]
+        running = torch.tensor(progress["running"], dtype=torch.float64)  # loss sum, top-1, top-5, count, skipped
+        start = time.perf_counter()
+        for step_in_epoch, batch in enumerate(
+            train_split.batches(recipe.batch_size, shuffle=True, epoch=epoch, seed=seed, rank=rank, world=world,
+                                drop_last=True, skip=skip, workers=workers),
+            start=skip,
+        ):
+            running[4] += batch.skipped
+            if batch.labels.numel() == 0:
+                continue
+            lr_now = recipe.lr_at(progress["global_step"], steps_per_epoch, total_steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr_now
+            x, y = batch.images.to(device, non_blocking=True), batch.labels.to(device, non_blocking=True)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device_type=str(device).split(":")[0], dtype=amp_dtype, enabled=use_amp):
+                logits = net(x)
+                loss = criterion(logits.float(), y)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            if ema is not None:
+                ema.update(model)
+            with torch.no_grad():
+                c1, c5 = topk_correct(logits.detach().float(), y)
+                running[:4] += torch.tensor([loss.item() * len(y), c1, c5, len(y)], dtype=torch.float64)
+            progress["global_step"] += 1
+            progress["step_in_epoch"] = step_in_epoch + 1
+            progress["running"] = running.tolist()
+            elapsed = progress["train_seconds"] + time.perf_counter() - start
+            bar.update(epoch, recipe.epochs, step_in_epoch + 1, steps_per_epoch, running[0].item() / running[3].item(),
+                       lr_now, running[3].item() * world / max(time.perf_counter() - start, 1e-9),
+                       progress["global_step"], total_steps)
+            if checkpoint_every and progress["global_step"] % checkpoint_every == 0:
+                progress["train_seconds"] = elapsed
+                checkpoint("last")
+                say(f"checkpoint: step {progress['global_step']} (epoch {epoch + 1}, step {step_in_epoch + 1}/{steps_per_epoch})")
+                start = time.perf_counter()
+                progress["train_seconds"] = 0.0
+            if max_steps is not None and progress["global_step"] >= max_steps:
+                stop = True
+                break
+        bar.end()
+        seconds = progress["train_seconds"] + time.perf_counter() - start
+        if world > 1:
+            dist.all_reduce(running)
+            # DDP keeps parameters equal through the gradient all-reduce, but each rank's last
+            # forward updated its own BN statistics; make every replica rank 0's before they
+            # are evaluated and saved.
+            for buffer in model.buffers():
+                dist.broadcast(buffer, 0)
+        evaluated = evaluate(ema.module if ema else model, val_split, batch_size=256, device=device,
+                             channels_last=channels_last, rank=rank, world=world)
+        count = max(running[3].item(), 1.0)
+        row = {
+            "epoch": epoch + 1,
+            "step": progress["global_step"],
+            "lr": optimizer.param_groups[0]["lr"],
+            "train_loss": running[0].item() / count,
+            "train_top1": running[1].item() / count,
+            "train_top5": running[2].item() / count,
+            "val_loss": evaluated.loss,
+            "val_top1": evaluated.top1,
+            "val_top5": evaluated.top5,
+            "images_per_s": running[3].item() / max(seconds, 1e-9),
+            "seconds": seconds,
+            "skipped_images": int(running[4].item()),
+            "evaluated": "ema" if ema else "model",
+        }
+        history.append(row)
+        improved = evaluated.top1 > progress["best_top1"]
+        if improved:
+            progress["best_top1"], progress["best_epoch"] = evaluated.top1, epoch + 1
+        if not stop:
+            progress.update(epoch=epoch + 1, step_in_epoch=0, running=[0.0] * 5, train_seconds=0.0)
+        checkpoint("last")
+        if improved:
+            checkpoint("best", keep_previous=False)
+        if is_main:
+            with open(os.path.join(run_dir, "metrics.jsonl"), "a") as fh:
+                fh.write(json.dumps(row) + "\n")
+        say(
+            f"epoch {epoch + 1}/{recipe.epochs}: loss {row['train_loss']:.4f}, train top-1 {100 * row['train_top1']:.2f}%, "
+            f"val top-1 {100 * row['val_top1']:.2f}% top-5 {100 * row['val_top5']:.2f}%, lr {row['lr']:.4g}, "
+            f"{row['images_per_s']:.0f} img/s" + (f", {row['skipped_images']} unreadable images skipped" if row["skipped_images"] else "")
+        )
+        if stop:
+            break
+
+    if world > 1:
+        prints = [None] * world
+        dist.all_gather_object(prints, _fingerprint(model))
+        if is_main:
+            with open(os.path.join(run_dir, "replicas.json"), "w") as fh:
+                json.dump({"world_size": world, "fingerprints": prints, "identical": len(set(prints)) == 1}, fh, indent=2)
+        dist.barrier()
+        dist.destroy_process_group()
+    final = history[-1] if history else {}
+    return FitResult(run_dir, len(history), progress["best_top1"], progress["best_epoch"], final, history)

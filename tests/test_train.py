@@ -1,0 +1,221 @@
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import lightnets
+from lightnets.cli import main
+from lightnets.train import CheckpointError, digits, fit, get_recipe, image_folder, load_checkpoint, save_checkpoint
+from lightnets.train.data import load_digits, stratified_split
+
+TINY = "mobilenet_v3_small_050"
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+
+def test_digits_are_the_real_dataset():
+    images, labels = load_digits()
+    assert images.shape == (1797, 8, 8) and labels.shape == (1797,)
+    assert int(images.max()) == 16 and labels.bincount().tolist()[0] == 178
+    sklearn = pytest.importorskip("sklearn.datasets")
+    reference = sklearn.load_digits()
+    assert torch.equal(images.float(), torch.from_numpy(reference.images).float())
+    assert torch.equal(labels.long(), torch.from_numpy(reference.target).long())
+
+
+def test_digits_split_is_fixed_stratified_and_disjoint():
+    _, labels = load_digits()
+    train, test = stratified_split(labels)
+    again_train, again_test = stratified_split(labels)
+    assert torch.equal(train, again_train) and torch.equal(test, again_test)
+    assert len(set(train.tolist()) & set(test.tolist())) == 0 and len(train) + len(test) == 1797
+    shares = labels[test].bincount().float() / labels.bincount().float()
+    assert ((shares - 0.2).abs() < 0.01).all()
+    train_split, test_split = digits(resolution=28)
+    batch = next(test_split.batches(8, shuffle=False))
+    assert batch.images.shape == (8, 3, 28, 28) and (train_split.size, test_split.size) == (1438, 359)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, "32"])
+def test_resolution_must_be_a_positive_integer(bad):
+    with pytest.raises(ValueError, match="resolution must be a positive integer"):
+        digits(resolution=bad)
+
+
+def test_recipe_schedules():
+    small = get_recipe("small-data")
+    steps, total = 10, 100
+    assert small.lr_at(0, steps, total) == pytest.approx(small.lr / 20)  # warm-up over 2 epochs
+    assert small.lr_at(19, steps, total) == pytest.approx(small.lr)
+    assert small.lr_at(99, steps, total) < 0.01 * small.lr  # cosine to ~0
+    v2 = get_recipe("mobilenet_v2")  # x0.98 per epoch
+    assert v2.lr_at(30, 10, 1000) == pytest.approx(0.045 * 0.98**3)
+    v3 = get_recipe("mobilenet_v3")  # x0.99 every 3 epochs
+    assert v3.lr_at(59, 10, 1000) == pytest.approx(v3.lr * 0.99) and v3.lr_at(60, 10, 1000) == pytest.approx(v3.lr * 0.99**2)
+    shuffle = get_recipe("shufflenet")  # linear to 0
+    assert shuffle.lr_at(50, 10, 100) == pytest.approx(shuffle.lr / 2)
+    with pytest.raises(ValueError, match="unknown recipe 'adam'; allowed: mobilenet_v2"):
+        get_recipe("adam")
+    with pytest.raises(ValueError, match="unknown recipe field"):
+        small.with_overrides(learning_rate=1)
+
+
+def _save(path, value, step):
+    save_checkpoint(str(path), {"w": torch.full((4,), float(value))}, config={"x": 1}, progress={"global_step": step})
+
+
+def test_checkpoint_round_trip_and_previous(tmp_path):
+    last = tmp_path / "last.safetensors"
+    _save(last, 1, 1)
+    _save(last, 2, 2)
+    assert load_checkpoint(str(last)).model["w"][0] == 2
+    assert load_checkpoint(str(tmp_path / "previous.safetensors")).progress["global_step"] == 1
+    assert sorted(os.listdir(tmp_path)) == ["last.safetensors", "previous.safetensors"]  # no temp files left
+
+
+def test_corrupted_and_truncated_checkpoints_are_refused_previous_still_usable(tmp_path):
+    last = tmp_path / "last.safetensors"
+    _save(last, 1, 1)
+    _save(last, 2, 2)
+    raw = bytearray(last.read_bytes())
+    raw[-3] ^= 0xFF  # flip bits inside the tensor data
+    last.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match="corrupted: its tensors do not match the stored SHA-256"):
+        load_checkpoint(str(last))
+    last.write_bytes(bytes(raw[: len(raw) // 2]))
+    with pytest.raises(CheckpointError, match="truncated or corrupted and was refused"):
+        load_checkpoint(str(last))
+    assert load_checkpoint(str(tmp_path / "previous.safetensors")).model["w"][0] == 1
+    from safetensors.torch import save_file
+
+    save_file({"a": torch.zeros(2)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(CheckpointError, match="not a lightnets checkpoint"):
+        load_checkpoint(str(tmp_path / "other.safetensors"))
+
+
+def test_resume_from_corrupted_last_names_the_intact_previous(tmp_path):
+    model = lightnets.create_model(TINY, num_classes=10)
+    fit(model, "digits", run_dir=str(tmp_path), epochs=1, resolution=16, max_steps=4, checkpoint_every=2, show_progress=False, log=lambda m: None)
+    last = tmp_path / "last.safetensors"
+    last.write_bytes(last.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="previous.safetensors is intact .* --checkpoint previous"):
+        fit(model, "digits", run_dir=str(tmp_path), resume=True, resolution=16, show_progress=False)
+    fit(lightnets.create_model(TINY, num_classes=10), "digits", run_dir=str(tmp_path), resume=True,
+        resume_checkpoint="previous", resolution=16, max_steps=5, show_progress=False, log=lambda m: None)
+
+
+def test_fit_writes_metrics_and_checkpoints(tmp_path):
+    model = lightnets.create_model(TINY, num_classes=10)
+    result = fit(model, "digits", run_dir=str(tmp_path), epochs=1, resolution=16, max_steps=3, show_progress=False, log=lambda m: None)
+    row = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
+    assert row["step"] == 3 and 0 <= row["val_top1"] <= 1 and row["images_per_s"] > 0
+    assert {"last.safetensors", "best.safetensors", "config.json"} <= set(os.listdir(tmp_path))
+    ckpt = load_checkpoint(str(tmp_path / "best.safetensors"))
+    assert ckpt.config["preprocessing"]["resolution"] == 16 and ckpt.config["classes"][3] == "3"
+    assert result.epochs == 1
+
+
+def _train_cmd(out, *extra):
+    return [sys.executable, "-m", "lightnets", "train", TINY, "--resolution", "16", "--epochs", "2", "--batch-size", "32",
+            "--deterministic", "--threads", "1", "--no-progress", "--out", str(out), *extra]
+
+
+def test_killed_run_resumes_to_identical_weights(tmp_path):
+    reference, interrupted = tmp_path / "reference", tmp_path / "interrupted"
+    subprocess.run(_train_cmd(reference), check=True, capture_output=True, env=ENV, timeout=300)
+    proc = subprocess.Popen(_train_cmd(interrupted, "--checkpoint-every", "10"), stdout=subprocess.PIPE, text=True, env=ENV)
+    for line in proc.stdout:
+        if line.startswith("checkpoint: step 20"):  # mid-epoch 0 (44 steps per epoch)
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert not (interrupted / "metrics.jsonl").exists()  # killed before the first epoch ended
+    resumed = subprocess.run(_train_cmd(interrupted, "--resume", str(interrupted)), capture_output=True, text=True, env=ENV, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed" in resumed.stdout and "at epoch 0, step" in resumed.stdout
+    ours = load_checkpoint(str(interrupted / "last.safetensors")).model
+    theirs = load_checkpoint(str(reference / "last.safetensors")).model
+    assert ours.keys() == theirs.keys()
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+
+def test_torchrun_two_processes_identical_weights_rank0_writes(tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "lightnets", "train", TINY,
+           "--resolution", "16", "--epochs", "1", "--max-steps", "3", "--batch-size", "16", "--threads", "1", "--no-progress", "--out", str(out)]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    replicas = json.loads((out / "replicas.json").read_text())
+    assert replicas["world_size"] == 2 and len(replicas["fingerprints"]) == 2 and replicas["identical"]
+    assert sorted(os.listdir(out)) == ["best.safetensors", "config.json", "last.safetensors", "metrics.jsonl", "replicas.json"]
+    assert load_checkpoint(str(out / "last.safetensors")).config["world_size"] == 2
+    assert result.stdout.count("epoch 1/1:") == 1  # only rank 0 logs
+
+
+def _image_tree(root, corrupt=False, empty_class=False):
+    from PIL import Image
+
+    for split in ("train", "val"):
+        for c, colour in (("cat", (200, 30, 30)), ("dog", (30, 200, 30)), ("fox", (30, 30, 200))):
+            folder = root / split / c
+            folder.mkdir(parents=True)
+            if empty_class and c == "fox" and split == "train":
+                continue
+            for i in range(4):
+                Image.new("RGB", (20 + i, 24), colour).save(folder / f"{i}.png")
+    if corrupt:
+        (root / "train" / "cat" / "broken.jpg").write_bytes(b"not an image at all")
+
+
+def test_image_folder_training_and_bad_images(tmp_path):
+    pytest.importorskip("PIL")
+    _image_tree(tmp_path, corrupt=True)
+    train, val = image_folder(str(tmp_path), resolution=16, bad_images="skip")
+    assert train.classes == ["cat", "dog", "fox"] and train.size == 13 and val.size == 12
+    batches = list(train.batches(13, shuffle=False))
+    assert batches[0].skipped == 1 and batches[0].images.shape == (12, 3, 16, 16)
+    strict, _ = image_folder(str(tmp_path), resolution=16, bad_images="error")
+    with pytest.raises(ValueError, match="cannot read image .*broken.jpg"):
+        list(strict.batches(13, shuffle=False))
+    model = lightnets.create_model(TINY, num_classes=3)
+    result = fit(model, str(tmp_path), run_dir=str(tmp_path / "run"), epochs=1, batch_size=4, resolution=16, show_progress=False, log=lambda m: None)
+    assert result.final["skipped_images"] == 1
+
+
+def test_image_folder_errors(tmp_path):
+    pytest.importorskip("PIL")
+    with pytest.raises(ValueError, match="does not exist"):
+        image_folder(str(tmp_path / "missing"))
+    _image_tree(tmp_path, empty_class=True)
+    with pytest.raises(ValueError, match="fox' contains no images"):
+        image_folder(str(tmp_path))
+
+
+def test_train_and_eval_commands(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", TINY, "--resolution", "16", "--epochs", "1", "--max-steps", "5", "--out", str(run), "--no-progress", "--plot"]) == 0
+    assert (run / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    capsys.readouterr()
+    png = tmp_path / "confusion.png"
+    assert main(["eval", TINY, "--checkpoint", str(run / "last.safetensors"), "--plot", str(png)]) == 0
+    out = capsys.readouterr().out
+    assert "top-1" in out and "confusion matrix (rows: true class, columns: predicted)" in out
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert main(["eval", "mobilenet_v2", "--checkpoint", str(run / "last.safetensors")]) == 2
+    assert f"holds '{TINY}', not 'mobilenet_v2'" in capsys.readouterr().err
+
+
+def test_train_rejects_bad_data_path(capsys):
+    assert main(["train", TINY, "--data", "/nonexistent/path", "--no-progress"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_lr_is_finite_for_all_recipes():
+    for name in ("mobilenet_v2", "mobilenet_v3", "shufflenet", "small-data"):
+        recipe = get_recipe(name)
+        assert all(math.isfinite(recipe.lr_at(s, 10, 1000)) for s in range(0, 1000, 97))
