@@ -85,3 +85,16 @@ def test_shufflenet_v2_unit_split_passes_left_half_unchanged():
     assert down(x).shape == (1, 16, 3, 3)
     with pytest.raises(ValueError, match="keeps its width"):
         ShuffleV2Unit(8, 16, stride=1)
+
+
+def test_zero_init_last_makes_residual_blocks_start_as_identity():
+    x = torch.randn(2, 16, 6, 6)
+    for block in (InvertedResidual(16, 64, 16), DepthwiseSeparable(16, 16)):
+        block.zero_init_last()
+        assert torch.equal(block.eval()(x), x)
+    unit = ShuffleV1Unit(48, 48, groups=3)
+    unit.zero_init_last()
+    assert torch.equal(unit.eval()(x.repeat(1, 3, 1, 1)), torch.relu(x.repeat(1, 3, 1, 1)))
+    down = InvertedResidual(16, 64, 24, stride=2)
+    down.zero_init_last()  # no residual: nothing to zero
+    assert down.bn3.weight.abs().sum() > 0

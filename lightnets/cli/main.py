@@ -239,6 +239,48 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    from ..export.predict import predict
+
+    for prediction in predict(args.name, args.checkpoint, args.images, top=args.top):
+        print(prediction.path)
+        for rank, (label, prob) in enumerate(prediction.top, start=1):
+            print(f"  {rank}. {label:<20} {100 * prob:6.2f}%")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from ..export.onnx import export_onnx
+    from ..models import create_model
+
+    options = _model_options(args)
+    if args.checkpoint:
+        from ..train import load_weights
+
+        weights, config = load_weights(args.checkpoint)
+        options = config.get("model", {}).get("options", options)
+        model = create_model(args.name, **options)
+        model.load_state_dict(weights)
+        resolution = args.resolution or config["preprocessing"]["resolution"]
+    else:
+        model = create_model(args.name, **options)
+        resolution = args.resolution or 224
+    model.eval()
+    if args.format == "onnx":
+        export_onnx(model, args.output, resolution=max(resolution, 32), fuse_bn=not args.no_fuse)
+    else:
+        import torch
+
+        from ..export import fuse
+
+        net = model if args.no_fuse else fuse(model)
+        x = torch.randn(2, model.in_chans, resolution, resolution)
+        batch = torch.export.Dim("batch", min=1, max=4096)
+        torch.export.save(torch.export.export(net, (x,), dynamic_shapes={"x": {0: batch}}), args.output)
+    print(f"wrote {args.output} ({os.path.getsize(args.output) / 1024:.0f} KB)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lightnets",
@@ -328,6 +370,25 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--plot", metavar="FILE.png", help="write the confusion matrix as a PNG")
     ev.add_argument("--json", metavar="FILE")
     ev.set_defaults(func=cmd_eval)
+
+    pr = sub.add_parser("predict", help="top-5 classes of image files, with a trained checkpoint")
+    pr.add_argument("name")
+    pr.add_argument("--checkpoint", required=True)
+    pr.add_argument("images", nargs="+", metavar="IMAGE")
+    pr.add_argument("--top", type=_positive_int, default=5)
+    pr.set_defaults(func=cmd_predict)
+
+    ex = sub.add_parser("export", help="export a model to ONNX or torch.export (.pt2)")
+    ex.add_argument("name")
+    ex.add_argument("--checkpoint", help="weights from lightnets train (default: random weights)")
+    ex.add_argument("--format", choices=["onnx", "pt2"], default="onnx")
+    ex.add_argument("--resolution", type=_positive_int, help="example input size (default: the checkpoint's, or 224)")
+    ex.add_argument("--width-mult", type=float)
+    ex.add_argument("--groups", type=int)
+    ex.add_argument("--minimal", action="store_true")
+    ex.add_argument("--no-fuse", action="store_true", help="keep BatchNorm layers (default: folded into the convs)")
+    ex.add_argument("-o", "--output", required=True)
+    ex.set_defaults(func=cmd_export)
     return parser
 
 

@@ -101,6 +101,11 @@ class DepthwiseSeparable(nn.Module):
         self.bn2 = batch_norm(out_chs, bn_eps, bn_momentum)
         self.act2 = make_activation(act) if pw_act else nn.Identity()
 
+    def zero_init_last(self) -> None:
+        """Start the residual branch at zero, so the block begins as the identity (Goyal et al. 2017)."""
+        if self.has_skip:
+            nn.init.zeros_(self.bn2.weight)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.se(self.act1(self.bn1(self.conv_dw(x))))
         out = self.act2(self.bn2(self.conv_pw(out)))
@@ -139,6 +144,11 @@ class InvertedResidual(nn.Module):
         self.se = SqueezeExcite(mid_chs) if se else nn.Identity()
         self.conv_pwl = conv2d(mid_chs, out_chs, 1)
         self.bn3 = batch_norm(out_chs, bn_eps, bn_momentum)
+
+    def zero_init_last(self) -> None:
+        """Start the residual branch at zero, so the block begins as the identity (Goyal et al. 2017)."""
+        if self.has_skip:
+            nn.init.zeros_(self.bn3.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.act1(self.bn1(self.conv_pw(x)))

@@ -78,6 +78,11 @@ class ShuffleV1Unit(nn.Module):
         self.shortcut = nn.AvgPool2d(3, 2, 1) if stride == 2 else nn.Identity()
         self.act = make_activation(act)
 
+    def zero_init_last(self) -> None:
+        """Start a stride-1 unit's branch at zero, so the unit begins as ReLU(x) (Goyal et al. 2017)."""
+        if self.stride == 1:
+            nn.init.zeros_(self.bn3.weight)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.shuffle(self.act1(self.bn1(self.conv_pw(x))))
         out = self.bn3(self.conv_pwl(self.bn2(self.conv_dw(out))))

@@ -224,6 +224,10 @@ def fit(
                 "running": [0.0, 0.0, 0.0, 0.0, 0.0], "train_seconds": 0.0}
 
     torch.manual_seed(seed + rank)
+    if recipe.zero_init_residual and not resume:
+        for module in model.modules():
+            if hasattr(module, "zero_init_last"):
+                module.zero_init_last()
     if resume:
         path = resume_checkpoint if os.path.sep in resume_checkpoint or resume_checkpoint.endswith(".safetensors") else os.path.join(run_dir, f"{resume_checkpoint}.safetensors")
         try:

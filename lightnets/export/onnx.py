@@ -1,0 +1,83 @@
+"""ONNX export and ONNX Runtime inference (``pip install "lightnets[deploy]"``)."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+
+from .fuse import fuse
+
+DEFAULT_OPSET = 18
+
+
+def _require(module: str):
+    try:
+        return __import__(module)
+    except ImportError:
+        raise ValueError(f'this needs {module}: pip install "lightnets[deploy]"') from None
+
+
+def export_onnx(
+    model: nn.Module,
+    path: str,
+    *,
+    resolution: int = 224,
+    in_chans: int | None = None,
+    opset: int = DEFAULT_OPSET,
+    dynamic_batch: bool = True,
+    dynamic_size: bool = True,
+    fuse_bn: bool = True,
+    check: bool = True,
+) -> str:
+    """Export ``model`` (eval mode, BN folded unless ``fuse_bn=False``) to ONNX at ``path``.
+
+    The batch axis, and with ``dynamic_size`` the spatial axes, are dynamic: h-swish and
+    hard-sigmoid export as single ONNX operators (opset >= 14) and channel shuffle as
+    Reshape / Transpose / Reshape, which keep working at any batch and any input size (the
+    network's smallest useful input is 32 x 32: five stride-2 stages). The file is checked
+    with ``onnx.checker`` unless ``check=False``.
+    """
+    if opset < 17:
+        raise ValueError(f"opset must be >= 17, got {opset}")
+    onnx = _require("onnx")
+    net = fuse(model) if fuse_bn else model.eval()
+    channels = in_chans or getattr(model, "in_chans", 3)
+    x = torch.randn(2, channels, resolution, resolution)
+    dynamic_shapes = None
+    if dynamic_batch or dynamic_size:
+        dims = {}
+        if dynamic_batch:
+            dims[0] = torch.export.Dim("batch", min=1, max=4096)
+        if dynamic_size:
+            dims[2] = torch.export.Dim("height", min=32, max=4096)
+            dims[3] = torch.export.Dim("width", min=32, max=4096)
+        dynamic_shapes = {"x": dims}
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    torch.onnx.export(
+        net, (x,), path, input_names=["input"], output_names=["logits"], opset_version=opset,
+        dynamic_shapes=dynamic_shapes, dynamo=True, external_data=False, verbose=False,
+    )
+    if check:
+        onnx.checker.check_model(onnx.load(path), full_check=True)
+    return path
+
+
+class OnnxModel:
+    """An ONNX Runtime session with a torch-like call: tensor in, tensor out."""
+
+    def __init__(self, path: str, threads: int | None = None) -> None:
+        ort = _require("onnxruntime")
+        options = ort.SessionOptions()
+        if threads is not None:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+        self.path = path
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.session.run(None, {self.input_name: x.detach().cpu().numpy()})[0]
+        return torch.from_numpy(out)
