@@ -20,3 +20,70 @@ def test_fuse_folds_every_batchnorm_and_keeps_outputs(name):
         expected = model(x)
         torch.testing.assert_close(fused(x), expected, atol=1e-5, rtol=1e-4)
     assert expected.abs().max() > 0.1
+
+
+ONNX_MODELS = [
+    "mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small_minimal", "shufflenet_v1_g8_x0_5",
+    "shufflenet_v2_x1_0",
+]
+
+
+@pytest.mark.parametrize("name", ONNX_MODELS)
+def test_onnx_export_matches_pytorch_at_any_batch_and_size(name, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from lightnets.export.onnx import OnnxModel, export_onnx
+
+    model = randomise(lightnets.create_model(name))
+    path = export_onnx(model, str(tmp_path / "m.onnx"), resolution=64)  # onnx.checker runs inside
+    session = OnnxModel(path, threads=2)
+    for batch, size in ((1, 224), (4, 160), (2, 32)):
+        x = torch.randn(batch, 3, size, size)
+        with torch.no_grad():
+            torch.testing.assert_close(session(x), model(x), atol=1e-4, rtol=1e-4)
+
+
+def test_onnx_graph_uses_single_hardswish_and_no_batchnorm(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    from lightnets.export.onnx import export_onnx
+
+    path = export_onnx(lightnets.create_model("mobilenet_v3_small"), str(tmp_path / "v3.onnx"), resolution=64)
+    ops = {node.op_type for node in onnx.load(path).graph.node}
+    assert {"HardSwish", "HardSigmoid", "Conv"} <= ops and "BatchNormalization" not in ops
+
+
+def test_measure_latency_onnxruntime_backend():
+    pytest.importorskip("onnxruntime")
+    from lightnets.cost import measure_latency
+
+    result = measure_latency(lightnets.create_model("shufflenet_v2_x0_5"), (1, 3, 64, 64), runs=3, warmup=1, backend="onnxruntime", threads=1)
+    assert result.backend == "onnxruntime" and result.median_ms > 0 and result.threads == 1
+
+
+def test_export_command_onnx_and_pt2(tmp_path, capsys):
+    from lightnets.cli import main
+
+    assert main(["export", "mobilenet_v3_small_050", "--resolution", "64", "-o", str(tmp_path / "m.onnx")]) == 0
+    assert main(["export", "shufflenet_v2_x0_5", "--format", "pt2", "--resolution", "64", "-o", str(tmp_path / "m.pt2")]) == 0
+    program = torch.export.load(str(tmp_path / "m.pt2"))
+    assert program.module()(torch.randn(3, 3, 64, 64)).shape == (3, 1000)  # dynamic batch
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_predict_command_uses_stored_preprocessing(tmp_path, capsys):
+    pytest.importorskip("PIL")
+    from PIL import Image
+
+    from lightnets.cli import main
+    from lightnets.train import fit
+
+    run = tmp_path / "run"
+    model = lightnets.create_model("mobilenet_v3_small_050", num_classes=10)
+    fit(model, "digits", run_dir=str(run), epochs=1, resolution=16, max_steps=2, show_progress=False, log=lambda m: None,
+        model_config={"name": "mobilenet_v3_small_050", "options": {"num_classes": 10}})
+    image = tmp_path / "digit.png"
+    Image.new("L", (40, 40), 255).save(image)
+    assert main(["predict", "mobilenet_v3_small_050", "--checkpoint", str(run / "last.safetensors"), str(image)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == str(image) and len(lines) == 6 and lines[1].strip().startswith("1. ")
+    total = sum(float(line.split()[-1].rstrip("%")) for line in lines[1:])
+    assert 0 < total <= 100.01

@@ -41,3 +41,28 @@ def test_timm_outputs_match(timm_name):
     x = torch.randn(2, 3, 96, 96)
     with torch.no_grad():
         torch.testing.assert_close(ours(x), theirs(x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("timm_name", ["mobilenetv1_100", "mobilenetv2_035", "mobilenetv2_140", "mobilenetv3_large_100", "mobilenetv3_small_100"])
+def test_from_timm_loads_and_matches_outputs(timm_name):
+    from lightnets.convert import from_timm
+
+    theirs = randomise(timm.create_model(timm_name, num_classes=20))
+    ours = from_timm(timm_name, theirs.state_dict()).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = theirs(x)
+        torch.testing.assert_close(ours(x), expected, atol=1e-5, rtol=1e-5)
+    assert ours.num_classes == 20 and expected.abs().max() > 0.05
+
+
+def test_from_timm_names_the_first_mismatch():
+    from lightnets.convert import from_timm
+
+    state = timm.create_model("mobilenetv2_100").state_dict()
+    state.pop("blocks.1.0.conv_dw.weight")
+    state["extra.weight"] = torch.zeros(3)
+    with pytest.raises(ValueError, match=r"first missing key 'blocks.1.0.conv_dw.weight' \(96, 1, 3, 3\).*first unexpected key 'extra.weight'"):
+        from_timm("mobilenetv2_100", state)
+    with pytest.raises(ValueError, match="TF 'same' padding"):
+        from_timm("tf_mobilenetv3_large_100", {})

@@ -65,8 +65,12 @@ def run_zoo(
     warmup: int = 5,
     models: list[str] | None = None,
     show_progress: bool = True,
+    backend: str = "eager",
 ) -> list[ZooRow]:
-    """Measure every distinct registered model (or ``models``) at batch 1, sorted by latency."""
+    """Measure every distinct registered model (or ``models``) at batch 1, sorted by latency.
+
+    ``backend`` is passed to :func:`measure_latency` (``eager``, ``compile``, ``onnxruntime``).
+    """
     if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1:
         raise ValueError(f"resolution must be an integer >= 1, got {resolution!r}")
     for name in models or []:
@@ -87,7 +91,7 @@ def run_zoo(
                 madds=costs.madds,
                 mac=costs.mac,
                 mac_bytes=costs.mac_bytes,
-                latency=measure_latency(model, size, threads=threads, runs=runs, warmup=warmup),
+                latency=measure_latency(model, size, threads=threads, runs=runs, warmup=warmup, backend=backend),
             )
         )
     return sorted(rows, key=lambda r: r.latency.median_ms)

@@ -73,10 +73,10 @@ def cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
-def zoo_title(resolution: int, threads: int, cpu: str, torch_version: str) -> str:
+def zoo_title(resolution: int, threads: int, cpu: str, torch_version: str, backend: str = "eager") -> str:
     return (
         f"lightnets zoo: {resolution}x{resolution}, batch 1, {threads} thread{'s' if threads != 1 else ''}, "
-        f"eager CPU ({cpu}), torch {torch_version}, denormals flushed"
+        f"{backend} CPU ({cpu}), torch {torch_version}, denormals flushed"
     )
 
 
@@ -89,9 +89,9 @@ def cmd_zoo(args: argparse.Namespace) -> int:
         from ..analysis.plots import _pyplot
 
         _pyplot()  # fail before measuring if matplotlib is missing
-    rows = run_zoo(args.resolution, threads=args.threads, runs=args.runs, warmup=args.warmup, models=models)
+    rows = run_zoo(args.resolution, threads=args.threads, runs=args.runs, warmup=args.warmup, models=models, backend=args.backend)
     machine = machine_info()
-    title = zoo_title(args.resolution, rows[0].latency.threads, machine["cpu"], machine["torch"])
+    title = zoo_title(args.resolution, rows[0].latency.threads, machine["cpu"], machine["torch"], args.backend)
     print(zoo_report(rows, title))
     if args.plot:
         from ..analysis.plots import plot_zoo
@@ -315,6 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     zoo.add_argument("--runs", type=_positive_int, default=30, help="timed runs per model (default 30)")
     zoo.add_argument("--warmup", type=int, default=5, help="untimed runs per model first (default 5)")
     zoo.add_argument("--models", help="comma-separated model names (default: all distinct registered models)")
+    zoo.add_argument("--backend", choices=["eager", "compile", "onnxruntime"], default="eager",
+                     help="how to run the models (onnxruntime exports each to ONNX first: slower to start)")
     zoo.add_argument("--plot", metavar="FILE.png", help="write the latency-vs-MAdds scatter plot")
     zoo.add_argument("--json", metavar="FILE", help="write the table as JSON")
     zoo.set_defaults(func=cmd_zoo)

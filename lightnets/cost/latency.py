@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import os
 import statistics
 import time
 from collections.abc import Iterator
@@ -21,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-BACKENDS = ("eager", "compile")
+BACKENDS = ("eager", "compile", "onnxruntime")
 
 
 def flushing_denormals() -> bool:
@@ -128,8 +129,10 @@ def measure_latency(
 
     Sets the intra-op thread count (``threads``; None keeps torch's current count) and flushes
     denormals for the duration, restoring both afterwards, and reports both. ``backend``:
-    ``"eager"`` or ``"compile"`` (``torch.compile``, compiled during warm-up, which therefore
-    runs at least once). ``channels_last`` converts a copy of the model and the input; the
+    ``"eager"``, ``"compile"`` (``torch.compile``, compiled during warm-up, which therefore
+    runs at least once) or ``"onnxruntime"`` (the model exported to ONNX with BatchNorm
+    folded, run by ONNX Runtime on the CPU with the same thread count and denormals set to
+    zero; needs ``lightnets[deploy]``). ``channels_last`` converts a copy of the model and the input; the
     caller's model is never modified (its training flag is restored).
     """
     input_size = tuple(input_size)
@@ -141,6 +144,7 @@ def measure_latency(
     dtype = param.dtype if param is not None else torch.float32
     was_training = model.training
     model.eval()
+    tmpdir = None
     try:
         runner: nn.Module = model
         x = torch.randn(input_size, generator=torch.Generator().manual_seed(0)).to(device=device, dtype=dtype)
@@ -150,6 +154,16 @@ def measure_latency(
         if backend == "compile":
             runner = torch.compile(runner)
             warmup = max(warmup, 1)
+        if backend == "onnxruntime":
+            import tempfile
+
+            from ..export.onnx import OnnxModel, export_onnx
+
+            if device.type != "cpu" or channels_last:
+                raise ValueError("the onnxruntime backend runs on the CPU, without channels_last")
+            tmpdir = tempfile.TemporaryDirectory()
+            path = export_onnx(model, os.path.join(tmpdir.name, "model.onnx"), resolution=input_size[-1], in_chans=input_size[1])
+            runner = OnnxModel(path, threads=threads or torch.get_num_threads())
         sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
         times: list[float] = []
         with set_threads(threads) as used_threads, denormals_flushed() as flushed, torch.inference_mode():
@@ -163,6 +177,8 @@ def measure_latency(
                 times.append((time.perf_counter() - start) * 1e3)
     finally:
         model.train(was_training)
+        if tmpdir is not None:
+            tmpdir.cleanup()
     ordered = sorted(times)
     return LatencyResult(
         backend=backend,

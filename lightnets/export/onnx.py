@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import warnings
 
 import torch
 from torch import nn
@@ -45,6 +48,15 @@ def export_onnx(
     net = fuse(model) if fuse_bn else model.eval()
     channels = in_chans or getattr(model, "in_chans", 3)
     x = torch.randn(2, channels, resolution, resolution)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's own progress chatter
+        _export(net, x, path, opset, dynamic_batch, dynamic_size)
+    if check:
+        onnx.checker.check_model(onnx.load(path), full_check=True)
+    return path
+
+
+def _export(net: nn.Module, x: torch.Tensor, path: str, opset: int, dynamic_batch: bool, dynamic_size: bool) -> None:
     dynamic_shapes = None
     if dynamic_batch or dynamic_size:
         dims = {}
@@ -55,21 +67,21 @@ def export_onnx(
             dims[3] = torch.export.Dim("width", min=32, max=4096)
         dynamic_shapes = {"x": dims}
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    torch.onnx.export(
-        net, (x,), path, input_names=["input"], output_names=["logits"], opset_version=opset,
-        dynamic_shapes=dynamic_shapes, dynamo=True, external_data=False, verbose=False,
-    )
-    if check:
-        onnx.checker.check_model(onnx.load(path), full_check=True)
-    return path
+    with contextlib.redirect_stdout(io.StringIO()):
+        torch.onnx.export(
+            net, (x,), path, input_names=["input"], output_names=["logits"], opset_version=opset,
+            dynamic_shapes=dynamic_shapes, dynamo=True, external_data=False, verbose=False,
+        )
 
 
 class OnnxModel:
     """An ONNX Runtime session with a torch-like call: tensor in, tensor out."""
 
-    def __init__(self, path: str, threads: int | None = None) -> None:
+    def __init__(self, path: str, threads: int | None = None, flush_denormals: bool = True) -> None:
         ort = _require("onnxruntime")
         options = ort.SessionOptions()
+        if flush_denormals:  # the same reason as measure_latency's (see lightnets.cost.latency)
+            options.add_session_config_entry("session.set_denormal_as_zero", "1")
         if threads is not None:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1

@@ -32,22 +32,25 @@ def mobilenet_v1(
     in_chans: int = 3,
     dropout: float = 0.001,
     bn_eps: float = 1e-5,
+    activation: str = "re",
 ) -> ConvNet:
     """MobileNetV1 with width multiplier ``width_mult`` (alpha, section 3.3).
 
     Every layer's width is ``alpha * c`` rounded to a multiple of 8 (identical to the paper's
     widths for alpha in {1, 0.75, 0.5, 0.25}). The resolution multiplier rho (section 3.4) is
     the input size: the network accepts any H x W. Dropout defaults to the TF-slim reference's
-    keep probability of 0.999. Activation is ReLU, as in Figure 3 (the TF reference and
-    timm use ReLU6).
+    keep probability of 0.999. ``activation`` is ``"re"`` (ReLU, Figure 3, the default) or
+    ``"r6"`` (ReLU6, as the TF reference, Keras and timm train it).
     """
-    stem = scale_stages([[STEM]], width_mult)[0][0]
+    if activation not in ("re", "r6"):
+        raise ValueError(f"MobileNetV1 activation must be 're' (ReLU) or 'r6' (ReLU6), got {activation!r}")
+    stem = scale_stages([[STEM]], width_mult)[0][0].replace(act=activation)
     return ConvNet(
         scale_stages(TABLE_1, width_mult),
         stem=stem,
         num_classes=num_classes,
         in_chans=in_chans,
         dropout=dropout,
-        default_act="re",
+        default_act=activation,
         bn_eps=bn_eps,
     )

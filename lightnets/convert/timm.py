@@ -1,0 +1,59 @@
+"""Load timm checkpoints: our module names are timm's, so this is a check, not a renaming.
+
+timm's mobilenetv1_100, mobilenetv2_*, and mobilenetv3_large/small_* (PyTorch-trained, BN eps
+1e-5) have exactly our layout; :func:`from_timm` builds the matching lightnets model and
+loads the state dict strictly, naming the first missing or unexpected key and the first shape
+mismatch if anything differs. timm's ``tf_`` ports of the TensorFlow weights need TF's
+asymmetric "same" padding, which lightnets does not build yet: they are refused by name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from ..models import create_model
+
+#: timm name -> (our registered name, options).
+TIMM_MODELS: dict[str, tuple[str, dict]] = {
+    "mobilenetv1_100": ("mobilenet_v1", {"activation": "r6"}),
+    **{f"mobilenetv2_{w}": ("mobilenet_v2", {"width_mult": int(w) / 100}) for w in ("035", "050", "075", "100", "140")},
+    "mobilenetv3_large_100": ("mobilenet_v3_large", {"bn_eps": 1e-5}),
+    "mobilenetv3_small_100": ("mobilenet_v3_small", {"bn_eps": 1e-5}),
+}
+
+
+def check_state_dict(ours: Mapping[str, torch.Tensor], theirs: Mapping[str, torch.Tensor], source: str) -> None:
+    """Raise ``ValueError`` naming the first missing key, unexpected key, or shape mismatch."""
+    missing = [k for k in ours if k not in theirs]
+    unexpected = [k for k in theirs if k not in ours]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"first missing key {missing[0]!r} {tuple(ours[missing[0]].shape)} ({len(missing)} missing)")
+        if unexpected:
+            parts.append(f"first unexpected key {unexpected[0]!r} {tuple(theirs[unexpected[0]].shape)} ({len(unexpected)} unexpected)")
+        raise ValueError(f"{source} checkpoint does not match the lightnets model: " + "; ".join(parts))
+    for key, value in ours.items():
+        if tuple(theirs[key].shape) != tuple(value.shape):
+            raise ValueError(
+                f"{source} checkpoint does not match the lightnets model: {key!r} has shape "
+                f"{tuple(theirs[key].shape)} there, {tuple(value.shape)} here"
+            )
+
+
+def from_timm(timm_name: str, state_dict: Mapping[str, torch.Tensor]) -> nn.Module:
+    """A lightnets model carrying the weights of timm's ``timm_name`` (number of classes from the classifier)."""
+    if timm_name.startswith("tf_"):
+        raise ValueError(f"{timm_name!r} holds TensorFlow-ported weights that need TF 'same' padding, not supported yet")
+    if timm_name not in TIMM_MODELS:
+        raise ValueError(f"no timm converter for {timm_name!r}; allowed: {', '.join(TIMM_MODELS)}")
+    name, options = TIMM_MODELS[timm_name]
+    classifier = state_dict.get("classifier.weight")
+    num_classes = classifier.shape[0] if classifier is not None else 1000
+    model = create_model(name, num_classes=num_classes, **options)
+    check_state_dict(model.state_dict(), state_dict, f"timm {timm_name}")
+    model.load_state_dict(dict(state_dict), strict=True)
+    return model
