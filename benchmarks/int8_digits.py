@@ -67,7 +67,7 @@ def main() -> None:
             })
             print(f"{name}: fp32 {100 * top_fp32:.2f}%, int8 {100 * top_int8:.2f}%", flush=True)
     machine = machine_info()
-    pct = lambda v: f"{100 * v:.2f}%"  # noqa: E731
+    pct = lambda v: f"{100 * v:.2f}%"
     print(f"\nint8 PTQ on digits ({args.resolution}x{args.resolution}, 359 test images), ONNX Runtime QDQ, per-channel weights; "
           f"{machine['cpu']}, torch {machine['torch']}")
     print(format_table(rows, [("model", "model"), ("torch_top1", "PyTorch"), ("fp32_top1", "ONNX fp32"), ("int8_top1", "ONNX int8"),
