@@ -11,19 +11,15 @@ timing of an untrained network would report as "latency".
 from __future__ import annotations
 
 import argparse
-import json
-import re
 import statistics
 import time
-from pathlib import Path
 
 import torch
+from _results import write_results
 
 import lightnets
 from lightnets.analysis import machine_info
 from lightnets.cli.tables import format_table
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def median_ms(model: torch.nn.Module, x: torch.Tensor, runs: int, flush: bool) -> float:
@@ -60,10 +56,7 @@ def main() -> None:
     print(format_table(rows, [("model", "model"), ("not_flushed_ms", "median ms, denormals kept"),
                               ("flushed_ms", "median ms, flushed"), ("ratio", "ratio")],
                        formats={"not_flushed_ms": "{:.2f}", "flushed_ms": "{:.2f}", "ratio": "{:.2f}x"}))
-    slug = re.sub(r"[^a-z0-9]+", "-", machine["cpu"].lower()).strip("-") or machine["hostname"]
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"denormals-{slug}.json"
-    out.write_text(json.dumps({"machine": machine, "runs": args.runs, "models": rows}, indent=2))
+    out = write_results("denormals", {"runs": args.runs, "models": rows})
     print(f"wrote {out}")
 
 

@@ -15,14 +15,12 @@ Needs the test extra (torchvision, onnxruntime).
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import re
 import tempfile
-from pathlib import Path
 
 import torch
 import torchvision
+from _results import write_results
 
 import lightnets
 from lightnets.analysis import machine_info
@@ -35,7 +33,6 @@ from lightnets.export.onnx import OnnxModel, export_onnx
 from lightnets.export.quantize import quantize_int8
 
 MODELS = ["mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small", "shufflenet_v2_x1_0"]
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def time_onnx(path: str, threads: int, runs: int, warmup: int) -> float:
@@ -93,10 +90,7 @@ def main() -> None:
     print(f"\n224x224, batch 1, {args.threads} threads, {machine['cpu']}, torch {machine['torch']}, median of {args.runs} runs")
     print(format_table(rows, [("model", "model"), ("backend", "backend"), ("median_ms", "median ms"), ("ratio", "x torchvision eager")],
                        formats={"median_ms": "{:.2f}", "ratio": "{:.3f}"}))
-    slug = re.sub(r"[^a-z0-9]+", "-", machine["cpu"].lower()).strip("-") or machine["hostname"]
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"deploy-{slug}.json"
-    out.write_text(json.dumps({"machine": machine, "settings": vars(args), "rows": rows}, indent=2))
+    out = write_results("deploy", {"settings": vars(args), "rows": rows})
     print(f"wrote {out}")
 
 

@@ -12,13 +12,11 @@ writes ``benchmarks/results/int8-digits-<cpu>.json``. Target: drop <= 1 point pe
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import re
 import tempfile
-from pathlib import Path
 
 import torch
+from _results import write_results
 from torch import nn
 
 import lightnets
@@ -29,7 +27,6 @@ from lightnets.export.quantize import quantize_int8
 from lightnets.train import digits, evaluate, fit
 
 MODELS = ["mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small", "shufflenet_v1_g3_x1_0", "shufflenet_v2_x1_0"]
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 class _Session(nn.Module):
@@ -75,10 +72,7 @@ def main() -> None:
                        formats={"torch_top1": pct, "fp32_top1": pct, "int8_top1": pct, "drop_points": "{:.2f}", "fp32_kb": "{:,.0f}",
                                 "int8_kb": "{:,.0f}"}))
     print(f"every family within 1 point: {'yes' if all(r['drop_points'] <= 1.0 for r in rows) else 'NO'}")
-    slug = re.sub(r"[^a-z0-9]+", "-", machine["cpu"].lower()).strip("-") or machine["hostname"]
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"int8-digits-{slug}.json"
-    out.write_text(json.dumps({"machine": machine, "settings": vars(args), "models": rows}, indent=2))
+    out = write_results("int8-digits", {"settings": vars(args), "models": rows})
     print(f"wrote {out}")
 
 

@@ -11,13 +11,11 @@ Trains mobilenet_v1, mobilenet_v2, mobilenet_v3_large, mobilenet_v3_small, shuff
 from __future__ import annotations
 
 import argparse
-import json
-import re
 import tempfile
 import time
-from pathlib import Path
 
 import torch
+from _results import write_results
 
 import lightnets
 from lightnets.analysis import machine_info
@@ -25,7 +23,6 @@ from lightnets.cli.tables import format_table
 from lightnets.train import fit
 
 MODELS = ["mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small", "shufflenet_v1_g3_x1_0", "shufflenet_v2_x1_0"]
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def main() -> None:
@@ -62,10 +59,7 @@ def main() -> None:
                                 "best_top1": lambda v: f"{100 * v:.2f}%"}))
     passed = all(r["final_top1"] >= 0.97 for r in rows)
     print(f"every family >= 97% final test top-1: {'yes' if passed else 'NO'}")
-    slug = re.sub(r"[^a-z0-9]+", "-", machine["cpu"].lower()).strip("-") or machine["hostname"]
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"train-digits-{slug}.json"
-    out.write_text(json.dumps({"machine": machine, "settings": vars(args), "total_s": total, "models": rows}, indent=2))
+    out = write_results("train-digits", {"settings": vars(args), "total_s": total, "models": rows})
     print(f"wrote {out}")
 
 

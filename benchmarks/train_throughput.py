@@ -11,19 +11,15 @@ writes ``benchmarks/results/train-throughput-<cpu>.json``. Needs timm (the test 
 from __future__ import annotations
 
 import argparse
-import json
-import re
 import statistics
 import time
-from pathlib import Path
 
 import torch
+from _results import write_results
 from torch import nn
 
 import lightnets
 from lightnets.analysis import machine_info
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def images_per_s(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, steps: int) -> float:
@@ -68,10 +64,7 @@ def main() -> None:
     for k, v in medians.items():
         print(f"  {k:24s} {v:6.1f} images/s   (rounds: {', '.join(f'{r:.1f}' for r in rates[k])})")
     print(f"  ratio ours / timm: {ratio:.3f}x (target >= 0.95x)")
-    slug = re.sub(r"[^a-z0-9]+", "-", machine["cpu"].lower()).strip("-") or machine["hostname"]
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"train-throughput-{slug}.json"
-    out.write_text(json.dumps({"machine": machine, "settings": vars(args), "rates": rates, "medians": medians, "ratio": ratio}, indent=2))
+    out = write_results("train-throughput", {"settings": vars(args), "rates": rates, "medians": medians, "ratio": ratio})
     print(f"wrote {out}")
 
 

@@ -9,16 +9,13 @@ Prints the table (sorted by median latency) and writes
 from __future__ import annotations
 
 import argparse
-import json
-import re
-from pathlib import Path
+
+from _results import result_path, write_results
 
 from lightnets.analysis import machine_info, run_zoo
 from lightnets.analysis.plots import plot_zoo
 from lightnets.cli.main import zoo_title
 from lightnets.cli.reports import zoo_report
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def main() -> None:
@@ -34,13 +31,10 @@ def main() -> None:
     title = zoo_title(args.resolution, rows[0].latency.threads, machine["cpu"], machine["torch"])
     print(zoo_report(rows, title))
 
-    slug = re.sub(r"[^a-z0-9]+", "-", machine["cpu"].lower()).strip("-") or machine["hostname"]
-    RESULTS.mkdir(exist_ok=True)
-    stem = RESULTS / f"zoo-{slug}-{args.resolution}"
-    plot_zoo(rows, str(stem.with_suffix(".png")), title)
-    payload = {"title": title, "machine": machine, "settings": vars(args), "models": [r.to_dict() for r in rows]}
-    stem.with_suffix(".json").write_text(json.dumps(payload, indent=2))
-    print(f"\nwrote {stem.with_suffix('.json')} and {stem.with_suffix('.png')}")
+    png = result_path(f"zoo-{args.resolution}", ".png")
+    plot_zoo(rows, str(png), title)
+    out = write_results(f"zoo-{args.resolution}", {"title": title, "settings": vars(args), "models": [r.to_dict() for r in rows]})
+    print(f"\nwrote {out} and {png}")
 
 
 if __name__ == "__main__":
