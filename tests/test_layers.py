@@ -98,3 +98,18 @@ def test_zero_init_last_makes_residual_blocks_start_as_identity():
     down = InvertedResidual(16, 64, 24, stride=2)
     down.zero_init_last()  # no residual: nothing to zero
     assert down.bn3.weight.abs().sum() > 0
+
+
+def test_tf_same_padding_pads_bottom_right_on_even_inputs():
+    from lightnets.layers import conv2d
+
+    conv = conv2d(4, 6, 3, stride=2, padding="tf_same")
+    plain = nn.Conv2d(4, 6, 3, stride=2, bias=False)
+    plain.weight.data.copy_(conv.weight.data)
+    even = torch.randn(1, 4, 8, 8)
+    assert torch.allclose(conv(even), plain(nn.functional.pad(even, (0, 1, 0, 1))))  # TF: extra row/col at the end
+    odd = torch.randn(1, 4, 7, 7)
+    assert torch.allclose(conv(odd), plain(nn.functional.pad(odd, (1, 1, 1, 1))))
+    assert type(conv2d(4, 6, 3, stride=1, padding="tf_same")) is nn.Conv2d  # stride 1: symmetric anyway
+    with pytest.raises(ValueError, match="padding must be one of symmetric, tf_same"):
+        conv2d(4, 6, 3, padding="reflect")

@@ -43,7 +43,13 @@ def test_timm_outputs_match(timm_name):
         torch.testing.assert_close(ours(x), theirs(x), atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("timm_name", ["mobilenetv1_100", "mobilenetv2_035", "mobilenetv2_140", "mobilenetv3_large_100", "mobilenetv3_small_100"])
+@pytest.mark.parametrize(
+    "timm_name",
+    [
+        "mobilenetv1_100", "mobilenetv2_035", "mobilenetv2_140", "mobilenetv3_large_100", "mobilenetv3_small_100",
+        "tf_mobilenetv3_large_100", "tf_mobilenetv3_large_075", "tf_mobilenetv3_small_minimal_100",
+    ],
+)
 def test_from_timm_loads_and_matches_outputs(timm_name):
     from lightnets.convert import from_timm
 
@@ -64,5 +70,5 @@ def test_from_timm_names_the_first_mismatch():
     state["extra.weight"] = torch.zeros(3)
     with pytest.raises(ValueError, match=r"first missing key 'blocks.1.0.conv_dw.weight' \(96, 1, 3, 3\).*first unexpected key 'extra.weight'"):
         from_timm("mobilenetv2_100", state)
-    with pytest.raises(ValueError, match="TF 'same' padding"):
-        from_timm("tf_mobilenetv3_large_100", {})
+    with pytest.raises(ValueError, match="no timm converter for 'resnet50'"):
+        from_timm("resnet50", {})

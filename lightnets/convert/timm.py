@@ -3,8 +3,9 @@
 timm's mobilenetv1_100, mobilenetv2_*, and mobilenetv3_large/small_* (PyTorch-trained, BN eps
 1e-5) have exactly our layout; :func:`from_timm` builds the matching lightnets model and
 loads the state dict strictly, naming the first missing or unexpected key and the first shape
-mismatch if anything differs. timm's ``tf_`` ports of the TensorFlow weights need TF's
-asymmetric "same" padding, which lightnets does not build yet: they are refused by name.
+mismatch if anything differs. timm's ``tf_mobilenetv3_*`` ports of the paper's TensorFlow
+weights are built with TF's "same" padding (``padding="tf_same"``) and BN eps 1e-3, as
+trained.
 """
 
 from __future__ import annotations
@@ -22,6 +23,12 @@ TIMM_MODELS: dict[str, tuple[str, dict]] = {
     **{f"mobilenetv2_{w}": ("mobilenet_v2", {"width_mult": int(w) / 100}) for w in ("035", "050", "075", "100", "140")},
     "mobilenetv3_large_100": ("mobilenet_v3_large", {"bn_eps": 1e-5}),
     "mobilenetv3_small_100": ("mobilenet_v3_small", {"bn_eps": 1e-5}),
+    "tf_mobilenetv3_large_100": ("mobilenet_v3_large", {"padding": "tf_same"}),
+    "tf_mobilenetv3_large_075": ("mobilenet_v3_large", {"padding": "tf_same", "width_mult": 0.75}),
+    "tf_mobilenetv3_large_minimal_100": ("mobilenet_v3_large", {"padding": "tf_same", "minimal": True}),
+    "tf_mobilenetv3_small_100": ("mobilenet_v3_small", {"padding": "tf_same"}),
+    "tf_mobilenetv3_small_075": ("mobilenet_v3_small", {"padding": "tf_same", "width_mult": 0.75}),
+    "tf_mobilenetv3_small_minimal_100": ("mobilenet_v3_small", {"padding": "tf_same", "minimal": True}),
 }
 
 
@@ -46,8 +53,6 @@ def check_state_dict(ours: Mapping[str, torch.Tensor], theirs: Mapping[str, torc
 
 def from_timm(timm_name: str, state_dict: Mapping[str, torch.Tensor]) -> nn.Module:
     """A lightnets model carrying the weights of timm's ``timm_name`` (number of classes from the classifier)."""
-    if timm_name.startswith("tf_"):
-        raise ValueError(f"{timm_name!r} holds TensorFlow-ported weights that need TF 'same' padding, not supported yet")
     if timm_name not in TIMM_MODELS:
         raise ValueError(f"no timm converter for {timm_name!r}; allowed: {', '.join(TIMM_MODELS)}")
     name, options = TIMM_MODELS[timm_name]

@@ -21,8 +21,36 @@ def batch_norm(channels: int, eps: float = DEFAULT_BN_EPS, momentum: float = DEF
     return nn.BatchNorm2d(channels, eps=eps, momentum=momentum)
 
 
-def conv2d(in_chs: int, out_chs: int, kernel_size: int, stride: int = 1, groups: int = 1, bias: bool = False) -> nn.Conv2d:
-    """A convolution with symmetric 'same' padding ``k // 2`` (odd kernels only)."""
+PADDINGS = ("symmetric", "tf_same")
+
+
+class Conv2dSame(nn.Conv2d):
+    """A convolution with TensorFlow's "SAME" padding, computed from the input size.
+
+    TF pads ``max((ceil(H / s) - 1) * s + k - H, 0)`` rows, the extra one at the bottom (and
+    right), which for a stride-2 layer on an even input is *not* the symmetric ``k // 2`` of
+    PyTorch. Weights trained in TensorFlow (Keras, TF-slim, timm's ``tf_`` ports) need it to
+    reproduce their outputs. The parameters are an ordinary ``nn.Conv2d``'s.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pads = []
+        for size, k, s in zip(x.shape[-1:-3:-1], self.kernel_size[::-1], self.stride[::-1]):
+            total = max((-(-size // s) - 1) * s + k - size, 0)
+            pads += [total // 2, total - total // 2]
+        return super().forward(nn.functional.pad(x, pads))
+
+
+def conv2d(
+    in_chs: int, out_chs: int, kernel_size: int, stride: int = 1, groups: int = 1, bias: bool = False,
+    padding: str = "symmetric",
+) -> nn.Conv2d:
+    """A convolution with 'same' padding: symmetric ``k // 2`` (PyTorch), or TF's (``"tf_same"``)."""
+    if padding == "tf_same" and stride > 1:
+        return Conv2dSame(in_chs, out_chs, kernel_size, stride, padding=0, groups=groups, bias=bias)
+    if padding not in PADDINGS:
+        raise ValueError(f"padding must be one of {', '.join(PADDINGS)}, got {padding!r}")
+    # For stride 1 and an odd kernel TF's SAME padding is symmetric too.
     return nn.Conv2d(in_chs, out_chs, kernel_size, stride, padding=kernel_size // 2, groups=groups, bias=bias)
 
 
@@ -39,9 +67,10 @@ class ConvBnAct(nn.Module):
         act: str | None = "re",
         bn_eps: float = DEFAULT_BN_EPS,
         bn_momentum: float = DEFAULT_BN_MOMENTUM,
+        padding: str = "symmetric",
     ) -> None:
         super().__init__()
-        self.conv = conv2d(in_chs, out_chs, kernel_size, stride, groups)
+        self.conv = conv2d(in_chs, out_chs, kernel_size, stride, groups, padding=padding)
         self.bn1 = batch_norm(out_chs, bn_eps, bn_momentum)
         self.act = make_activation(act) if act else nn.Identity()
 
@@ -90,10 +119,11 @@ class DepthwiseSeparable(nn.Module):
         skip: bool = True,
         bn_eps: float = DEFAULT_BN_EPS,
         bn_momentum: float = DEFAULT_BN_MOMENTUM,
+        padding: str = "symmetric",
     ) -> None:
         super().__init__()
         self.has_skip = skip and stride == 1 and in_chs == out_chs
-        self.conv_dw = conv2d(in_chs, in_chs, kernel_size, stride, groups=in_chs)
+        self.conv_dw = conv2d(in_chs, in_chs, kernel_size, stride, groups=in_chs, padding=padding)
         self.bn1 = batch_norm(in_chs, bn_eps, bn_momentum)
         self.act1 = make_activation(act)
         self.se = SqueezeExcite(in_chs) if se else nn.Identity()
@@ -132,13 +162,14 @@ class InvertedResidual(nn.Module):
         se: bool = False,
         bn_eps: float = DEFAULT_BN_EPS,
         bn_momentum: float = DEFAULT_BN_MOMENTUM,
+        padding: str = "symmetric",
     ) -> None:
         super().__init__()
         self.has_skip = stride == 1 and in_chs == out_chs
         self.conv_pw = conv2d(in_chs, mid_chs, 1)
         self.bn1 = batch_norm(mid_chs, bn_eps, bn_momentum)
         self.act1 = make_activation(act)
-        self.conv_dw = conv2d(mid_chs, mid_chs, kernel_size, stride, groups=mid_chs)
+        self.conv_dw = conv2d(mid_chs, mid_chs, kernel_size, stride, groups=mid_chs, padding=padding)
         self.bn2 = batch_norm(mid_chs, bn_eps, bn_momentum)
         self.act2 = make_activation(act)
         self.se = SqueezeExcite(mid_chs) if se else nn.Identity()

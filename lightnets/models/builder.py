@@ -59,25 +59,29 @@ class FeatureInfo:
 class _BlockContext:
     """Build-time settings shared by every block of a network."""
 
-    def __init__(self, default_act: str, bn_eps: float, bn_momentum: float, divisor: int) -> None:
+    def __init__(self, default_act: str, bn_eps: float, bn_momentum: float, divisor: int, padding: str) -> None:
         self.default_act = default_act
         self.bn = {"bn_eps": bn_eps, "bn_momentum": bn_momentum}
+        self.conv = {**self.bn, "padding": padding}
         self.divisor = divisor
+        self.padding = padding
 
     def build(self, spec: BlockSpec, in_chs: int, stride: int) -> nn.Module:
         act = spec.act or self.default_act
         out = spec.out_chs
         if spec.kind == "cn":
-            return ConvBnAct(in_chs, out, spec.kernel, stride, act=act, **self.bn)
+            return ConvBnAct(in_chs, out, spec.kernel, stride, act=act, **self.conv)
         if spec.kind == "ds" or (spec.kind == "ir" and spec.expand_ratio == 1.0):
             # An expansion-1 inverted residual is a depthwise separable block: the 1x1
             # expansion would map C to C, so the references (TF, torchvision, timm) drop it.
-            return DepthwiseSeparable(in_chs, out, spec.kernel, stride, act=act, se=spec.se, **self.bn)
+            return DepthwiseSeparable(in_chs, out, spec.kernel, stride, act=act, se=spec.se, **self.conv)
         if spec.kind == "dsa":
-            return DepthwiseSeparable(in_chs, out, spec.kernel, stride, act=act, pw_act=True, skip=False, **self.bn)
+            return DepthwiseSeparable(in_chs, out, spec.kernel, stride, act=act, pw_act=True, skip=False, **self.conv)
         if spec.kind == "ir":
             mid = make_divisible(in_chs * spec.expand_ratio, self.divisor)
-            return InvertedResidual(in_chs, mid, out, spec.kernel, stride, act=act, se=spec.se, **self.bn)
+            return InvertedResidual(in_chs, mid, out, spec.kernel, stride, act=act, se=spec.se, **self.conv)
+        if self.padding != "symmetric":
+            raise ValueError(f"{spec.kind} blocks support symmetric padding only, got {self.padding!r}")
         if spec.kind == "sv1":
             return ShuffleV1Unit(in_chs, out, stride, spec.groups, spec.first_pw_grouped, act=act, **self.bn)
         if spec.kind == "sv2":
@@ -113,6 +117,7 @@ class ConvNet(nn.Module):
         bn_eps: float = DEFAULT_BN_EPS,
         bn_momentum: float = DEFAULT_BN_MOMENTUM,
         divisor: int = 8,
+        padding: str = "symmetric",
     ) -> None:
         super().__init__()
         check_positive_int("num_classes", num_classes)
@@ -125,10 +130,10 @@ class ConvNet(nn.Module):
         self.num_classes = num_classes
         self.stem_spec = stem
         self.stage_specs = [list(stage) for stage in stages]
-        context = _BlockContext(default_act, bn_eps, bn_momentum, divisor)
+        context = _BlockContext(default_act, bn_eps, bn_momentum, divisor, padding)
         bn = {"eps": bn_eps, "momentum": bn_momentum}
 
-        self.conv_stem = conv2d(in_chans, stem.out_chs, stem.kernel, stem.stride)
+        self.conv_stem = conv2d(in_chans, stem.out_chs, stem.kernel, stem.stride, padding=padding)
         self.bn1 = batch_norm(stem.out_chs, **bn)
         self.act1 = make_activation(stem.act or default_act)
         reduction = stem.stride

@@ -32,6 +32,7 @@ def mobilenet_v1(
     in_chans: int = 3,
     dropout: float = 0.001,
     bn_eps: float = 1e-5,
+    padding: str = "symmetric",
     activation: str = "re",
 ) -> ConvNet:
     """MobileNetV1 with width multiplier ``width_mult`` (alpha, section 3.3).
@@ -53,4 +54,5 @@ def mobilenet_v1(
         dropout=dropout,
         default_act=activation,
         bn_eps=bn_eps,
+        padding=padding,
     )

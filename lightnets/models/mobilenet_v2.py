@@ -35,6 +35,7 @@ def mobilenet_v2(
     in_chans: int = 3,
     dropout: float = 0.2,
     bn_eps: float = 1e-5,
+    padding: str = "symmetric",
 ) -> ConvNet:
     """MobileNetV2 with width multiplier ``width_mult`` (alpha), ReLU6 throughout.
 
@@ -53,4 +54,5 @@ def mobilenet_v2(
         dropout=dropout,
         default_act="r6",
         bn_eps=bn_eps,
+        padding=padding,
     )

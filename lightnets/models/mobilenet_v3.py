@@ -55,6 +55,7 @@ def _mobilenet_v3(
     dropout: float,
     minimal: bool,
     bn_eps: float,
+    padding: str,
 ) -> ConvNet:
     stem = scale_stages([[STEM]], width_mult)[0][0]
     stages = scale_stages(table, width_mult)
@@ -73,6 +74,7 @@ def _mobilenet_v3(
         default_act="re",
         bn_eps=bn_eps,
         bn_momentum=0.01,
+        padding=padding,
     )
 
 
@@ -84,6 +86,7 @@ def mobilenet_v3_large(
     dropout: float = 0.2,
     minimal: bool = False,
     bn_eps: float = 1e-3,
+    padding: str = "symmetric",
 ) -> ConvNet:
     """MobileNetV3-Large (Table 1) with width multiplier ``width_mult`` (alpha, section 6.1.2).
 
@@ -95,7 +98,7 @@ def mobilenet_v3_large(
     """
     return _mobilenet_v3(
         TABLE_1_LARGE, LAST_CONV_LARGE, num_classes=num_classes, width_mult=width_mult,
-        in_chans=in_chans, dropout=dropout, minimal=minimal, bn_eps=bn_eps,
+        in_chans=in_chans, dropout=dropout, minimal=minimal, bn_eps=bn_eps, padding=padding,
     )
 
 
@@ -107,9 +110,10 @@ def mobilenet_v3_small(
     dropout: float = 0.2,
     minimal: bool = False,
     bn_eps: float = 1e-3,
+    padding: str = "symmetric",
 ) -> ConvNet:
     """MobileNetV3-Small (Table 2); the last 1x1 conv is 1024 wide. See :func:`mobilenet_v3_large`."""
     return _mobilenet_v3(
         TABLE_2_SMALL, LAST_CONV_SMALL, num_classes=num_classes, width_mult=width_mult,
-        in_chans=in_chans, dropout=dropout, minimal=minimal, bn_eps=bn_eps,
+        in_chans=in_chans, dropout=dropout, minimal=minimal, bn_eps=bn_eps, padding=padding,
     )
