@@ -1,6 +1,7 @@
 """Weight converters from other libraries' checkpoints to lightnets' module names."""
 
+from .megvii import MEGVII_MODELS, from_megvii, load_megvii_file
 from .timm import TIMM_MODELS, check_state_dict, from_timm
 from .torchvision import TORCHVISION_MODELS, from_torchvision
 
-__all__ = ["TIMM_MODELS", "TORCHVISION_MODELS", "check_state_dict", "from_timm", "from_torchvision"]
+__all__ = ["MEGVII_MODELS", "TIMM_MODELS", "TORCHVISION_MODELS", "check_state_dict", "from_megvii", "from_timm", "from_torchvision", "load_megvii_file"]

@@ -94,18 +94,22 @@ class ShuffleV1Unit(nn.Module):
 class ShuffleV2Branch(nn.Module):
     """The right branch of a ShuffleNetV2 unit: 1x1 -> BN -> ReLU -> 3x3 dw -> BN -> 1x1 -> BN -> ReLU.
 
-    Both 1x1 convolutions are dense and of equal width (guidelines G1 and G2 of ShuffleNetV2
-    section 3); the depthwise conv has no activation.
+    The 1x1 convolutions are dense and, in torchvision's unit, of equal width (guidelines G1
+    and G2 of ShuffleNetV2 section 3); the depthwise conv has no activation. ``mid_chs``
+    (default ``out_chs``) differs only in the authors' downsampling unit.
     """
 
-    def __init__(self, in_chs: int, out_chs: int, stride: int, act: str, bn_eps: float, bn_momentum: float) -> None:
+    def __init__(
+        self, in_chs: int, out_chs: int, stride: int, act: str, bn_eps: float, bn_momentum: float, mid_chs: int | None = None
+    ) -> None:
         super().__init__()
-        self.conv_pw = conv2d(in_chs, out_chs, 1)
-        self.bn1 = batch_norm(out_chs, bn_eps, bn_momentum)
+        mid_chs = mid_chs or out_chs
+        self.conv_pw = conv2d(in_chs, mid_chs, 1)
+        self.bn1 = batch_norm(mid_chs, bn_eps, bn_momentum)
         self.act1 = make_activation(act)
-        self.conv_dw = conv2d(out_chs, out_chs, 3, stride, groups=out_chs)
-        self.bn2 = batch_norm(out_chs, bn_eps, bn_momentum)
-        self.conv_pwl = conv2d(out_chs, out_chs, 1)
+        self.conv_dw = conv2d(mid_chs, mid_chs, 3, stride, groups=mid_chs)
+        self.bn2 = batch_norm(mid_chs, bn_eps, bn_momentum)
+        self.conv_pwl = conv2d(mid_chs, out_chs, 1)
         self.bn3 = batch_norm(out_chs, bn_eps, bn_momentum)
         self.act3 = make_activation(act)
 
@@ -169,3 +173,42 @@ class ShuffleV2Unit(nn.Module):
         else:
             left = right = x
         return self.shuffle(torch.cat((self.branch_proj(left), self.branch_main(right)), dim=1))
+
+
+class ShuffleV2OfficialUnit(nn.Module):
+    """ShuffleNetV2 unit as the authors released it (Megvii's ShuffleNet-Series), 146 M MAdds at 1x.
+
+    Stride 1: the input is split into its even and odd channels (the channel shuffle of the
+    previous unit, done here); the even half passes, the odd half goes through the branch;
+    concat. Stride 2: the projection branch keeps the input width (dw 3x3 stride 2, 1x1
+    ``in -> in``) and the main branch (bottleneck ``out / 2``) gives the remaining
+    ``out - in`` channels; concat. No shuffle after the concat.
+    """
+
+    def __init__(
+        self,
+        in_chs: int,
+        out_chs: int,
+        stride: int = 1,
+        act: str = "re",
+        bn_eps: float = DEFAULT_BN_EPS,
+        bn_momentum: float = DEFAULT_BN_MOMENTUM,
+    ) -> None:
+        super().__init__()
+        if out_chs % 2 or (stride == 1 and in_chs != out_chs):
+            raise ValueError(f"a ShuffleNetV2 unit needs an even width kept at stride 1, got {in_chs} -> {out_chs}")
+        self.stride = stride
+        mid = out_chs // 2
+        if stride == 2:
+            self.branch_proj: nn.Module = ShuffleV2Projection(in_chs, in_chs, act, bn_eps, bn_momentum)
+            self.branch_main = ShuffleV2Branch(in_chs, out_chs - in_chs, 2, act, bn_eps, bn_momentum, mid_chs=mid)
+        else:
+            self.branch_proj = nn.Identity()
+            self.branch_main = ShuffleV2Branch(in_chs // 2, out_chs - in_chs // 2, 1, act, bn_eps, bn_momentum, mid_chs=mid)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride == 1:
+            n, c, h, w = x.shape
+            halves = x.reshape(n, c // 2, 2, h, w)
+            return torch.cat((halves[:, :, 0], self.branch_main(halves[:, :, 1])), dim=1)
+        return torch.cat((self.branch_proj(x), self.branch_main(x)), dim=1)

@@ -21,6 +21,7 @@ from ..layers import (
     DepthwiseSeparable,
     InvertedResidual,
     ShuffleV1Unit,
+    ShuffleV2OfficialUnit,
     ShuffleV2Unit,
     batch_norm,
     conv2d,
@@ -86,6 +87,8 @@ class _BlockContext:
             return ShuffleV1Unit(in_chs, out, stride, spec.groups, spec.first_pw_grouped, act=act, **self.bn)
         if spec.kind == "sv2":
             return ShuffleV2Unit(in_chs, out, stride, act=act, **self.bn)
+        if spec.kind == "sv2o":
+            return ShuffleV2OfficialUnit(in_chs, out, stride, act=act, **self.bn)
         raise AssertionError(spec.kind)  # BlockSpec validation makes this unreachable
 
 
@@ -118,6 +121,7 @@ class ConvNet(nn.Module):
         bn_momentum: float = DEFAULT_BN_MOMENTUM,
         divisor: int = 8,
         padding: str = "symmetric",
+        classifier_bias: bool = True,
     ) -> None:
         super().__init__()
         check_positive_int("num_classes", num_classes)
@@ -176,7 +180,8 @@ class ConvNet(nn.Module):
         self.global_pool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten(1)
         self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(self.num_features, num_classes)
+        self.classifier_bias = classifier_bias
+        self.classifier = nn.Linear(self.num_features, num_classes, bias=classifier_bias)
 
         self.feature_info = self._select_features(info)
         self.feature_channels = [f.channels for f in self.feature_info]
@@ -206,7 +211,8 @@ class ConvNet(nn.Module):
                 nn.init.zeros_(module.bias)
             elif isinstance(module, nn.Linear):
                 nn.init.normal_(module.weight, 0, 0.01)
-                nn.init.zeros_(module.bias)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
 
     def check_input(self, x: torch.Tensor) -> None:
         if x.dim() != 4 or x.shape[1] != self.in_chans:
@@ -263,9 +269,10 @@ class ConvNet(nn.Module):
         """Replace the classifier with a fresh one for ``num_classes`` classes."""
         check_positive_int("num_classes", num_classes)
         self.num_classes = num_classes
-        self.classifier = nn.Linear(self.num_features, num_classes)
+        self.classifier = nn.Linear(self.num_features, num_classes, bias=self.classifier_bias)
         nn.init.normal_(self.classifier.weight, 0, 0.01)
-        nn.init.zeros_(self.classifier.bias)
+        if self.classifier.bias is not None:
+            nn.init.zeros_(self.classifier.bias)
 
     def architecture(self) -> list[str]:
         """The network as spec strings: the stem, then one line per stage."""

@@ -85,6 +85,8 @@ for _g in SHUFFLENET_V1_GROUPS:
         register(f"shufflenet_v1_g{_g}_{_shufflenet_suffix(_w)}", "shufflenet_v1", groups=_g, width_mult=_w)
 for _w in SHUFFLENET_V2_WIDTHS:
     register(f"shufflenet_v2_{_shufflenet_suffix(_w)}", "shufflenet_v2", width_mult=_w)
+for _w in SHUFFLENET_V2_WIDTHS:
+    register(f"shufflenet_v2_{_shufflenet_suffix(_w)}_official", "shufflenet_v2", width_mult=_w, official=True)
 
 
 def list_models(family: str | None = None) -> list[str]:

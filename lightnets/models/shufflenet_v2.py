@@ -28,8 +28,8 @@ TABLE_5: dict[float, tuple[int, int, int, int]] = {
 WIDTHS = tuple(TABLE_5)
 
 
-def stages_for(width_mult: float) -> tuple[list[list[BlockSpec]], int]:
-    """The stages of ShuffleNetV2 ``width_mult``x as specs, and the Conv5 width."""
+def stages_for(width_mult: float, kind: str = "sv2") -> tuple[list[list[BlockSpec]], int]:
+    """The stages of ShuffleNetV2 ``width_mult``x as specs (``kind``: sv2 or sv2o), and the Conv5 width."""
     if width_mult not in TABLE_5:
         raise ValueError(
             f"ShuffleNetV2 width_mult must be one of {', '.join(map(str, WIDTHS))} (paper Table 5), "
@@ -37,7 +37,7 @@ def stages_for(width_mult: float) -> tuple[list[list[BlockSpec]], int]:
         )
     *channels, conv5 = TABLE_5[width_mult]
     stages = [
-        [BlockSpec(kind="sv2", stride=2, out_chs=c), BlockSpec(kind="sv2", repeats=n - 1, stride=1, out_chs=c)]
+        [BlockSpec(kind=kind, stride=2, out_chs=c), BlockSpec(kind=kind, repeats=n - 1, stride=1, out_chs=c)]
         for c, n in zip(channels, REPEATS)
     ]
     return stages, conv5
@@ -50,9 +50,17 @@ def shufflenet_v2(
     in_chans: int = 3,
     dropout: float = 0.0,
     bn_eps: float = 1e-5,
+    official: bool = False,
 ) -> ConvNet:
-    """ShuffleNetV2 ``width_mult``x, width in {0.5, 1.0, 1.5, 2.0} (Table 5's columns)."""
-    stages, conv5 = stages_for(width_mult)
+    """ShuffleNetV2 ``width_mult``x, width in {0.5, 1.0, 1.5, 2.0} (Table 5's columns).
+
+    ``official=True`` builds the unit of the authors' released code (Megvii's ShuffleNet-Series:
+    146 M MAdds at 1x, the paper's figure; classifier without bias), whose checkpoints
+    ``lightnets.convert.from_megvii`` loads; the default is torchvision's unit (145 M).
+    """
+    if not isinstance(official, bool):
+        raise ValueError(f"official must be True or False, got {official!r}")
+    stages, conv5 = stages_for(width_mult, "sv2o" if official else "sv2")
     return ConvNet(
         stages,
         stem=STEM,
@@ -63,4 +71,5 @@ def shufflenet_v2(
         dropout=dropout,
         default_act="re",
         bn_eps=bn_eps,
+        classifier_bias=not official,
     )

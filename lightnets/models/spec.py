@@ -9,7 +9,8 @@ has a compact string form that reads like a row of a paper's table::
     dsa_k3_s2_c128              MobileNetV1's depthwise separable layer (ReLU after the 1x1 too)
     cn_k1_c960_hs               conv -> BN -> activation
     sv1_r4_s2_c240_g3_ug        ShuffleNetV1 units, groups 3; ``ug``: first 1x1 ungrouped
-    sv2_r4_s2_c116              ShuffleNetV2 units
+    sv2_r4_s2_c116              ShuffleNetV2 units (torchvision's downsampling unit)
+    sv2o_r4_s2_c116             ShuffleNetV2 units as the authors released them
 
 Tokens: ``r`` repeats (only the first repeat strides), ``k`` kernel, ``s`` stride (1 or 2),
 ``e`` expansion ratio of the input width, ``c`` output channels, ``g`` groups; flags ``se``
@@ -34,6 +35,7 @@ KINDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "ir": (frozenset("rksec"), frozenset({"se"})),
     "sv1": (frozenset("rscg"), frozenset({"ug"})),
     "sv2": (frozenset("rsc"), frozenset()),
+    "sv2o": (frozenset("rsc"), frozenset()),
 }
 KIND_NAMES = {
     "cn": "conv-BN-activation",
@@ -42,6 +44,7 @@ KIND_NAMES = {
     "ir": "inverted residual",
     "sv1": "ShuffleNetV1 unit",
     "sv2": "ShuffleNetV2 unit",
+    "sv2o": "ShuffleNetV2 unit, authors' release",
 }
 _NUMERIC = re.compile(r"^([rksecg])(\d+(?:\.\d+)?)$")
 _FIELD_OF = {"r": "repeats", "k": "kernel", "s": "stride", "e": "expand_ratio", "c": "out_chs", "g": "groups"}
@@ -74,7 +77,7 @@ class BlockSpec:
             raise ValueError(f"{self.kind} blocks ({KIND_NAMES[self.kind]}) take no squeeze-and-excite")
         if not self.first_pw_grouped and "ug" not in flags:
             raise ValueError(f"{self.kind} blocks ({KIND_NAMES[self.kind]}) take no 'ug' flag")
-        if self.kind in ("sv1", "sv2") and self.act not in (None, "re"):
+        if self.kind in ("sv1", "sv2", "sv2o") and self.act not in (None, "re"):
             raise ValueError(f"{self.kind} blocks use ReLU; got activation {self.act!r}")
         for name in ("out_chs", "repeats", "kernel", "groups"):
             value = getattr(self, name)
