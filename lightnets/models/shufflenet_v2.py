@@ -59,7 +59,7 @@ def shufflenet_v2(
     ``lightnets.convert.from_megvii`` loads; the default is torchvision's unit (145 M).
     """
     if not isinstance(official, bool):
-        raise ValueError(f"official must be True or False, got {official!r}")
+        raise ValueError(f"official must be True or False, got {official!r}")  # noqa: TRY004 - bad input is a ValueError here
     stages, conv5 = stages_for(width_mult, "sv2o" if official else "sv2")
     return ConvNet(
         stages,
