@@ -110,8 +110,9 @@ def create_model(name: str, **options: Any) -> nn.Module:
     ``in_chans`` (>= 1, default 3), ``dropout`` (before the classifier, in [0, 1)),
     ``bn_eps``, and the family's own: ``minimal`` (MobileNetV3), ``groups`` (ShuffleNetV1: 1,
     2, 3, 4 or 8), ``official`` (ShuffleNetV2), ``padding`` (MobileNets: ``"symmetric"`` or
-    ``"tf_same"``) and ``activation`` (MobileNetV1: ``"re"`` or ``"r6"``). A named variant fixes some of these (``mobilenet_v1_050``
-    fixes ``width_mult=0.5``); passing a different value for a fixed option raises.
+    ``"tf_same"``) and ``activation`` (MobileNetV1: ``"re"`` or ``"r6"``). A named variant
+    fixes some of these (``mobilenet_v1_050`` fixes ``width_mult=0.5``); passing a different
+    value for a fixed option raises.
     """
     entry = get_entry(name)
     allowed = inspect.signature(entry.builder).parameters
