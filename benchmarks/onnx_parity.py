@@ -16,23 +16,11 @@ import time
 
 import torch
 from _results import write_results
-from torch import nn
 
 import lightnets
 from lightnets.cli.tables import format_table
 from lightnets.export.onnx import OnnxModel, export_onnx
-
-
-def randomise(model: nn.Module) -> nn.Module:
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.5, 0.5)
-            module.running_var.uniform_(0.5, 2.0)
-            module.weight.data.uniform_(0.5, 1.5)
-            module.bias.data.uniform_(-0.2, 0.2)
-        elif isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, 0, 0.2)
-    return model.eval()
+from lightnets.testing import randomize_for_parity
 
 
 def main() -> None:
@@ -44,7 +32,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):
             torch.manual_seed(0)
-            model = randomise(lightnets.create_model(name))
+            model = randomize_for_parity(lightnets.create_model(name))
             start = time.perf_counter()
             session = OnnxModel(export_onnx(model, f"{tmp}/{name}.onnx", resolution=64))
             diffs = {}

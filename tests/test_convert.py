@@ -1,24 +1,11 @@
 import pytest
 import torch
-from torch import nn
 
 import lightnets
 from lightnets.convert import TORCHVISION_MODELS, from_torchvision
+from lightnets.testing import randomize_for_parity as randomise
 
 torchvision = pytest.importorskip("torchvision")
-
-
-def randomise(model: nn.Module) -> nn.Module:
-    """Random BN statistics and a large classifier, so equal outputs mean equal networks."""
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.5, 0.5)
-            module.running_var.uniform_(0.5, 2.0)
-            module.weight.data.uniform_(0.5, 1.5)
-            module.bias.data.uniform_(-0.2, 0.2)
-        elif isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, 0, 0.2)
-    return model.eval()
 
 
 @pytest.mark.parametrize("name", TORCHVISION_MODELS)

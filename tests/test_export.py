@@ -4,8 +4,7 @@ from torch import nn
 
 import lightnets
 from lightnets.export import count_batchnorms, fuse
-
-from .test_convert import randomise
+from lightnets.testing import randomize_for_parity as randomise
 
 
 @pytest.mark.parametrize("name", ["mobilenet_v1_025", "mobilenet_v2_035", "mobilenet_v3_small", "shufflenet_v1_g3_x0_5", "shufflenet_v2_x0_5"])

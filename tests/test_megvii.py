@@ -12,8 +12,7 @@ from torch import nn
 import lightnets
 from lightnets.convert import from_megvii, load_megvii_file
 from lightnets.cost import count_madds
-
-from .test_convert import randomise
+from lightnets.testing import randomize_for_parity as randomise
 
 
 def _bn_relu(c, relu=True):

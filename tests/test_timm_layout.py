@@ -4,8 +4,7 @@ import pytest
 import torch
 
 import lightnets
-
-from .test_convert import randomise
+from lightnets.testing import randomize_for_parity as randomise
 
 timm = pytest.importorskip("timm")
 
