@@ -86,3 +86,41 @@ def test_predict_command_uses_stored_preprocessing(tmp_path, capsys):
     assert lines[0] == str(image) and len(lines) == 6 and lines[1].strip().startswith("1. ")
     total = sum(float(line.split()[-1].rstrip("%")) for line in lines[1:])
     assert 0 < total <= 100.01
+
+
+def test_export_int8_with_digits_calibration_keeps_accuracy(tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    from lightnets.cli import main
+    from lightnets.export.onnx import OnnxModel
+    from lightnets.train import digits, evaluate, fit
+
+    run = tmp_path / "run"
+    model = lightnets.create_model("shufflenet_v2_x0_5", num_classes=10)
+    fit(model, "digits", run_dir=str(run), epochs=5, resolution=32, show_progress=False, log=lambda m: None,
+        model_config={"name": "shufflenet_v2_x0_5", "options": {"num_classes": 10}})
+    out = tmp_path / "int8.onnx"
+    assert main(["export", "shufflenet_v2_x0_5", "--checkpoint", str(run / "last.safetensors"), "--int8",
+                 "--calibration", "digits", "--calibration-batches", "4", "-o", str(out)]) == 0
+    _, test = digits(32, augment=False)
+
+    class Session(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.session = OnnxModel(str(out))
+
+        def forward(self, x):
+            return self.session(x)
+
+    fp32 = evaluate(model, test).top1
+    assert fp32 > 0.5  # five epochs learn something
+    assert evaluate(Session(), test).top1 >= fp32 - 0.03
+    assert main(["export", "shufflenet_v2_x0_5", "--int8", "-o", str(out)]) == 2
+    assert "--int8 needs --format onnx and --calibration DATA" in capsys.readouterr().err
+
+
+def test_measure_latency_onnxruntime_int8_backend():
+    pytest.importorskip("onnxruntime")
+    from lightnets.cost import measure_latency
+
+    result = measure_latency(lightnets.create_model("mobilenet_v2_035"), (1, 3, 64, 64), runs=2, warmup=1, backend="onnxruntime-int8")
+    assert result.backend == "onnxruntime-int8" and result.median_ms > 0

@@ -266,7 +266,16 @@ def cmd_export(args: argparse.Namespace) -> int:
         model = create_model(args.name, **options)
         resolution = args.resolution or 224
     model.eval()
-    if args.format == "onnx":
+    if args.int8:
+        if args.format != "onnx" or not args.calibration:
+            raise ValueError("--int8 needs --format onnx and --calibration DATA ('digits' or an ImageFolder PATH)")
+        from ..export.quantize import quantize_int8
+        from ..train import load_data
+
+        train, _ = load_data(args.calibration, resolution, augment=False)
+        batches = [b.images for b, _ in zip(train.batches(32, shuffle=True, seed=0), range(args.calibration_batches))]
+        quantize_int8(model, args.output, batches, resolution=resolution)
+    elif args.format == "onnx":
         export_onnx(model, args.output, resolution=max(resolution, 32), fuse_bn=not args.no_fuse)
     else:
         import torch
@@ -315,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     zoo.add_argument("--runs", type=_positive_int, default=30, help="timed runs per model (default 30)")
     zoo.add_argument("--warmup", type=int, default=5, help="untimed runs per model first (default 5)")
     zoo.add_argument("--models", help="comma-separated model names (default: all distinct registered models)")
-    zoo.add_argument("--backend", choices=["eager", "compile", "onnxruntime"], default="eager",
+    zoo.add_argument("--backend", choices=["eager", "compile", "onnxruntime", "onnxruntime-int8"], default="eager",
                      help="how to run the models (onnxruntime exports each to ONNX first: slower to start)")
     zoo.add_argument("--plot", metavar="FILE.png", help="write the latency-vs-MAdds scatter plot")
     zoo.add_argument("--json", metavar="FILE", help="write the table as JSON")
@@ -389,6 +398,9 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--groups", type=int)
     ex.add_argument("--minimal", action="store_true")
     ex.add_argument("--no-fuse", action="store_true", help="keep BatchNorm layers (default: folded into the convs)")
+    ex.add_argument("--int8", action="store_true", help="quantize to int8 (ONNX Runtime QDQ, per-channel weights)")
+    ex.add_argument("--calibration", metavar="DATA", help="with --int8: 'digits' or an ImageFolder PATH (its train split)")
+    ex.add_argument("--calibration-batches", type=_positive_int, default=10, help="batches of 32 images (default 10)")
     ex.add_argument("-o", "--output", required=True)
     ex.set_defaults(func=cmd_export)
     return parser

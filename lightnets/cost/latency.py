@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-BACKENDS = ("eager", "compile", "onnxruntime")
+BACKENDS = ("eager", "compile", "onnxruntime", "onnxruntime-int8")
 
 
 def flushing_denormals() -> bool:
@@ -132,7 +132,9 @@ def measure_latency(
     ``"eager"``, ``"compile"`` (``torch.compile``, compiled during warm-up, which therefore
     runs at least once) or ``"onnxruntime"`` (the model exported to ONNX with BatchNorm
     folded, run by ONNX Runtime on the CPU with the same thread count and denormals set to
-    zero; needs ``lightnets[deploy]``). ``channels_last`` converts a copy of the model and the input; the
+    zero; needs ``lightnets[deploy]``) or ``"onnxruntime-int8"`` (the same, quantized to int8
+    with per-channel weights, calibrated on 8 random batches: right for timing, not for
+    accuracy, which needs real calibration data: ``lightnets export --int8 --calibration``). ``channels_last`` converts a copy of the model and the input; the
     caller's model is never modified (its training flag is restored).
     """
     input_size = tuple(input_size)
@@ -154,15 +156,22 @@ def measure_latency(
         if backend == "compile":
             runner = torch.compile(runner)
             warmup = max(warmup, 1)
-        if backend == "onnxruntime":
+        if backend.startswith("onnxruntime"):
             import tempfile
 
             from ..export.onnx import OnnxModel, export_onnx
+            from ..export.quantize import quantize_int8
 
             if device.type != "cpu" or channels_last:
-                raise ValueError("the onnxruntime backend runs on the CPU, without channels_last")
+                raise ValueError("the onnxruntime backends run on the CPU, without channels_last")
             tmpdir = tempfile.TemporaryDirectory()
-            path = export_onnx(model, os.path.join(tmpdir.name, "model.onnx"), resolution=input_size[-1], in_chans=input_size[1])
+            path = os.path.join(tmpdir.name, "model.onnx")
+            if backend == "onnxruntime-int8":
+                generator = torch.Generator().manual_seed(1)
+                calibration = [torch.randn(input_size, generator=generator) for _ in range(8)]
+                quantize_int8(model, path, calibration, resolution=input_size[-1])
+            else:
+                export_onnx(model, path, resolution=input_size[-1], in_chans=input_size[1])
             runner = OnnxModel(path, threads=threads or torch.get_num_threads())
         sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
         times: list[float] = []
