@@ -15,8 +15,6 @@ Needs the test extra (torchvision, onnxruntime).
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 
 import torch
 import torchvision
@@ -27,29 +25,9 @@ from lightnets.analysis import machine_info
 from lightnets.cli.tables import format_table
 from lightnets.convert import from_torchvision
 from lightnets.cost import measure_latency
-from lightnets.cost.latency import denormals_flushed, set_threads
 from lightnets.export import fuse
-from lightnets.export.onnx import OnnxModel, export_onnx
-from lightnets.export.quantize import quantize_int8
 
 MODELS = ["mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small", "shufflenet_v2_x1_0"]
-
-
-def time_onnx(path: str, threads: int, runs: int, warmup: int) -> float:
-    import statistics
-    import time
-
-    session = OnnxModel(path, threads=threads)
-    x = torch.randn(1, 3, 224, 224)
-    with set_threads(threads), denormals_flushed():
-        for _ in range(warmup):
-            session(x)
-        times = []
-        for _ in range(runs):
-            start = time.perf_counter()
-            session(x)
-            times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -60,32 +38,25 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(MODELS))
     args = parser.parse_args()
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in args.models.split(","):
-            torch.manual_seed(0)
-            theirs = getattr(torchvision.models, name)().eval()
-            ours = lightnets.create_model(name).eval()
-            ours.load_state_dict(from_torchvision(name, theirs.state_dict()))
-            size = (1, 3, 224, 224)
-            kw = {"threads": args.threads, "runs": args.runs, "warmup": args.warmup}
-            results = {
-                "torchvision eager": measure_latency(theirs, size, **kw).median_ms,
-                "lightnets eager": measure_latency(ours, size, **kw).median_ms,
-                "lightnets fused eager": measure_latency(fuse(ours), size, **kw).median_ms,
-            }
-            ours_onnx = export_onnx(ours, f"{tmp}/{name}.onnx", resolution=224)
-            theirs_onnx = export_onnx(theirs, f"{tmp}/{name}-tv.onnx", resolution=224)
-            calibration = [torch.randn(1, 3, 224, 224) for _ in range(8)]
-            int8 = quantize_int8(ours, f"{tmp}/{name}-int8.onnx", calibration, resolution=224)
-            results["ORT fp32 (lightnets)"] = time_onnx(ours_onnx, args.threads, args.runs, args.warmup)
-            results["ORT fp32 (torchvision)"] = time_onnx(theirs_onnx, args.threads, args.runs, args.warmup)
-            results["ORT int8 (lightnets)"] = time_onnx(int8, args.threads, args.runs, args.warmup)
-            base = results["torchvision eager"]
-            for backend, ms in results.items():
-                rows.append({"model": name, "backend": backend, "median_ms": ms, "ratio": ms / base})
-            sizes = {k: os.path.getsize(p) / 1024 for k, p in (("fp32_kb", ours_onnx), ("int8_kb", int8))}
-            rows[-1].update(sizes)
-            print(f"{name}: " + ", ".join(f"{k} {v:.2f} ms" for k, v in results.items()), flush=True)
+    for name in args.models.split(","):
+        torch.manual_seed(0)
+        theirs = getattr(torchvision.models, name)().eval()
+        ours = lightnets.create_model(name).eval()
+        ours.load_state_dict(from_torchvision(name, theirs.state_dict()))
+        size = (1, 3, 224, 224)
+        kw = {"threads": args.threads, "runs": args.runs, "warmup": args.warmup}
+        results = {
+            "torchvision eager": measure_latency(theirs, size, **kw).median_ms,
+            "lightnets eager": measure_latency(ours, size, **kw).median_ms,
+            "lightnets fused eager": measure_latency(fuse(ours), size, **kw).median_ms,
+        }
+        results["ORT fp32 (lightnets)"] = measure_latency(ours, size, backend="onnxruntime", **kw).median_ms
+        results["ORT fp32 (torchvision)"] = measure_latency(theirs, size, backend="onnxruntime", **kw).median_ms
+        results["ORT int8 (lightnets)"] = measure_latency(ours, size, backend="onnxruntime-int8", **kw).median_ms
+        base = results["torchvision eager"]
+        for backend, ms in results.items():
+            rows.append({"model": name, "backend": backend, "median_ms": ms, "ratio": ms / base})
+        print(f"{name}: " + ", ".join(f"{k} {v:.2f} ms" for k, v in results.items()), flush=True)
     machine = machine_info()
     print(f"\n224x224, batch 1, {args.threads} threads, {machine['cpu']}, torch {machine['torch']}, median of {args.runs} runs")
     print(format_table(rows, [("model", "model"), ("backend", "backend"), ("median_ms", "median ms"), ("ratio", "x torchvision eager")],
