@@ -41,6 +41,12 @@ class ShuffleV1Unit(nn.Module):
     shortcut (stride 2), then ReLU. The bottleneck is 1/4 of the unit's output channels.
     ``first_pw_grouped=False`` is the first unit of stage 2, whose input is too narrow to group
     (section 3.3); the shuffle after it is kept, as in the authors' code.
+
+    ``official=True`` shuffles as the authors' released code does (Megvii's ShuffleNet-Series):
+    after the depthwise conv and its BN rather than before (per-channel layers commute with a
+    permutation, so this only reorders their weights), and viewing the channels as (C/g, g)
+    rather than (g, C/g): the inverse permutation, i.e. a shuffle with C/g groups. Either
+    interleaves every group with every other; weights trained with one do not fit the other.
     """
 
     def __init__(
@@ -53,6 +59,7 @@ class ShuffleV1Unit(nn.Module):
         act: str = "re",
         bn_eps: float = DEFAULT_BN_EPS,
         bn_momentum: float = DEFAULT_BN_MOMENTUM,
+        official: bool = False,
     ) -> None:
         super().__init__()
         if stride == 1 and in_chs != out_chs:
@@ -67,10 +74,12 @@ class ShuffleV1Unit(nn.Module):
                     f"multiple of groups={groups}"
                 )
         self.stride = stride
+        self.official = official
         self.conv_pw = conv2d(in_chs, mid_chs, 1, groups=pw_groups)
         self.bn1 = batch_norm(mid_chs, bn_eps, bn_momentum)
         self.act1 = make_activation(act)
-        self.shuffle = ChannelShuffle(groups) if groups > 1 else nn.Identity()
+        shuffle_groups = mid_chs // groups if official else groups
+        self.shuffle = ChannelShuffle(shuffle_groups) if groups > 1 else nn.Identity()
         self.conv_dw = conv2d(mid_chs, mid_chs, 3, stride, groups=mid_chs)
         self.bn2 = batch_norm(mid_chs, bn_eps, bn_momentum)
         self.conv_pwl = conv2d(mid_chs, branch_chs, 1, groups=groups)
@@ -84,8 +93,12 @@ class ShuffleV1Unit(nn.Module):
             nn.init.zeros_(self.bn3.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.shuffle(self.act1(self.bn1(self.conv_pw(x))))
-        out = self.bn3(self.conv_pwl(self.bn2(self.conv_dw(out))))
+        out = self.act1(self.bn1(self.conv_pw(x)))
+        if self.official:
+            out = self.shuffle(self.bn2(self.conv_dw(out)))
+        else:
+            out = self.bn2(self.conv_dw(self.shuffle(out)))
+        out = self.bn3(self.conv_pwl(out))
         if self.stride == 2:
             return self.act(torch.cat((self.shortcut(x), out), dim=1))
         return self.act(x + out)

@@ -83,8 +83,10 @@ class _BlockContext:
             return InvertedResidual(in_chs, mid, out, spec.kernel, stride, act=act, se=spec.se, **self.conv)
         if self.padding != "symmetric":
             raise ValueError(f"{spec.kind} blocks support symmetric padding only, got {self.padding!r}")
-        if spec.kind == "sv1":
-            return ShuffleV1Unit(in_chs, out, stride, spec.groups, spec.first_pw_grouped, act=act, **self.bn)
+        if spec.kind in ("sv1", "sv1o"):
+            return ShuffleV1Unit(
+                in_chs, out, stride, spec.groups, spec.first_pw_grouped, act=act, official=spec.kind == "sv1o", **self.bn
+            )
         if spec.kind == "sv2":
             return ShuffleV2Unit(in_chs, out, stride, act=act, **self.bn)
         if spec.kind == "sv2o":

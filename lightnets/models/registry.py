@@ -18,8 +18,9 @@ from .mobilenet_v1 import mobilenet_v1
 from .mobilenet_v2 import mobilenet_v2
 from .mobilenet_v3 import mobilenet_v3_large, mobilenet_v3_small
 from .shufflenet_v1 import GROUPS as SHUFFLENET_V1_GROUPS
+from .shufflenet_v1 import OFFICIAL_GROUPS as SHUFFLENET_V1_OFFICIAL_GROUPS
+from .shufflenet_v1 import OFFICIAL_STEM_CHS, shufflenet_v1
 from .shufflenet_v1 import SCALES as SHUFFLENET_V1_SCALES
-from .shufflenet_v1 import shufflenet_v1
 from .shufflenet_v2 import WIDTHS as SHUFFLENET_V2_WIDTHS
 from .shufflenet_v2 import shufflenet_v2
 
@@ -83,6 +84,9 @@ for _size, _widths in (("large", (1.0, 0.75)), ("small", (1.0, 0.75, 0.5))):
 for _g in SHUFFLENET_V1_GROUPS:
     for _w in SHUFFLENET_V1_SCALES:
         register(f"shufflenet_v1_g{_g}_{_shufflenet_suffix(_w)}", "shufflenet_v1", groups=_g, width_mult=_w)
+for _g in SHUFFLENET_V1_OFFICIAL_GROUPS:
+    for _w in OFFICIAL_STEM_CHS:
+        register(f"shufflenet_v1_g{_g}_{_shufflenet_suffix(_w)}_official", "shufflenet_v1", groups=_g, width_mult=_w, official=True)
 for _w in SHUFFLENET_V2_WIDTHS:
     register(f"shufflenet_v2_{_shufflenet_suffix(_w)}", "shufflenet_v2", width_mult=_w)
 for _w in SHUFFLENET_V2_WIDTHS:
@@ -109,7 +113,7 @@ def create_model(name: str, **options: Any) -> nn.Module:
     Options: ``num_classes`` (>= 1, default 1000), ``width_mult`` (alpha, finite > 0),
     ``in_chans`` (>= 1, default 3), ``dropout`` (before the classifier, in [0, 1)),
     ``bn_eps``, and the family's own: ``minimal`` (MobileNetV3), ``groups`` (ShuffleNetV1: 1,
-    2, 3, 4 or 8), ``official`` (ShuffleNetV2), ``padding`` (MobileNets: ``"symmetric"`` or
+    2, 3, 4 or 8), ``official`` (ShuffleNetV1 and V2: the authors' release), ``padding`` (MobileNets: ``"symmetric"`` or
     ``"tf_same"``) and ``activation`` (MobileNetV1: ``"re"`` or ``"r6"``). A named variant
     fixes some of these (``mobilenet_v1_050`` fixes ``width_mult=0.5``); passing a different
     value for a fixed option raises.

@@ -25,8 +25,13 @@ TABLE_1: dict[int, tuple[int, int, int]] = {
 GROUPS = tuple(TABLE_1)
 SCALES = (0.25, 0.5, 1.0, 1.5, 2.0)  # the scale factors s of Table 2
 
+#: The authors' release (Megvii's ShuffleNet-Series) trained g = 3 and g = 8 at these scales.
+#: Its stage widths are Table 1 scaled; its stems were picked by hand (24 at 1.5x, not 36).
+OFFICIAL_GROUPS = (3, 8)
+OFFICIAL_STEM_CHS = {0.5: {3: 12, 8: 16}, 1.0: {3: 24, 8: 24}, 1.5: {3: 24, 8: 24}, 2.0: {3: 48, 8: 48}}
 
-def stages_for(groups: int, width_mult: float) -> tuple[BlockSpec, list[list[BlockSpec]]]:
+
+def stages_for(groups: int, width_mult: float, official: bool = False) -> tuple[BlockSpec, list[list[BlockSpec]]]:
     """The stem and stages of ShuffleNet ``width_mult``x with ``groups`` groups, as specs.
 
     "ShuffleNet s x" scales every layer's filters by s (section 4.1.1). A unit's output must
@@ -35,15 +40,28 @@ def stages_for(groups: int, width_mult: float) -> tuple[BlockSpec, list[list[Blo
     stride-2 unit's branch (output minus input) divides by g. At 1x this is the table exactly.
     Megvii's released code picks some stems by hand (24 for 1.5x); we scale them uniformly.
     The first pointwise layer of stage 2 is not grouped (section 3.3, ``ug``).
+    ``official=True`` gives the authors' release instead: its stems and its units (``sv1o``).
     """
     if isinstance(groups, bool) or groups not in TABLE_1:
         raise ValueError(f"ShuffleNetV1 groups must be one of {sorted(TABLE_1)}, got {groups!r}")
-    stem = BlockSpec(kind="cn", kernel=3, stride=2, out_chs=make_divisible(STEM_CHS * width_mult, groups))
+    if not isinstance(official, bool):
+        raise ValueError(f"official must be True or False, got {official!r}")  # noqa: TRY004 - bad input is a ValueError here
+    if official:
+        if groups not in OFFICIAL_GROUPS or width_mult not in OFFICIAL_STEM_CHS:
+            raise ValueError(
+                f"the authors' ShuffleNetV1 release has groups in {OFFICIAL_GROUPS} and width_mult in "
+                f"{tuple(OFFICIAL_STEM_CHS)}, got groups={groups!r}, width_mult={width_mult!r}"
+            )
+        stem_chs = OFFICIAL_STEM_CHS[width_mult][groups]
+    else:
+        stem_chs = make_divisible(STEM_CHS * width_mult, groups)
+    kind = "sv1o" if official else "sv1"
+    stem = BlockSpec(kind="cn", kernel=3, stride=2, out_chs=stem_chs)
     stages = []
     for index, (channels, repeats) in enumerate(zip(TABLE_1[groups], REPEATS)):
         out = make_divisible(channels * width_mult, 4 * groups)
-        first = BlockSpec(kind="sv1", stride=2, out_chs=out, groups=groups, first_pw_grouped=index > 0)
-        rest = BlockSpec(kind="sv1", repeats=repeats - 1, stride=1, out_chs=out, groups=groups)
+        first = BlockSpec(kind=kind, stride=2, out_chs=out, groups=groups, first_pw_grouped=index > 0)
+        rest = BlockSpec(kind=kind, repeats=repeats - 1, stride=1, out_chs=out, groups=groups)
         stages.append([first, rest])
     return stem, stages
 
@@ -56,14 +74,17 @@ def shufflenet_v1(
     dropout: float = 0.0,
     groups: int = 3,
     bn_eps: float = 1e-5,
+    official: bool = False,
 ) -> ConvNet:
     """ShuffleNetV1 ``width_mult``x (the scale factor s) with ``groups`` groups g in {1, 2, 3, 4, 8}.
 
     Table 2 reports s in {0.25, 0.5, 1, 1.5, 2}; any s > 0 builds. g = 3 is the paper's
-    default (Table 2's 1x, g = 3 row: 140 MFLOPs).
+    default (Table 2's 1x, g = 3 row: 140 MFLOPs). ``official=True`` builds the authors'
+    released network (g in {3, 8}, s in {0.5, 1, 1.5, 2}; their stems, their shuffle order,
+    classifier without bias), whose checkpoints ``lightnets.convert.from_megvii`` loads.
     """
     check_width_mult(width_mult)
-    stem, stages = stages_for(groups, width_mult)
+    stem, stages = stages_for(groups, width_mult, official)
     return ConvNet(
         stages,
         stem=stem,
@@ -73,4 +94,5 @@ def shufflenet_v1(
         dropout=dropout,
         default_act="re",
         bn_eps=bn_eps,
+        classifier_bias=not official,
     )

@@ -9,6 +9,7 @@ has a compact string form that reads like a row of a paper's table::
     dsa_k3_s2_c128              MobileNetV1's depthwise separable layer (ReLU after the 1x1 too)
     cn_k1_c960_hs               conv -> BN -> activation
     sv1_r4_s2_c240_g3_ug        ShuffleNetV1 units, groups 3; ``ug``: first 1x1 ungrouped
+    sv1o_r4_s2_c240_g3_ug       ShuffleNetV1 units as the authors released them
     sv2_r4_s2_c116              ShuffleNetV2 units (torchvision's downsampling unit)
     sv2o_r4_s2_c116             ShuffleNetV2 units as the authors released them
 
@@ -34,6 +35,7 @@ KINDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "dsa": (frozenset("rksc"), frozenset()),
     "ir": (frozenset("rksec"), frozenset({"se"})),
     "sv1": (frozenset("rscg"), frozenset({"ug"})),
+    "sv1o": (frozenset("rscg"), frozenset({"ug"})),
     "sv2": (frozenset("rsc"), frozenset()),
     "sv2o": (frozenset("rsc"), frozenset()),
 }
@@ -43,6 +45,7 @@ KIND_NAMES = {
     "dsa": "MobileNetV1 depthwise separable",
     "ir": "inverted residual",
     "sv1": "ShuffleNetV1 unit",
+    "sv1o": "ShuffleNetV1 unit, authors' release",
     "sv2": "ShuffleNetV2 unit",
     "sv2o": "ShuffleNetV2 unit, authors' release",
 }
@@ -77,7 +80,7 @@ class BlockSpec:
             raise ValueError(f"{self.kind} blocks ({KIND_NAMES[self.kind]}) take no squeeze-and-excite")
         if not self.first_pw_grouped and "ug" not in flags:
             raise ValueError(f"{self.kind} blocks ({KIND_NAMES[self.kind]}) take no 'ug' flag")
-        if self.kind in ("sv1", "sv2", "sv2o") and self.act not in (None, "re"):
+        if self.kind in ("sv1", "sv1o", "sv2", "sv2o") and self.act not in (None, "re"):
             raise ValueError(f"{self.kind} blocks use ReLU; got activation {self.act!r}")
         for name in ("out_chs", "repeats", "kernel", "groups"):
             value = getattr(self, name)
