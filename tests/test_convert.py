@@ -44,3 +44,33 @@ def test_converter_rejects_missing_tensors():
 def test_converter_rejects_unknown_name():
     with pytest.raises(ValueError, match="no torchvision converter for 'mobilenet_v1'; allowed: mobilenet_v2"):
         from_torchvision("mobilenet_v1", {})
+
+
+@pytest.mark.parametrize(("source", "name", "suffix"), [("torchvision", "shufflenet_v2_x0_5", ".safetensors"), ("timm", "tf_mobilenetv3_small_minimal_100", ".pth")])
+def test_convert_checkpoint_loads_like_the_source(tmp_path, source, name, suffix):
+    from safetensors.torch import save_file
+
+    from lightnets.convert import convert_checkpoint
+    from lightnets.train import load_weights
+
+    if source == "torchvision":
+        reference = randomise(getattr(torchvision.models, name)(num_classes=6))
+    else:
+        import timm
+
+        reference = randomise(timm.create_model(name, num_classes=6))
+    state = {k: v.contiguous() for k, v in reference.state_dict().items()}
+    path = str(tmp_path / f"w{suffix}")
+    if suffix == ".safetensors":
+        save_file(state, path)
+    else:
+        torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}}, path)
+    config = convert_checkpoint(source, name, path, str(tmp_path / "out.safetensors"))
+    weights, stored = load_weights(str(tmp_path / "out.safetensors"))
+    ours = lightnets.create_model(stored["model"]["name"], **stored["model"]["options"])
+    ours.load_state_dict(weights)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(ours.eval()(x), reference.eval()(x), atol=1e-5, rtol=1e-5)
+    assert stored["classes"] == [str(i) for i in range(6)]
+    assert tuple(config["preprocessing"]["mean"]) == ((0.485, 0.456, 0.406) if source == "torchvision" else (0.5, 0.5, 0.5))

@@ -106,3 +106,22 @@ def test_keras_bad_files_are_refused(tmp_path):
         from_keras("MobileNetV2", str(text))
     with pytest.raises(FileNotFoundError, match="no such Keras weight file"):
         from_keras("MobileNetV2", str(tmp_path / "missing.h5"))
+
+
+def test_convert_command_writes_a_checkpoint_predict_and_export_use(tmp_path, capsys):
+    from PIL import Image
+
+    from lightnets.cli import main
+
+    path = _save(_keras_model("MobileNetV3Small", alpha=0.75), str(tmp_path / "v3s.weights.h5"), "weights.h5")
+    out = str(tmp_path / "v3s.safetensors")
+    assert main(["convert", "keras", "MobileNetV3Small", path, "--width-mult", "0.75", "--resolution", "64", "-o", out]) == 0
+    assert "lightnets mobilenet_v3_small (" in capsys.readouterr().out
+    image = tmp_path / "x.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (70, 90, 3), dtype=np.uint8)).save(image)
+    assert main(["predict", "mobilenet_v3_small", "--checkpoint", out, str(image)]) == 0
+    assert "  5. " in capsys.readouterr().out
+    assert main(["convert", "keras", "MobileNetV3Small", path, "-o", out]) == 2  # alpha 1.0 does not fit the file
+    assert "Keras layer" in capsys.readouterr().err
+    assert main(["convert", "timm", "mobilenetv2_100", path, "--width-mult", "0.5", "-o", out]) == 2
+    assert "Keras files only" in capsys.readouterr().err

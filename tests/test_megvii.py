@@ -170,3 +170,29 @@ def test_megvii_v1_mismatch_is_named():
     state["features.3.branch_proj.0.weight"] = torch.zeros(1)
     with pytest.raises(ValueError, match="unexpected key in the Megvii ShuffleNetV1 checkpoint"):
         from_megvii("shufflenet_v1_g3_x1_0_official", state)
+
+
+def test_converted_megvii_checkpoint_predicts_like_the_bgr_original(tmp_path):
+    """lightnets convert: stem reordered to RGB, 0..255 stored as the preprocessing; predict agrees."""
+    from PIL import Image
+
+    from lightnets.convert import convert_checkpoint
+    from lightnets.export.predict import predict, preprocess
+    from lightnets.train.data import Preprocessing
+
+    reference = randomise(_MegviiV1Style(8, (16, 192, 384, 768), classes=7)).eval()
+    source = tmp_path / "snet.pth.tar"
+    torch.save({"state_dict": reference.state_dict()}, source)
+    out = tmp_path / "converted.safetensors"
+    config = convert_checkpoint("megvii", "ShuffleNetV1_group8_0.5x", str(source), str(out), resolution=64,
+                                classes=[f"c{i}" for i in range(7)])
+    assert config["model"] == {"name": "shufflenet_v1_g8_x0_5_official", "options": {"num_classes": 7}}
+    image = tmp_path / "img.png"
+    Image.fromarray((torch.rand(80, 100, 3) * 255).to(torch.uint8).numpy()).save(image)
+    [prediction] = predict("shufflenet_v1_g8_x0_5_official", str(out), [str(image)], top=3)
+    rgb01 = preprocess(str(image), Preprocessing("imagenet", 64, (0.0,) * 3, (1.0,) * 3, resize=73))
+    with torch.no_grad():
+        expected = reference(rgb01.flip(0).unsqueeze(0) * 255).softmax(1)[0]  # what Megvii's code is fed: BGR 0..255
+    top = expected.topk(3)
+    assert [label for label, _ in prediction.top] == [f"c{i}" for i in top.indices.tolist()]
+    torch.testing.assert_close(torch.tensor([p for _, p in prediction.top]), top.values, atol=1e-5, rtol=1e-4)

@@ -290,6 +290,24 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_convert(args: argparse.Namespace) -> int:
+    from ..convert import convert_checkpoint
+
+    classes = None
+    if args.classes:
+        with open(args.classes, encoding="utf8") as fh:
+            classes = [line.strip() for line in fh if line.strip()]
+    config = convert_checkpoint(
+        args.source, args.name, args.file, args.output, width_mult=args.width_mult, minimal=args.minimal,
+        classes=classes, resolution=args.resolution,
+    )
+    model = config["model"]
+    options = ", ".join(f"{k}={v!r}" for k, v in model["options"].items())
+    print(f"wrote {args.output}: lightnets {model['name']} ({options}) from {args.source} {args.name}")
+    print(f"  try: lightnets predict {model['name']} --checkpoint {args.output} IMAGE...")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lightnets",
@@ -403,6 +421,17 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--calibration-batches", type=_positive_int, default=10, help="batches of 32 images (default 10)")
     ex.add_argument("-o", "--output", required=True)
     ex.set_defaults(func=cmd_export)
+
+    cv = sub.add_parser("convert", help="turn a torchvision, timm, Keras or Megvii weight file into a lightnets checkpoint")
+    cv.add_argument("source", choices=["torchvision", "timm", "keras", "megvii"])
+    cv.add_argument("name", help="the model's name there: mobilenet_v2, mobilenetv3_large_100, MobileNetV2, ShuffleNetV2_1.0x")
+    cv.add_argument("file", help=".pth/.pth.tar/.safetensors (torchvision, timm, megvii) or .h5/.weights.h5/.keras")
+    cv.add_argument("-o", "--output", required=True, help="the lightnets checkpoint to write (.safetensors)")
+    cv.add_argument("--width-mult", type=float, default=1.0, help="Keras only: the file's alpha")
+    cv.add_argument("--minimal", action="store_true", help="Keras only: MobileNetV3 minimalistic")
+    cv.add_argument("--classes", help="text file with one class name per line (default: 0, 1, ...)")
+    cv.add_argument("--resolution", type=_positive_int, default=224, help="input size stored for predict/export")
+    cv.set_defaults(func=cmd_convert)
     return parser
 
 
@@ -411,6 +440,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except ValueError as err:
+    except (ValueError, FileNotFoundError) as err:
         print(f"lightnets: error: {err}", file=sys.stderr)
         return 2

@@ -30,6 +30,24 @@ TORCHVISION_MODELS = {
 }
 
 
+# torchvision's top-level modules in forward order, and a module's tensors in registration order.
+_TOP_LEVEL = ("conv1", "features", "stage2", "stage3", "stage4", "conv5", "classifier", "fc")
+_LEAF = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+
+
+def _forward_order(key: str) -> tuple:
+    """Sort key restoring a torchvision state dict's module order.
+
+    Files that store tensors by name (safetensors sorts them alphabetically) lose the order
+    the pairing relies on; positions (``features.10`` after ``features.9``) and the known
+    top-level and tensor order bring it back.
+    """
+    *path, leaf = key.split(".")
+    top = _TOP_LEVEL.index(path[0]) if path and path[0] in _TOP_LEVEL else len(_TOP_LEVEL)
+    parts = tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in path[1:])
+    return (top, parts, _LEAF.index(leaf) if leaf in _LEAF else len(_LEAF), leaf)
+
+
 def _suffix(key: str) -> str:
     return key.rsplit(".", 1)[-1]
 
@@ -42,7 +60,7 @@ def from_torchvision(name_or_model: str | nn.Module, state_dict: Mapping[str, to
     with ``strict=True``. Raises ``ValueError`` naming the first key that has no
     counterpart, or whose kind or shape differs, with both keys and shapes.
     """
-    state_dict = dict(state_dict)
+    state_dict = {k: state_dict[k] for k in sorted(state_dict, key=_forward_order)}
     if isinstance(name_or_model, str):
         if name_or_model not in TORCHVISION_MODELS:
             raise ValueError(
