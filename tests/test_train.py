@@ -187,6 +187,21 @@ def test_image_folder_training_and_bad_images(tmp_path):
     assert result.final["skipped_images"] == 1
 
 
+def test_image_folder_takes_a_checkpoints_preprocessing(tmp_path):
+    from lightnets.train import Preprocessing
+
+    _image_tree(tmp_path)
+    keras_like = Preprocessing("imagenet", 224, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), resize=256)
+    _, default = image_folder(str(tmp_path), resolution=16)
+    _, val = image_folder(str(tmp_path), resolution=16, preprocessing=keras_like)
+    assert val.preprocessing == Preprocessing("imagenet", 16, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), resize=18)
+    red = 200 / 255  # the cat images are (200, 30, 30)
+    assert next(val.batches(4, shuffle=False)).images[0, 0, 0, 0].item() == pytest.approx((red - 0.5) / 0.5, abs=1e-5)
+    assert next(default.batches(4, shuffle=False)).images[0, 0, 0, 0].item() == pytest.approx((red - 0.485) / 0.229, abs=1e-5)
+    with pytest.raises(ValueError, match="takes 'imagenet' preprocessing"):
+        image_folder(str(tmp_path), preprocessing=Preprocessing("digits", 16, (0.5,) * 3, (0.5,) * 3))
+
+
 def test_image_folder_errors(tmp_path):
     pytest.importorskip("PIL")
     with pytest.raises(ValueError, match="does not exist"):

@@ -212,7 +212,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise ValueError(f"checkpoint {args.checkpoint!r} holds {stored.get('name')!r}, not {args.name!r}")
     resolution = args.resolution or config["preprocessing"]["resolution"]
     data = args.data or config.get("data", "digits")
-    _, val = load_data(data, resolution, args.bad_images, augment=False)
+    from ..train.data import Preprocessing
+
+    stored_pre = Preprocessing.from_dict(config["preprocessing"])
+    # a converted checkpoint's mean/std (Keras, Megvii) must reach an ImageFolder's images too
+    pre = stored_pre if data != "digits" and stored_pre.kind == "imagenet" else None
+    _, val = load_data(data, resolution, args.bad_images, augment=False, preprocessing=pre)
     if val.classes != config.get("classes", val.classes):
         raise ValueError(f"the data's classes {val.classes} differ from the checkpoint's {config['classes']}")
     model = create_model(args.name, **stored.get("options", {"num_classes": len(val.classes)}))
@@ -271,8 +276,12 @@ def cmd_export(args: argparse.Namespace) -> int:
             raise ValueError("--int8 needs --format onnx and --calibration DATA ('digits' or an ImageFolder PATH)")
         from ..export.quantize import quantize_int8
         from ..train import load_data
+        from ..train.data import Preprocessing
 
-        train, _ = load_data(args.calibration, resolution, augment=False)
+        # calibrate on images prepared as the checkpoint's model expects (a converted Keras model: [-1, 1])
+        stored = Preprocessing.from_dict(config["preprocessing"]) if args.checkpoint else None
+        pre = stored if stored is not None and stored.kind == "imagenet" and args.calibration != "digits" else None
+        train, _ = load_data(args.calibration, resolution, augment=False, preprocessing=pre)
         batches = [b.images for b, _ in zip(train.batches(32, shuffle=True, seed=0), range(args.calibration_batches))]
         quantize_int8(model, args.output, batches, resolution=resolution)
     elif args.format == "onnx":

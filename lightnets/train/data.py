@@ -271,8 +271,16 @@ def _random_resized_crop(img, size: int, Image, scale=(0.08, 1.0), ratio=(3 / 4,
     return img.resize((size, size), Image.BILINEAR, box=(left, top, left + side, top + side))
 
 
-def image_folder(path: str, resolution: int = 224, bad_images: str = "skip") -> tuple[DataSplit, DataSplit]:
-    """``PATH/train`` and ``PATH/val`` ImageFolder trees as (train, val) splits."""
+def image_folder(
+    path: str, resolution: int = 224, bad_images: str = "skip", preprocessing: Preprocessing | None = None
+) -> tuple[DataSplit, DataSplit]:
+    """``PATH/train`` and ``PATH/val`` ImageFolder trees as (train, val) splits.
+
+    ``preprocessing`` (an ``imagenet``-kind one, such as a converted checkpoint's) sets the mean,
+    std and resize; the default is ImageNet's mean and std, resize to resolution / 0.875.
+    """
+    if preprocessing is not None and preprocessing.kind != "imagenet":
+        raise ValueError(f"an ImageFolder tree takes 'imagenet' preprocessing, got {preprocessing.kind!r}")
     check_resolution(resolution)
     if bad_images not in ("skip", "error"):
         raise ValueError(f"bad_images must be 'skip' or 'error', got {bad_images!r}")
@@ -280,14 +288,19 @@ def image_folder(path: str, resolution: int = 224, bad_images: str = "skip") -> 
     train_samples, classes = scan_folder(os.path.join(path, "train"))
     val_samples, _ = scan_folder(os.path.join(path, "val"), classes)
     pre = Preprocessing("imagenet", resolution, IMAGENET_MEAN, IMAGENET_STD, resize=round(resolution / 0.875))
+    if preprocessing is not None:
+        resize = round(resolution * preprocessing.resize / preprocessing.resolution) if preprocessing.resize else None
+        pre = Preprocessing("imagenet", resolution, tuple(preprocessing.mean), tuple(preprocessing.std), resize=resize)
     return (
         DataSplit("train", len(train_samples), classes, pre, _FolderLoader(train_samples, pre, True, bad_images)),
         DataSplit("val", len(val_samples), classes, pre, _FolderLoader(val_samples, pre, False, bad_images)),
     )
 
 
-def load_data(data: str, resolution: int, bad_images: str = "skip", augment: bool = True) -> tuple[DataSplit, DataSplit]:
-    """``"digits"`` or a path to an ImageFolder tree."""
+def load_data(
+    data: str, resolution: int, bad_images: str = "skip", augment: bool = True, preprocessing: Preprocessing | None = None
+) -> tuple[DataSplit, DataSplit]:
+    """``"digits"`` or a path to an ImageFolder tree (``preprocessing``: see :func:`image_folder`)."""
     if data == "digits":
         return digits(resolution, augment=augment)
-    return image_folder(data, resolution, bad_images)
+    return image_folder(data, resolution, bad_images, preprocessing)
