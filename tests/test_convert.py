@@ -74,3 +74,29 @@ def test_convert_checkpoint_loads_like_the_source(tmp_path, source, name, suffix
         torch.testing.assert_close(ours.eval()(x), reference.eval()(x), atol=1e-5, rtol=1e-5)
     assert stored["classes"] == [str(i) for i in range(6)]
     assert tuple(config["preprocessing"]["mean"]) == ((0.485, 0.456, 0.406) if source == "torchvision" else (0.5, 0.5, 0.5))
+
+
+def test_from_torchvision_restores_order_under_a_wrapper_prefix():
+    theirs = randomise(torchvision.models.mobilenet_v2(num_classes=10))
+    state = theirs.state_dict()
+    shuffled = {f"module.{k}": state[k] for k in sorted(state)}  # as a DataParallel save read back from safetensors
+    ours = lightnets.create_model("mobilenet_v2", num_classes=10).eval()
+    ours.load_state_dict(from_torchvision("mobilenet_v2", shuffled))
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), theirs(x), atol=1e-5, rtol=1e-5)
+
+
+def test_convert_refuses_files_it_cannot_read_safely(tmp_path):
+    from lightnets.convert import load_state_file
+
+    (tmp_path / "x.h5").write_bytes(b"\x89HDF\r\n\x1a\n not a pickle")
+    with pytest.raises(ValueError, match="is not a PyTorch weight file that loads without running pickled code"):
+        load_state_file(str(tmp_path / "x.h5"))
+    (tmp_path / "y.safetensors").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="is not a readable .safetensors file"):
+        load_state_file(str(tmp_path / "y.safetensors"))
+    import argparse
+
+    torch.save({"state_dict": {"w": torch.ones(2)}, "args": argparse.Namespace(lr=0.1)}, tmp_path / "timm.pth.tar")
+    assert load_state_file(str(tmp_path / "timm.pth.tar"))["w"].sum() == 2  # timm's training checkpoints

@@ -128,7 +128,7 @@ def test_measure_latency_onnxruntime_int8_backend():
 
 
 def test_int8_mobilenet_v3_stays_int8_and_close_to_fp32(tmp_path):
-    """SE pools become GlobalAveragePool and h-swish an int8 Add/Mul with 1/6 folded into a scale."""
+    """SE pools become GlobalAveragePool, h-swish an int8 Add/Mul and the SE gate an int8 Add, 1/6 folded into scales."""
     import onnx
 
     from lightnets.export.onnx import OnnxModel
@@ -140,7 +140,7 @@ def test_int8_mobilenet_v3_stays_int8_and_close_to_fp32(tmp_path):
     calibration = [torch.randn(4, 3, 64, 64) for _ in range(4)]
     path = quantize_int8(model, str(tmp_path / "v3.onnx"), calibration, resolution=64)
     ops = [node.op_type for node in onnx.load(path).graph.node]
-    assert "ReduceMean" not in ops and "HardSwish" not in ops and ops.count("GlobalAveragePool") >= 9
+    assert "ReduceMean" not in ops and "HardSwish" not in ops and "HardSigmoid" not in ops and ops.count("GlobalAveragePool") >= 9
     graph = onnx.load(path).graph
     scalars = {i.name for i in graph.initializer if int(np.prod(i.dims)) == 1}
     producer = {out: n for n in graph.node for out in n.output}
@@ -154,3 +154,47 @@ def test_int8_mobilenet_v3_stays_int8_and_close_to_fp32(tmp_path):
     got = OnnxModel(path)(calibration[0])
     # int8 noise, but the same function: logits correlate and most top-1 classes agree
     assert torch.corrcoef(torch.stack([got.flatten(), expected.flatten()]))[0, 1] > 0.9
+
+
+def _qdq_mul_graph(q_scale, mul_is_output=False):
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits = [
+        numpy_helper.from_array(np.array(0.1, np.float32), "s_in"), numpy_helper.from_array(np.array(0, np.uint8), "z"),
+        numpy_helper.from_array(np.array(200, np.uint8), "c_q"), numpy_helper.from_array(np.array(0.01, np.float32), "c_s"),
+        numpy_helper.from_array(np.array(q_scale, np.float32), "s_out"),
+    ]
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "s_in", "z"], ["xq"]),
+        helper.make_node("DequantizeLinear", ["xq", "s_in", "z"], ["t"]),
+        helper.make_node("DequantizeLinear", ["c_q", "c_s", "z"], ["c"]),
+        helper.make_node("Mul", ["t", "c"], ["p"], name="mul"),
+        helper.make_node("QuantizeLinear", ["p", "s_out", "z"], ["pq"]),
+        helper.make_node("DequantizeLinear", ["pq", "s_out", "z"], ["y"]),
+    ]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])]
+    if mul_is_output:
+        outputs.append(helper.make_tensor_value_info("p", TensorProto.FLOAT, [4]))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])], outputs, inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def test_constant_scale_folding_is_exact_or_skipped():
+    import onnx
+    import onnxruntime as ort
+
+    from lightnets.export.quantize import _fold_constant_scales
+
+    x = np.array([0.0, 3.3, 12.7, 25.5], np.float32)
+
+    def run(model):
+        return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+
+    exact = _qdq_mul_graph(0.2)  # c = 200 * 0.01 = 2; the product, 0..51, fits the Q (255 steps of 0.2)
+    expected = run(exact)
+    assert _fold_constant_scales(exact) == 1 and "Mul" not in [n.op_type for n in exact.graph.node]
+    onnx.checker.check_model(exact, full_check=True)
+    np.testing.assert_allclose(run(exact), expected, atol=0.1 + 1e-6)  # within half a Q step
+    narrow = _qdq_mul_graph(0.01)  # the Q clamps at 2.55: folding would lose that
+    assert _fold_constant_scales(narrow) == 0
+    assert _fold_constant_scales(_qdq_mul_graph(0.2, mul_is_output=True)) == 0

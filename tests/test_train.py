@@ -198,6 +198,9 @@ def test_image_folder_takes_a_checkpoints_preprocessing(tmp_path):
     red = 200 / 255  # the cat images are (200, 30, 30)
     assert next(val.batches(4, shuffle=False)).images[0, 0, 0, 0].item() == pytest.approx((red - 0.5) / 0.5, abs=1e-5)
     assert next(default.batches(4, shuffle=False)).images[0, 0, 0, 0].item() == pytest.approx((red - 0.485) / 0.229, abs=1e-5)
+    plain, _ = image_folder(str(tmp_path), resolution=16, augment=False)  # int8 calibration: no random crops
+    first, second = (next(plain.batches(12, shuffle=False)).images for _ in range(2))
+    assert torch.equal(first, second)
     with pytest.raises(ValueError, match="takes 'imagenet' preprocessing"):
         image_folder(str(tmp_path), preprocessing=Preprocessing("digits", 16, (0.5,) * 3, (0.5,) * 3))
 

@@ -218,8 +218,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     # a converted checkpoint's mean/std (Keras, Megvii) must reach an ImageFolder's images too
     pre = stored_pre if data != "digits" and stored_pre.kind == "imagenet" else None
     _, val = load_data(data, resolution, args.bad_images, augment=False, preprocessing=pre)
-    if val.classes != config.get("classes", val.classes):
-        raise ValueError(f"the data's classes {val.classes} differ from the checkpoint's {config['classes']}")
+    stored_classes = config.get("classes", val.classes)
+    if val.classes != stored_classes:
+        pairs = [(i, a, b) for i, (a, b) in enumerate(zip(val.classes, stored_classes)) if a != b][:3]
+        raise ValueError(
+            f"the data's {len(val.classes)} classes differ from the checkpoint's {len(stored_classes)}"
+            + (f"; first differences (index, data, checkpoint): {pairs}" if pairs else "")
+            + " (a converted checkpoint takes its class names from `lightnets convert --classes FILE`)"
+        )
     model = create_model(args.name, **stored.get("options", {"num_classes": len(val.classes)}))
     model.load_state_dict(weights)
     result = evaluate(model, val, batch_size=args.batch_size, device=args.device)

@@ -5,6 +5,9 @@ rebuild the model from its stored name and options and preprocess images as stor
 preprocessing is the source's: ImageNet mean and std for torchvision and timm (mean and std
 0.5 for timm's TF ports), [-1, 1] for Keras, and for Megvii's ShuffleNets (trained on BGR
 pixels in 0..255) 0..255 with the stem's input channels reordered to RGB, an exact change.
+Resizing is approximate: shorter side to resolution / 0.875, bilinear, centre crop, whereas
+some sources evaluate with other ratios or bicubic interpolation (torchvision's V2 weights
+resize to 232, many timm configs are bicubic); expect small accuracy differences from that.
 """
 
 from __future__ import annotations
@@ -35,7 +38,10 @@ def load_state_file(path: str) -> dict[str, torch.Tensor]:
     if path.endswith(".safetensors"):
         from safetensors.torch import load_file
 
-        state = load_file(path)
+        try:
+            state = load_file(path)
+        except Exception as err:  # noqa: BLE001 - safetensors raises its own error types
+            raise ValueError(f"{path!r} is not a readable .safetensors file ({err})") from None
     else:
         state = load_megvii_file(path)  # the generic reader: {"state_dict": ...} or bare, tensors only
     return {k.removeprefix("module."): v for k, v in state.items()}

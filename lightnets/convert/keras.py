@@ -193,9 +193,11 @@ def from_keras(
     ``keras_name`` is ``MobileNet``, ``MobileNetV2``, ``MobileNetV3Large`` or ``MobileNetV3Small``;
     ``width_mult`` is the file's ``alpha``; ``minimal`` is MobileNetV3's ``minimalistic``. The
     number of classes is read from the classifier. Files saved with ``include_top=False`` lack
-    the classifier and are refused. Keras' MobileNet (V1) pads its stride-2 depthwise layers by
-    one row and column at the bottom and right whatever the size, which equals TF "same" for
-    even feature maps: every input size divisible by 32, such as 128, 160, 192 and 224.
+    the classifier and are refused. Keras pads stride-2 layers by a fixed amount (one row and
+    column more at the bottom and right) wherever it does not know the feature-map size: always
+    in MobileNet (V1), and in V2/V3 built without a fixed ``input_shape`` (V3's default). That
+    equals TF "same", which these models use, on even feature maps: every input size divisible
+    by 32, such as 128, 160, 192 and 224. Other sizes give different maps than Keras there.
     Inputs are scaled to [-1, 1] (see the module docstring and ``KERAS_PREPROCESSING``).
     """
     if keras_name not in KERAS_MODELS:
@@ -243,5 +245,8 @@ def from_keras(
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.endswith("num_batches_tracked")]
     if missing or unexpected:  # every parameter and BN statistic must have come from the file
-        raise ValueError(f"{label}: no Keras weights for {missing[:3]} ({len(missing)} in all)")
+        raise ValueError(
+            f"{label}: no Keras weights for {missing[:3]} ({len(missing)} in all); "
+            f"unexpected {unexpected[:3]} ({len(unexpected)} in all)"
+        )
     return model

@@ -35,7 +35,19 @@ _V1_MAIN_2 = {"0": "conv_pwl", "1": "bn3"}
 
 def load_megvii_file(path: str) -> dict[str, torch.Tensor]:
     """The state dict inside a Megvii ``.pth.tar`` (``{"state_dict": ...}`` or a bare state dict)."""
-    data = torch.load(path, map_location="cpu", weights_only=True)
+    import argparse
+    import pickle
+
+    try:
+        # training scripts (timm's among them) store their argparse options beside the weights
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            data = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(
+            f"{path!r} is not a PyTorch weight file that loads without running pickled code "
+            f"(expected a .pth/.pth.tar/.pt state dict or .safetensors): {first_line}"
+        ) from None
     state = data.get("state_dict", data) if isinstance(data, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{path!r} does not hold a state dict of tensors")

@@ -43,8 +43,10 @@ def _forward_order(key: str) -> tuple:
     top-level and tensor order bring it back.
     """
     *path, leaf = key.split(".")
-    top = _TOP_LEVEL.index(path[0]) if path and path[0] in _TOP_LEVEL else len(_TOP_LEVEL)
-    parts = tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in path[1:])
+    # skip a wrapper's prefix ("module.", "_orig_mod.") up to the first known top-level name
+    start = next((i for i, p in enumerate(path) if p in _TOP_LEVEL), None)
+    top = _TOP_LEVEL.index(path[start]) if start is not None else len(_TOP_LEVEL)
+    parts = tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in path[(start or 0) + 1 :])
     return (top, parts, _LEAF.index(leaf) if leaf in _LEAF else len(_LEAF), leaf)
 
 

@@ -7,6 +7,7 @@ import os
 import tempfile
 from collections.abc import Iterable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -40,13 +41,26 @@ class _HardswishForInt8(nn.Module):
         return x * (torch.clamp(x + 3.0, 0.0, 6.0) * (1.0 / 6.0))
 
 
+class _HardsigmoidForInt8(nn.Module):
+    """The SE gate, hard-sigmoid, as ``clamp(x + 3, 0, 6) * (1/6)``, for the int8 graph only.
+
+    As one ``HardSigmoid`` node it runs in float between a dequantize and a quantize; written
+    so, it is an int8 Add whose Clip folds into the output range, and the 1/6 becomes a scale.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.clamp(x + 3.0, 0.0, 6.0) * (1.0 / 6.0)
+
+
 def _for_int8_export(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` with every ``nn.Hardswish`` replaced by :class:`_HardswishForInt8`."""
+    """A copy of ``model`` with h-swish and hard-sigmoid written as int8-friendly arithmetic."""
     net = copy.deepcopy(model)
     for module in list(net.modules()):
         for child_name, child in module.named_children():
             if isinstance(child, nn.Hardswish):
                 setattr(module, child_name, _HardswishForInt8())
+            elif isinstance(child, nn.Hardsigmoid):
+                setattr(module, child_name, _HardsigmoidForInt8())
     return net
 
 
@@ -101,9 +115,12 @@ def _global_pools(model) -> int:
 def _fold_constant_scales(model) -> int:
     """Remove int8 multiplies by a positive scalar constant by folding it into a scale.
 
-    In QDQ form ``Q(DQ(t) * c)`` is ``t`` itself read with scale ``c * scale(t)``: the same
-    values without a pass over the tensor (and without a second rounding). The readers of
-    the product are pointed at ``t`` with the scaled scale and ``t``'s zero point.
+    In QDQ form ``Q(DQ(t) * c)`` equals ``t`` read with scale ``c * scale(t)`` whenever the Q's
+    range holds every value ``DQ(t) * c`` can take (then the Q neither clamps nor, the grids
+    being the same up to rounding, moves a value by more than half a step): the same values
+    without a pass over the tensor. Only that case is folded; anything else (a product that
+    is a graph output or read by a float op, a per-channel or non-scalar constant, a Q range
+    narrower than the product's) is left as it is.
     """
     from onnx import numpy_helper
 
@@ -117,40 +134,59 @@ def _fold_constant_scales(model) -> int:
     outputs = {o.name for o in graph.output}
     removed: set[int] = set()
     new_inits = []
+
+    def dq_params(dq):
+        if dq is None or dq.op_type != "DequantizeLinear" or len(dq.input) != 3:
+            return None
+        if any(name not in inits for name in dq.input[1:]):
+            return None
+        return inits[dq.input[1]], inits[dq.input[2]]
+
     for mul in graph.node:
-        if mul.op_type != "Mul" or len(mul.input) != 2:
+        if mul.op_type != "Mul" or len(mul.input) != 2 or mul.output[0] in outputs:
             continue
         dqs = [producer.get(name) for name in mul.input]
-        if any(d is None or d.op_type != "DequantizeLinear" or len(d.input) != 3 for d in dqs):
+        if any(dq_params(d) is None for d in dqs) or dqs[0] is dqs[1]:
             continue
         const = [d for d in dqs if d.input[0] in inits]
-        if len(const) != 1 or dqs[0] is dqs[1]:
+        if len(const) != 1:
             continue
         c_dq = const[0]
         t_dq = dqs[1] if dqs[0] is c_dq else dqs[0]
-        if t_dq.input[0] in inits or any(name not in inits for name in (*c_dq.input[1:], *t_dq.input[1:])):
+        raw = inits[c_dq.input[0]]
+        if raw.ndim > 1 or raw.size != 1:  # a scalar or shape [1]: broadcasting keeps t's shape
             continue
-        c_value = (inits[c_dq.input[0]].astype("float64") - inits[c_dq.input[2]].astype("float64")) * inits[c_dq.input[1]]
-        t_scale = inits[t_dq.input[1]]
-        if c_value.size != 1 or t_scale.size != 1 or not float(c_value.reshape(-1)[0]) > 0:
+        c_scale, c_zero = dq_params(c_dq)
+        c_value = float((raw.astype("float64") - c_zero.astype("float64")).reshape(-1)[0] * float(c_scale.reshape(-1)[0]))
+        t_scale, t_zero = dq_params(t_dq)
+        if t_scale.size != 1 or not c_value > 0:
             continue
         readers = consumers.get(mul.output[0], [])
         if len(readers) != 1 or readers[0].op_type != "QuantizeLinear" or readers[0].output[0] in outputs:
             continue
         quant = readers[0]
+        if len(quant.input) != 3 or any(name not in inits for name in quant.input[1:]):
+            continue
         dequants = consumers.get(quant.output[0], [])
-        if not dequants or any(d.op_type != "DequantizeLinear" for d in dequants):
+        if not dequants or any(dq_params(d) is None for d in dequants):
+            continue
+        # every value t can hold, times c, must be representable by the Q (no clamping lost)
+        t_info, q_zero = np.iinfo(t_zero.dtype), inits[quant.input[2]]
+        q_info, q_scale = np.iinfo(q_zero.dtype), float(inits[quant.input[1]].reshape(-1)[0])
+        t_lo, t_hi = ((t_info.min - float(t_zero)) * float(t_scale) * c_value, (t_info.max - float(t_zero)) * float(t_scale) * c_value)
+        q_lo, q_hi = (q_info.min - float(q_zero)) * q_scale, (q_info.max - float(q_zero)) * q_scale
+        if t_lo < q_lo - q_scale / 2 or t_hi > q_hi + q_scale / 2:
             continue
         scale_name = f"{mul.name or mul.output[0]}_folded_scale"
-        new_inits.append(numpy_helper.from_array((t_scale * float(c_value.reshape(-1)[0])).astype(t_scale.dtype), scale_name))
+        new_inits.append(numpy_helper.from_array((t_scale * c_value).astype(t_scale.dtype), scale_name))
         for dq in dequants:
             dq.input[0], dq.input[1], dq.input[2] = t_dq.input[0], scale_name, t_dq.input[2]
         removed.update({id(mul), id(quant)})
-        for dq in (c_dq, t_dq):
-            if len(consumers.get(dq.output[0], [])) == 1:
-                removed.add(id(dq))
     graph.initializer.extend(new_inits)
     kept = [n for n in graph.node if id(n) not in removed]
+    # constant and tensor DequantizeLinear nodes that fed only folded multiplies are now unread
+    read = {name for n in kept for name in n.input} | outputs
+    kept = [n for n in kept if n.op_type != "DequantizeLinear" or n.output[0] in read]
     del graph.node[:]
     graph.node.extend(kept)
     return len(new_inits)
@@ -173,10 +209,11 @@ def quantize_int8(
     dynamic; the spatial size is fixed at ``resolution``.
 
     The graph is written so that ONNX Runtime keeps MobileNetV3 in int8 from end to end:
-    global pools as GlobalAveragePool (quantized) rather than ReduceMean (float), and
-    h-swish as an int8 Add and Mul (see :class:`_HardswishForInt8`), the constant 1/6 folded
-    into a quantization scale. Without this, MobileNetV3's int8 model was no faster than
-    its float one (0.8x-1.0x); see benchmarks/deploy.py.
+    global pools as GlobalAveragePool (quantized) rather than ReduceMean (float), h-swish as
+    an int8 Add and Mul and the SE gate as an int8 Add (see :class:`_HardswishForInt8`), the
+    constant 1/6 folded into quantization scales. Without this, MobileNetV3's int8 model was
+    no faster than its float one (0.8x-1.0x); see benchmarks/deploy.py. The file is checked
+    with ``onnx.checker`` and written only when complete.
     """
     onnx = _require("onnx")
     _require("onnxruntime.quantization")
@@ -190,12 +227,15 @@ def quantize_int8(
             onnx.save(graph, fp32)
         prepared = os.path.join(tmp, "prepared.onnx")
         quant_pre_process(fp32, prepared, skip_symbolic_shape=True)
+        int8 = os.path.join(tmp, "int8.onnx")
         quantize_static(
-            prepared, path, _Reader(calibration, "input"), quant_format=QuantFormat.QDQ, per_channel=per_channel,
+            prepared, int8, _Reader(calibration, "input"), quant_format=QuantFormat.QDQ, per_channel=per_channel,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
         )
-    quantized = onnx.load(path)
-    if _fold_constant_scales(quantized):
-        onnx.save(quantized, path)
-        onnx.checker.check_model(path)
+        quantized = onnx.load(int8)
+        _fold_constant_scales(quantized)
+        onnx.checker.check_model(quantized, full_check=True)  # before anything reaches ``path``
+        partial = f"{path}.tmp-{os.getpid()}"
+        onnx.save(quantized, partial)
+        os.replace(partial, path)
     return path

@@ -185,9 +185,5 @@ class InvertedResidual(nn.Module):
         out = self.act1(self.bn1(self.conv_pw(x)))
         out = self.se(self.act2(self.bn2(self.conv_dw(out))))
         out = self.bn3(self.conv_pwl(out))
-        if self.has_skip:
-            # In place, saving one feature-map allocation per residual block: ``out`` is the
-            # projection's (or BN's) fresh output, which nothing else reads, and neither
-            # backward needs it (BN saves its input, a conv its input and weight).
-            out += x
-        return out
+        # Not in place: a forward hook on bn3 (or on conv_pwl after fuse) may keep ``out``.
+        return x + out if self.has_skip else out

@@ -100,6 +100,8 @@ class ShuffleV1Unit(nn.Module):
             out = self.bn2(self.conv_dw(self.shuffle(out)))
         out = self.bn3(self.conv_pwl(out))
         if self.stride == 2:
+            # ReLU over the concat equals the authors' ReLU on the main branch only because the
+            # shortcut pools a post-ReLU (or max-pooled) input, which is never negative.
             return self.act(torch.cat((self.shortcut(x), out), dim=1))
         return self.act(x + out)
 

@@ -272,9 +272,13 @@ def _random_resized_crop(img, size: int, Image, scale=(0.08, 1.0), ratio=(3 / 4,
 
 
 def image_folder(
-    path: str, resolution: int = 224, bad_images: str = "skip", preprocessing: Preprocessing | None = None
+    path: str, resolution: int = 224, bad_images: str = "skip", preprocessing: Preprocessing | None = None,
+    augment: bool = True,
 ) -> tuple[DataSplit, DataSplit]:
     """``PATH/train`` and ``PATH/val`` ImageFolder trees as (train, val) splits.
+
+    ``augment=False`` prepares the train split like the val split (resize, centre crop), as
+    int8 calibration needs.
 
     ``preprocessing`` (an ``imagenet``-kind one, such as a converted checkpoint's) sets the mean,
     std and resize; the default is ImageNet's mean and std, resize to resolution / 0.875.
@@ -292,7 +296,7 @@ def image_folder(
         resize = round(resolution * preprocessing.resize / preprocessing.resolution) if preprocessing.resize else None
         pre = Preprocessing("imagenet", resolution, tuple(preprocessing.mean), tuple(preprocessing.std), resize=resize)
     return (
-        DataSplit("train", len(train_samples), classes, pre, _FolderLoader(train_samples, pre, True, bad_images)),
+        DataSplit("train", len(train_samples), classes, pre, _FolderLoader(train_samples, pre, augment, bad_images)),
         DataSplit("val", len(val_samples), classes, pre, _FolderLoader(val_samples, pre, False, bad_images)),
     )
 
@@ -303,4 +307,4 @@ def load_data(
     """``"digits"`` or a path to an ImageFolder tree (``preprocessing``: see :func:`image_folder`)."""
     if data == "digits":
         return digits(resolution, augment=augment)
-    return image_folder(data, resolution, bad_images, preprocessing)
+    return image_folder(data, resolution, bad_images, preprocessing, augment=augment)
