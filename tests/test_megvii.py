@@ -68,17 +68,20 @@ def test_official_variant_has_the_papers_madds():
     assert count_madds(model) == pytest.approx(146e6, rel=0.01)  # ShuffleNetV2 Table 5 / Megvii README: 146 M
 
 
-def test_megvii_layout_converts_with_equal_outputs(tmp_path):
-    reference = randomise(_MegviiStyle(classes=50))
-    state = {f"module.{k}": v for k, v in reference.state_dict().items()}  # saved from DataParallel
-    path = tmp_path / "ShuffleNetV2.1.0x.pth.tar"
+def _assert_converts(reference, name, path, size):
+    """Save ``reference`` as Megvii's training did (DataParallel keys), convert, compare outputs."""
+    state = {f"module.{k}": v for k, v in reference.state_dict().items()}
     torch.save({"state_dict": state, "epoch": 240}, path)
-    ours = from_megvii("ShuffleNetV2_1.0x", load_megvii_file(str(path))).eval()
-    x = torch.randn(2, 3, 96, 96)
+    ours = from_megvii(name, load_megvii_file(str(path))).eval()
+    x = torch.randn(2, 3, size, size)
     with torch.no_grad():
         expected = reference(x)
         torch.testing.assert_close(ours(x), expected, atol=1e-5, rtol=1e-5)
     assert expected.abs().max() > 0.05
+
+
+def test_megvii_layout_converts_with_equal_outputs(tmp_path):
+    _assert_converts(randomise(_MegviiStyle(classes=50)), "ShuffleNetV2_1.0x", tmp_path / "ShuffleNetV2.1.0x.pth.tar", 96)
 
 
 def test_megvii_mismatch_is_named():
@@ -135,15 +138,7 @@ class _MegviiV1Style(nn.Module):
     [("ShuffleNetV1_group3_1.5x", 3, (24, 360, 720, 1440)), ("ShuffleNetV1_group8_0.5x", 8, (16, 192, 384, 768))],
 )
 def test_megvii_v1_layout_converts_with_equal_outputs(tmp_path, theirs, groups, widths):
-    reference = randomise(_MegviiV1Style(groups, widths, classes=30))
-    path = tmp_path / "checkpoint.pth.tar"
-    torch.save({"state_dict": {f"module.{k}": v for k, v in reference.state_dict().items()}}, path)
-    ours = from_megvii(theirs, load_megvii_file(str(path))).eval()
-    x = torch.randn(2, 3, 64, 64)
-    with torch.no_grad():
-        expected = reference(x)
-        torch.testing.assert_close(ours(x), expected, atol=1e-5, rtol=1e-5)
-    assert expected.abs().max() > 0.05
+    _assert_converts(randomise(_MegviiV1Style(groups, widths, classes=30)), theirs, tmp_path / "checkpoint.pth.tar", 64)
 
 
 def test_official_v1_differs_from_ours_only_where_the_release_does():

@@ -202,6 +202,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _folder_preprocessing(config: dict, data: str):
+    """A checkpoint's stored preprocessing, for an ImageFolder ``data`` (None for digits).
+
+    A converted checkpoint's mean and std (Keras, Megvii) must reach the folder's images too.
+    """
+    from ..train.data import Preprocessing
+
+    stored = Preprocessing.from_dict(config["preprocessing"])
+    return stored if data != "digits" and stored.kind == "imagenet" else None
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from ..models import create_model
     from ..train import evaluate, load_data, load_weights
@@ -212,12 +223,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise ValueError(f"checkpoint {args.checkpoint!r} holds {stored.get('name')!r}, not {args.name!r}")
     resolution = args.resolution or config["preprocessing"]["resolution"]
     data = args.data or config.get("data", "digits")
-    from ..train.data import Preprocessing
-
-    stored_pre = Preprocessing.from_dict(config["preprocessing"])
-    # a converted checkpoint's mean/std (Keras, Megvii) must reach an ImageFolder's images too
-    pre = stored_pre if data != "digits" and stored_pre.kind == "imagenet" else None
-    _, val = load_data(data, resolution, args.bad_images, augment=False, preprocessing=pre)
+    _, val = load_data(data, resolution, args.bad_images, augment=False, preprocessing=_folder_preprocessing(config, data))
     stored_classes = config.get("classes", val.classes)
     if val.classes != stored_classes:
         pairs = [(i, a, b) for i, (a, b) in enumerate(zip(val.classes, stored_classes)) if a != b][:3]
@@ -282,11 +288,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             raise ValueError("--int8 needs --format onnx and --calibration DATA ('digits' or an ImageFolder PATH)")
         from ..export.quantize import quantize_int8
         from ..train import load_data
-        from ..train.data import Preprocessing
-
-        # calibrate on images prepared as the checkpoint's model expects (a converted Keras model: [-1, 1])
-        stored = Preprocessing.from_dict(config["preprocessing"]) if args.checkpoint else None
-        pre = stored if stored is not None and stored.kind == "imagenet" and args.calibration != "digits" else None
+        pre = _folder_preprocessing(config, args.calibration) if args.checkpoint else None
         train, _ = load_data(args.calibration, resolution, augment=False, preprocessing=pre)
         batches = [b.images for b, _ in zip(train.batches(32, shuffle=True, seed=0), range(args.calibration_batches))]
         quantize_int8(model, args.output, batches, resolution=resolution)

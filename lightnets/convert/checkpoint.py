@@ -20,6 +20,7 @@ from torch import nn
 from ..models import create_model
 from ..train.checkpoint import save_checkpoint
 from ..train.data import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+from .files import read_state_dict
 from .keras import KERAS_MODELS, KERAS_PREPROCESSING, from_keras
 from .megvii import MEGVII_MODELS, from_megvii, load_megvii_file
 from .timm import TIMM_MODELS, from_timm
@@ -29,22 +30,9 @@ SOURCES = ("torchvision", "timm", "keras", "megvii")
 
 
 def load_state_file(path: str) -> dict[str, torch.Tensor]:
-    """A state dict from ``.safetensors`` or a PyTorch file (``weights_only=True``: no pickled code runs).
-
-    Accepts a bare state dict or one under ``"state_dict"``; drops DataParallel's ``module.`` prefix.
-    """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no such weight file: {path!r}")
-    if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
-
-        try:
-            state = load_file(path)
-        except Exception as err:  # noqa: BLE001 - safetensors raises its own error types
-            raise ValueError(f"{path!r} is not a readable .safetensors file ({err})") from None
-    else:
-        state = load_megvii_file(path)  # the generic reader: {"state_dict": ...} or bare, tensors only
-    return {k.removeprefix("module."): v for k, v in state.items()}
+    """A state dict from ``.safetensors`` or a PyTorch file (see :func:`read_state_dict`), without
+    DataParallel's ``module.`` prefix."""
+    return {k.removeprefix("module."): v for k, v in read_state_dict(path).items()}
 
 
 def _imagenet(resolution: int, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> Preprocessing:

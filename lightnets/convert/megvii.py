@@ -18,6 +18,7 @@ from torch import nn
 
 from ..models import create_model
 from ..models.shufflenet_v2 import REPEATS  # (4, 8, 4) units per stage in both families
+from .files import read_state_dict
 from .timm import check_state_dict
 
 _SIZES = ("0.5x", "1.0x", "1.5x", "2.0x")
@@ -35,23 +36,7 @@ _V1_MAIN_2 = {"0": "conv_pwl", "1": "bn3"}
 
 def load_megvii_file(path: str) -> dict[str, torch.Tensor]:
     """The state dict inside a Megvii ``.pth.tar`` (``{"state_dict": ...}`` or a bare state dict)."""
-    import argparse
-    import pickle
-
-    try:
-        # training scripts (timm's among them) store their argparse options beside the weights
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            data = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(
-            f"{path!r} is not a PyTorch weight file that loads without running pickled code "
-            f"(expected a .pth/.pth.tar/.pt state dict or .safetensors): {first_line}"
-        ) from None
-    state = data.get("state_dict", data) if isinstance(data, dict) else None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path!r} does not hold a state dict of tensors")
-    return state
+    return read_state_dict(path)
 
 
 def _block_index(feature: int, family: str) -> str:

@@ -1,0 +1,39 @@
+"""Reading other libraries' PyTorch weight files without running pickled code."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+
+import torch
+
+
+def read_state_dict(path: str) -> dict[str, torch.Tensor]:
+    """The state dict in a ``.safetensors`` file or a PyTorch file (bare, or under ``"state_dict"``).
+
+    PyTorch files are read with ``weights_only=True``: tensors and plain containers only (and
+    ``argparse.Namespace``, which training scripts such as timm's store beside the weights).
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no such weight file: {path!r}")
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(path)
+        except Exception as err:  # noqa: BLE001 - safetensors raises its own error types
+            raise ValueError(f"{path!r} is not a readable .safetensors file ({err})") from None
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            data = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(
+            f"{path!r} is not a PyTorch weight file that loads without running pickled code "
+            f"(expected a .pth/.pth.tar/.pt state dict or .safetensors): {first_line}"
+        ) from None
+    state = data.get("state_dict", data) if isinstance(data, dict) else None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path!r} does not hold a state dict of tensors")
+    return state
