@@ -1,6 +1,6 @@
 """lightnets: MobileNet V1-V3 and ShuffleNet V1-V2, faithful to their papers."""
 
-from .models import create_model, list_models
+from .models import NetSpec, build, create_model, list_models
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "create_model", "list_models"]
+__all__ = ["NetSpec", "__version__", "build", "create_model", "list_models"]

@@ -82,12 +82,15 @@ class SqueezeExcite(nn.Module):
     """Squeeze-and-excite as MobileNetV3 uses it (paper section 5.3).
 
     The bottleneck is 1/4 of the *expansion* channels, rounded with ``make_divisible(.., 8)``;
-    the squeeze activation is ReLU and the gate is hard-sigmoid.
+    the squeeze activation is ReLU and the gate is hard-sigmoid. ``reduced_chs`` states the
+    bottleneck width exactly (a resolved network spec always does); it is then not rounded.
     """
 
-    def __init__(self, channels: int, reduce_ratio: float = 0.25, divisor: int = 8) -> None:
+    def __init__(
+        self, channels: int, reduce_ratio: float = 0.25, divisor: int = 8, reduced_chs: int | None = None
+    ) -> None:
         super().__init__()
-        reduced = make_divisible(channels * reduce_ratio, divisor)
+        reduced = make_divisible(channels * reduce_ratio, divisor) if reduced_chs is None else reduced_chs
         self.conv_reduce = nn.Conv2d(channels, reduced, 1, bias=True)
         self.act1 = nn.ReLU()
         self.conv_expand = nn.Conv2d(reduced, channels, 1, bias=True)
@@ -99,12 +102,28 @@ class SqueezeExcite(nn.Module):
         return x * scale
 
 
+def _residual(skip: bool | None, in_chs: int, out_chs: int, stride: int, block: str) -> bool:
+    """Whether a block adds its input: stated (``True`` / ``False``) or, with ``None``, the rule
+    "stride 1 and equal widths". A stated residual the widths cannot carry raises."""
+    possible = stride == 1 and in_chs == out_chs
+    if skip is None:
+        return possible
+    if skip and not possible:
+        raise ValueError(
+            f"{block} {in_chs}->{out_chs} stride {stride} cannot add its input: a residual needs stride 1 "
+            f"and equal input and output widths"
+        )
+    return bool(skip)
+
+
 class DepthwiseSeparable(nn.Module):
     """Depthwise kxk -> BN -> act -> [SE] -> pointwise 1x1 -> BN [-> act].
 
     With ``pw_act=True`` and no skip this is MobileNetV1's layer (MobileNetV1 Figure 3). With
     ``pw_act=False`` it is the inverted residual with expansion 1 of MobileNetV2 Table 2 /
     MobileNetV3 Tables 1-2, where the 1x1 expansion is dropped because it would map C to C.
+    ``skip``: ``None`` adds the input when stride is 1 and widths are equal; ``True`` requires
+    it (raising if impossible); ``False`` never adds it. ``se_chs`` is the SE bottleneck width.
     """
 
     def __init__(
@@ -116,17 +135,18 @@ class DepthwiseSeparable(nn.Module):
         act: str = "re",
         se: bool = False,
         pw_act: bool = False,
-        skip: bool = True,
+        skip: bool | None = None,
         bn_eps: float = DEFAULT_BN_EPS,
         bn_momentum: float = DEFAULT_BN_MOMENTUM,
         padding: str = "symmetric",
+        se_chs: int | None = None,
     ) -> None:
         super().__init__()
-        self.has_skip = skip and stride == 1 and in_chs == out_chs
+        self.has_skip = _residual(skip, in_chs, out_chs, stride, "depthwise separable block")
         self.conv_dw = conv2d(in_chs, in_chs, kernel_size, stride, groups=in_chs, padding=padding)
         self.bn1 = batch_norm(in_chs, bn_eps, bn_momentum)
         self.act1 = make_activation(act)
-        self.se = SqueezeExcite(in_chs) if se else nn.Identity()
+        self.se = SqueezeExcite(in_chs, reduced_chs=se_chs) if se else nn.Identity()
         self.conv_pw = conv2d(in_chs, out_chs, 1)
         self.bn2 = batch_norm(out_chs, bn_eps, bn_momentum)
         self.act2 = make_activation(act) if pw_act else nn.Identity()
@@ -147,8 +167,10 @@ class InvertedResidual(nn.Module):
 
     1x1 expansion -> BN -> act -> depthwise kxk -> BN -> act -> [SE] -> linear 1x1 projection
     -> BN. The projection has no activation: MobileNetV2 section 3.2 shows that a
-    non-linearity in the narrow layer destroys information. The residual is added only when
-    the block keeps both resolution and width (stride 1, in == out).
+    non-linearity in the narrow layer destroys information. The residual is possible only when
+    the block keeps both resolution and width (stride 1, in == out); ``skip`` states it (see
+    :class:`DepthwiseSeparable`). ``se_chs`` is the SE bottleneck width (default: 1/4 of
+    ``mid_chs``, rounded to 8).
     """
 
     def __init__(
@@ -163,16 +185,18 @@ class InvertedResidual(nn.Module):
         bn_eps: float = DEFAULT_BN_EPS,
         bn_momentum: float = DEFAULT_BN_MOMENTUM,
         padding: str = "symmetric",
+        se_chs: int | None = None,
+        skip: bool | None = None,
     ) -> None:
         super().__init__()
-        self.has_skip = stride == 1 and in_chs == out_chs
+        self.has_skip = _residual(skip, in_chs, out_chs, stride, "inverted residual")
         self.conv_pw = conv2d(in_chs, mid_chs, 1)
         self.bn1 = batch_norm(mid_chs, bn_eps, bn_momentum)
         self.act1 = make_activation(act)
         self.conv_dw = conv2d(mid_chs, mid_chs, kernel_size, stride, groups=mid_chs, padding=padding)
         self.bn2 = batch_norm(mid_chs, bn_eps, bn_momentum)
         self.act2 = make_activation(act)
-        self.se = SqueezeExcite(mid_chs) if se else nn.Identity()
+        self.se = SqueezeExcite(mid_chs, reduced_chs=se_chs) if se else nn.Identity()
         self.conv_pwl = conv2d(mid_chs, out_chs, 1)
         self.bn3 = batch_norm(out_chs, bn_eps, bn_momentum)
 

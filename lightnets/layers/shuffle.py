@@ -38,7 +38,8 @@ class ShuffleV1Unit(nn.Module):
 
     1x1 group conv -> BN -> ReLU -> channel shuffle -> 3x3 depthwise -> BN (no ReLU, section
     3.2) -> 1x1 group conv -> BN, then add (stride 1) or concat with a 3x3 average-pooled
-    shortcut (stride 2), then ReLU. The bottleneck is 1/4 of the unit's output channels.
+    shortcut (stride 2), then ReLU. The bottleneck ``mid_chs`` is 1/4 of the unit's output
+    channels unless stated.
     ``first_pw_grouped=False`` is the first unit of stage 2, whose input is too narrow to group
     (section 3.3); the shuffle after it is kept, as in the authors' code.
 
@@ -60,13 +61,18 @@ class ShuffleV1Unit(nn.Module):
         bn_eps: float = DEFAULT_BN_EPS,
         bn_momentum: float = DEFAULT_BN_MOMENTUM,
         official: bool = False,
+        mid_chs: int | None = None,
     ) -> None:
         super().__init__()
         if stride == 1 and in_chs != out_chs:
             raise ValueError(f"a stride-1 ShuffleNetV1 unit keeps its width, got {in_chs} -> {out_chs}")
         branch_chs = out_chs - in_chs if stride == 2 else out_chs
-        mid_chs = out_chs // 4
+        mid_chs = out_chs // 4 if mid_chs is None else mid_chs
         pw_groups = groups if first_pw_grouped else 1
+        if in_chs % pw_groups:
+            raise ValueError(
+                f"ShuffleNetV1 unit {in_chs}->{out_chs}: input width {in_chs} must be a multiple of groups={groups}"
+            )
         for what, value in (("bottleneck", mid_chs), ("branch output", branch_chs)):
             if value <= 0 or value % groups:
                 raise ValueError(
@@ -155,7 +161,8 @@ class ShuffleV2Unit(nn.Module):
     ``nn.Identity``), the right goes through :class:`ShuffleV2Branch`; concat; channel shuffle
     with 2 groups. Stride 2: no split; both branches see the whole input and each gives half of
     the (doubled) output. This is torchvision's downsampling unit; the authors' released code
-    differs (see ``lightnets.models.shufflenet_v2``).
+    differs (see ``lightnets.models.shufflenet_v2``). ``mid_chs`` is the main branch's
+    bottleneck, ``out_chs / 2`` (its output width) unless stated.
     """
 
     def __init__(
@@ -166,6 +173,7 @@ class ShuffleV2Unit(nn.Module):
         act: str = "re",
         bn_eps: float = DEFAULT_BN_EPS,
         bn_momentum: float = DEFAULT_BN_MOMENTUM,
+        mid_chs: int | None = None,
     ) -> None:
         super().__init__()
         if out_chs % 2:
@@ -176,10 +184,10 @@ class ShuffleV2Unit(nn.Module):
         self.stride = stride
         if stride == 2:
             self.branch_proj: nn.Module = ShuffleV2Projection(in_chs, half, act, bn_eps, bn_momentum)
-            self.branch_main = ShuffleV2Branch(in_chs, half, 2, act, bn_eps, bn_momentum)
+            self.branch_main = ShuffleV2Branch(in_chs, half, 2, act, bn_eps, bn_momentum, mid_chs=mid_chs)
         else:
             self.branch_proj = nn.Identity()
-            self.branch_main = ShuffleV2Branch(half, half, 1, act, bn_eps, bn_momentum)
+            self.branch_main = ShuffleV2Branch(half, half, 1, act, bn_eps, bn_momentum, mid_chs=mid_chs)
         self.shuffle = ChannelShuffle(2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -197,7 +205,8 @@ class ShuffleV2OfficialUnit(nn.Module):
     previous unit, done here); the even half passes, the odd half goes through the branch;
     concat. Stride 2: the projection branch keeps the input width (dw 3x3 stride 2, 1x1
     ``in -> in``) and the main branch (bottleneck ``out / 2``) gives the remaining
-    ``out - in`` channels; concat. No shuffle after the concat.
+    ``out - in`` channels; concat. No shuffle after the concat. ``mid_chs`` (the main branch's
+    bottleneck) is ``out / 2`` unless stated.
     """
 
     def __init__(
@@ -208,12 +217,15 @@ class ShuffleV2OfficialUnit(nn.Module):
         act: str = "re",
         bn_eps: float = DEFAULT_BN_EPS,
         bn_momentum: float = DEFAULT_BN_MOMENTUM,
+        mid_chs: int | None = None,
     ) -> None:
         super().__init__()
         if out_chs % 2 or (stride == 1 and in_chs != out_chs):
             raise ValueError(f"a ShuffleNetV2 unit needs an even width kept at stride 1, got {in_chs} -> {out_chs}")
+        if stride == 2 and out_chs <= in_chs:
+            raise ValueError(f"a stride-2 ShuffleNetV2 unit (authors' release) must widen, got {in_chs} -> {out_chs}")
         self.stride = stride
-        mid = out_chs // 2
+        mid = out_chs // 2 if mid_chs is None else mid_chs
         if stride == 2:
             self.branch_proj: nn.Module = ShuffleV2Projection(in_chs, in_chs, act, bn_eps, bn_momentum)
             self.branch_main = ShuffleV2Branch(in_chs, out_chs - in_chs, 2, act, bn_eps, bn_momentum, mid_chs=mid)

@@ -1,28 +1,48 @@
-"""The model zoo: one file per family, each with its paper's table as data."""
+"""The model zoo: one file per family, each with its paper's table as data.
 
-from .builder import ConvNet, FeatureInfo, scale_stages
+A network is one value, :class:`NetSpec`; :func:`resolve` turns a paper's table into channel
+counts, :func:`build` (or :class:`ConvNet`) builds it, :func:`walk` lists its sites and
+:func:`channel_groups` / :func:`inherit_weights` let a pruner change widths and keep weights.
+"""
+
+from .builder import ConvNet, FeatureInfo, Site, build, build_block, walk
+from .channels import ChannelGroup, channel_groups, inherit_weights, keep_largest_l2, resize_group
 from .mobilenet_v1 import mobilenet_v1
 from .mobilenet_v2 import mobilenet_v2
 from .mobilenet_v3 import mobilenet_v3_large, mobilenet_v3_small
 from .registry import FAMILIES, create_model, get_entry, list_models
+from .resolve import resolve
 from .shufflenet_v1 import shufflenet_v1
 from .shufflenet_v2 import shufflenet_v2
-from .spec import BlockSpec, parse_stages
+from .spec import BlockSpec, BuildSettings, HeadSpec, NetSpec, StemSpec, parse_stages
 
 __all__ = [
     "FAMILIES",
     "BlockSpec",
+    "BuildSettings",
+    "ChannelGroup",
     "ConvNet",
     "FeatureInfo",
+    "HeadSpec",
+    "NetSpec",
+    "Site",
+    "StemSpec",
+    "build",
+    "build_block",
+    "channel_groups",
     "create_model",
     "get_entry",
+    "inherit_weights",
+    "keep_largest_l2",
     "list_models",
     "mobilenet_v1",
     "mobilenet_v2",
     "mobilenet_v3_large",
     "mobilenet_v3_small",
     "parse_stages",
-    "scale_stages",
+    "resize_group",
+    "resolve",
     "shufflenet_v1",
     "shufflenet_v2",
+    "walk",
 ]

@@ -1,16 +1,15 @@
-"""One builder for every family: specs in, modules out.
+"""One builder for every family: a resolved :class:`NetSpec` in, modules out.
 
-Family files describe a network as data (a stem, stages of :class:`BlockSpec`, a head) and
-call :class:`ConvNet`. Width scaling is :func:`scale_stages`, a pure function on specs, so a
-searched or pruned network is just another list of specs. The builder applies strides (only
-the first repeat of a row strides), computes expansion widths from the actual input width,
-and records each stage's channels and reduction for :meth:`ConvNet.feature_maps`.
+Family files describe a network as data (their paper's table) and :func:`resolve` states every
+width; :class:`ConvNet` builds what the spec says and rounds nothing. :func:`build_block` builds
+one block alone, with the names it has inside a network, and :func:`walk` gives each block's
+input and output sizes: the keys of a latency lookup table. Feature maps can be tapped at any
+stride present and at a block's expansion layer (:meth:`ConvNet.feature_maps`).
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -26,26 +25,11 @@ from ..layers import (
     batch_norm,
     conv2d,
     make_activation,
-    make_divisible,
 )
-from ..layers.conv import DEFAULT_BN_EPS, DEFAULT_BN_MOMENTUM
-from .spec import BlockSpec
+from .resolve import resolve
+from .spec import BlockSpec, BuildSettings, HeadSpec, NetSpec, StemSpec, check_block_widths
 
 FEATURE_STRIDES = (4, 8, 16, 32)
-
-
-def scale_stages(
-    stages: list[list[BlockSpec]], width_mult: float, round_chs: Callable[[float], int] | None = None
-) -> list[list[BlockSpec]]:
-    """Scale every spec's output width by ``width_mult``, rounded by ``round_chs``.
-
-    ``round_chs`` defaults to ``make_divisible(c, 8)``, the rule of the MobileNetV2/V3
-    reference (and of torchvision, timm and Keras); MobileNetV1 uses it too, which gives the
-    same widths as the V1 paper's ``int(alpha * c)`` for every alpha the paper reports.
-    """
-    check_width_mult(width_mult)
-    round_chs = round_chs or (lambda c: make_divisible(c, 8))
-    return [[spec.replace(out_chs=round_chs(spec.out_chs * width_mult)) for spec in stage] for stage in stages]
 
 
 @dataclass(frozen=True)
@@ -57,148 +41,195 @@ class FeatureInfo:
     reduction: int
 
 
-class _BlockContext:
-    """Build-time settings shared by every block of a network."""
+def build_block(block: BlockSpec, in_chs: int, settings: BuildSettings = BuildSettings()) -> nn.Module:
+    """Build one resolved block for an input of ``in_chs`` channels.
 
-    def __init__(self, default_act: str, bn_eps: float, bn_momentum: float, divisor: int, padding: str) -> None:
-        self.default_act = default_act
-        self.bn = {"bn_eps": bn_eps, "bn_momentum": bn_momentum}
-        self.conv = {**self.bn, "padding": padding}
-        self.divisor = divisor
-        self.padding = padding
+    Its submodules have the names they have inside a network (``conv_pw``, ``conv_dw``, ``se``,
+    ``conv_pwl``, ...), so ``build_block(spec.stages[i][j], ...)`` is ``blocks.i.j`` alone: what a
+    latency lookup table times. Widths are built as stated.
+    """
+    if not isinstance(block, BlockSpec) or not block.is_resolved:
+        raise ValueError(
+            f"build_block needs a resolved block spec (one block, every width and residual stated), got {block}; "
+            f"resolve the network spec first"
+        )
+    check_block_widths("block", block, in_chs)
+    bn = {"bn_eps": settings.bn_eps, "bn_momentum": settings.bn_momentum}
+    conv = {**bn, "padding": settings.padding}
+    k, s, out, act = block.kernel, block.stride, block.out_chs, block.act
+    if block.kind == "cn":
+        return ConvBnAct(in_chs, out, k, s, act=act, **conv)
+    if block.kind == "ds":
+        return DepthwiseSeparable(in_chs, out, k, s, act=act, se=block.se, se_chs=block.se_chs, skip=block.residual, **conv)
+    if block.kind == "dsa":
+        return DepthwiseSeparable(in_chs, out, k, s, act=act, pw_act=True, skip=False, **conv)
+    if block.kind == "ir":
+        return InvertedResidual(
+            in_chs, block.mid_chs, out, k, s, act=act, se=block.se, se_chs=block.se_chs, skip=block.residual, **conv
+        )
+    if settings.padding != "symmetric":
+        raise ValueError(f"{block.kind} blocks support symmetric padding only, got {settings.padding!r}")
+    if block.kind in ("sv1", "sv1o"):
+        return ShuffleV1Unit(
+            in_chs, out, s, block.groups, block.first_pw_grouped, act=act, official=block.kind == "sv1o",
+            mid_chs=block.mid_chs, **bn,
+        )
+    if block.kind == "sv2":
+        return ShuffleV2Unit(in_chs, out, s, act=act, mid_chs=block.mid_chs, **bn)
+    if block.kind == "sv2o":
+        return ShuffleV2OfficialUnit(in_chs, out, s, act=act, mid_chs=block.mid_chs, **bn)
+    raise AssertionError(block.kind)  # BlockSpec validation makes this unreachable
 
-    def build(self, spec: BlockSpec, in_chs: int, stride: int) -> nn.Module:
-        act = spec.act or self.default_act
-        out = spec.out_chs
-        if spec.kind == "cn":
-            return ConvBnAct(in_chs, out, spec.kernel, stride, act=act, **self.conv)
-        if spec.kind == "ds" or (spec.kind == "ir" and spec.expand_ratio == 1.0):
-            # An expansion-1 inverted residual is a depthwise separable block: the 1x1
-            # expansion would map C to C, so the references (TF, torchvision, timm) drop it.
-            return DepthwiseSeparable(in_chs, out, spec.kernel, stride, act=act, se=spec.se, **self.conv)
-        if spec.kind == "dsa":
-            return DepthwiseSeparable(in_chs, out, spec.kernel, stride, act=act, pw_act=True, skip=False, **self.conv)
-        if spec.kind == "ir":
-            mid = make_divisible(in_chs * spec.expand_ratio, self.divisor)
-            return InvertedResidual(in_chs, mid, out, spec.kernel, stride, act=act, se=spec.se, **self.conv)
-        if self.padding != "symmetric":
-            raise ValueError(f"{spec.kind} blocks support symmetric padding only, got {self.padding!r}")
-        if spec.kind in ("sv1", "sv1o"):
-            return ShuffleV1Unit(
-                in_chs, out, stride, spec.groups, spec.first_pw_grouped, act=act, official=spec.kind == "sv1o", **self.bn
-            )
-        if spec.kind == "sv2":
-            return ShuffleV2Unit(in_chs, out, stride, act=act, **self.bn)
-        if spec.kind == "sv2o":
-            return ShuffleV2OfficialUnit(in_chs, out, stride, act=act, **self.bn)
-        raise AssertionError(spec.kind)  # BlockSpec validation makes this unreachable
+
+@dataclass(frozen=True)
+class Site:
+    """One step of a network: the stem, a block ``blocks.i.j``, or the head.
+
+    ``in_size`` / ``out_size`` are (H, W); every layer pads 'same', so a stride-s step maps H
+    to ceil(H / s). The head's output is the logits (``out_size`` (1, 1), ``stride`` None).
+    """
+
+    name: str
+    spec: StemSpec | BlockSpec | HeadSpec
+    in_chs: int
+    out_chs: int
+    in_size: tuple[int, int]
+    out_size: tuple[int, int]
+    stride: int | None
+
+    def key(self) -> str:
+        """A readable lookup-table key: what the site computes and on what input."""
+        return f"{self.spec} in{self.in_chs} {self.in_size[0]}x{self.in_size[1]}"
+
+
+def walk(spec: NetSpec | str, input_size: int | tuple[int, int] = 224) -> list[Site]:
+    """Every site of the network in order, with its input and output channels and sizes.
+
+    ``spec`` is resolved first if it is a table (``lightnets.models.resolve``). These are the
+    keys of a latency lookup table (NetAdapt, platform-aware NAS): two sites with the same
+    :meth:`Site.key` build and run the same layers.
+    """
+    spec = _as_resolved(spec)
+    h, w = _size(input_size)
+    sites = []
+    stem_stride = spec.stem.conv.stride * (2 if spec.stem.pool else 1)
+    out = (_ceil(h, stem_stride), _ceil(w, stem_stride))
+    sites.append(Site("stem", spec.stem, spec.settings.in_chans, spec.stem.conv.out_chs, (h, w), out, stem_stride))
+    chs = spec.stem.conv.out_chs
+    for name, block in spec.blocks():
+        size = (_ceil(out[0], block.stride), _ceil(out[1], block.stride))
+        sites.append(Site(name, block, chs, block.out_chs, out, size, block.stride))
+        chs, out = block.out_chs, size
+    sites.append(Site("head", spec.head, chs, spec.head.num_classes, out, (1, 1), None))
+    return sites
+
+
+def _ceil(size: int, stride: int) -> int:
+    return -(-size // stride)
+
+
+def _size(input_size: int | tuple[int, int]) -> tuple[int, int]:
+    pair = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
+    if len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in pair):
+        raise ValueError(f"input_size must be a positive integer or an (H, W) pair of them, got {input_size!r}")
+    return pair  # type: ignore[return-value]
+
+
+def _as_resolved(spec: NetSpec | str) -> NetSpec:
+    if isinstance(spec, str):
+        spec = NetSpec.parse(spec)
+    if not isinstance(spec, NetSpec):
+        raise ValueError(f"expected a NetSpec or its string form, got {type(spec).__name__}")
+    return resolve(spec)
 
 
 class ConvNet(nn.Module):
     """The network every family builds: stem, stages of blocks, head, classifier.
 
-    Layout and names follow timm so its checkpoints load unchanged where the network is the
-    same: ``conv_stem, bn1, [stem_pool], blocks.i.j, [conv_head, bn2], classifier``.
+    Built from a resolved :class:`NetSpec` (``model.spec``), exactly as stated. Layout and
+    names follow timm so its checkpoints load unchanged where the network is the same:
+    ``conv_stem, bn1, [stem_pool], blocks.i.j, [conv_head, bn2], classifier``.
 
-    ``head_chs`` with ``head_after_pool=False`` is a 1x1 conv-BN-act on the last feature map
-    (MobileNetV2, ShuffleNetV2 conv5). With ``head_after_pool=True`` it is MobileNetV3's
-    efficient last stage (paper section 5.1): pool first, then a 1x1 conv with bias and no
-    BN, which costs 1280 x 960 multiply-adds instead of 49 times that.
+    A head conv before the pool is a 1x1 conv-BN-act on the last feature map (MobileNetV2,
+    ShuffleNetV2 conv5). With ``pool_first`` it is MobileNetV3's efficient last stage (paper
+    section 5.1): pool first, then a 1x1 conv with bias and no BN, which costs 1280 x 960
+    multiply-adds instead of 49 times that.
     """
 
-    def __init__(
-        self,
-        stages: list[list[BlockSpec]],
-        *,
-        stem: BlockSpec,
-        num_classes: int = 1000,
-        in_chans: int = 3,
-        stem_pool: bool = False,
-        head_chs: int | None = None,
-        head_after_pool: bool = False,
-        head_act: str | None = None,
-        dropout: float = 0.0,
-        default_act: str = "re",
-        bn_eps: float = DEFAULT_BN_EPS,
-        bn_momentum: float = DEFAULT_BN_MOMENTUM,
-        divisor: int = 8,
-        padding: str = "symmetric",
-        classifier_bias: bool = True,
-    ) -> None:
+    def __init__(self, spec: NetSpec) -> None:
         super().__init__()
-        check_positive_int("num_classes", num_classes)
-        check_positive_int("in_chans", in_chans)
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-        if stem.kind != "cn":
-            raise ValueError(f"the stem must be a 'cn' spec, got {stem}")
-        self.in_chans = in_chans
-        self.num_classes = num_classes
-        self.stem_spec = stem
-        self.stage_specs = [list(stage) for stage in stages]
-        context = _BlockContext(default_act, bn_eps, bn_momentum, divisor, padding)
-        bn = {"eps": bn_eps, "momentum": bn_momentum}
+        if not isinstance(spec, NetSpec):
+            raise ValueError(f"ConvNet takes a NetSpec (see lightnets.build for strings), got {type(spec).__name__}")
+        spec.require_resolved("ConvNet")
+        self.spec = spec
+        settings, stem, head = spec.settings, spec.stem.conv, spec.head
+        self.in_chans = settings.in_chans
+        self.num_classes = head.num_classes
+        bn = {"eps": settings.bn_eps, "momentum": settings.bn_momentum}
 
-        self.conv_stem = conv2d(in_chans, stem.out_chs, stem.kernel, stem.stride, padding=padding)
+        self.conv_stem = conv2d(settings.in_chans, stem.out_chs, stem.kernel, stem.stride, padding=settings.padding)
         self.bn1 = batch_norm(stem.out_chs, **bn)
-        self.act1 = make_activation(stem.act or default_act)
+        self.act1 = make_activation(stem.act)
         reduction = stem.stride
-        info = [FeatureInfo("act1", stem.out_chs, reduction)]
-        self.stem_pool = nn.MaxPool2d(3, 2, 1) if stem_pool else nn.Identity()
-        if stem_pool:
+        taps = [FeatureInfo("act1", stem.out_chs, reduction)]
+        self.stem_pool = nn.MaxPool2d(3, 2, 1) if spec.stem.pool else nn.Identity()
+        if spec.stem.pool:
             reduction *= 2
-            info.append(FeatureInfo("stem_pool", stem.out_chs, reduction))
+            taps.append(FeatureInfo("stem_pool", stem.out_chs, reduction))
+        coarse = list(taps)
 
         chs = stem.out_chs
         stage_modules = []
-        for i, stage in enumerate(self.stage_specs):
+        for i, stage in enumerate(spec.stages):
             blocks = []
-            for spec in stage:
-                for repeat in range(spec.repeats):
-                    stride = spec.stride if repeat == 0 else 1
-                    blocks.append(context.build(spec, chs, stride))
-                    reduction *= stride
-                    chs = spec.out_chs
+            for j, block in enumerate(stage):
+                try:
+                    blocks.append(build_block(block, chs, settings))
+                except ValueError as err:
+                    raise ValueError(f"blocks.{i}.{j}: {err}") from None
+                if block.kind == "ir":
+                    # The expansion layer: where MobileNetV3 (section 6.3) attaches SSDLite.
+                    taps.append(FeatureInfo(f"blocks.{i}.{j}.act1", block.mid_chs, reduction))
+                reduction *= block.stride
+                chs = block.out_chs
+                taps.append(FeatureInfo(f"blocks.{i}.{j}", chs, reduction))
             stage_modules.append(nn.Sequential(*blocks))
-            info.append(FeatureInfo(f"blocks.{i}", chs, reduction))
+            taps.append(FeatureInfo(f"blocks.{i}", chs, reduction))
+            coarse.append(taps[-1])
         self.blocks = nn.Sequential(*stage_modules)
 
-        head_act = head_act or default_act
-        self.head_after_pool = head_after_pool
-        if head_chs is None:
+        self.head_after_pool = head.pool_first
+        if head.conv_chs is None:
             self.conv_head: nn.Module = nn.Identity()
             self.bn2: nn.Module = nn.Identity()
             self.act2: nn.Module = nn.Identity()
-        elif head_after_pool:
-            self.conv_head = nn.Conv2d(chs, head_chs, 1, bias=True)
+        elif head.pool_first:
+            self.conv_head = nn.Conv2d(chs, head.conv_chs, 1, bias=True)
             self.bn2 = nn.Identity()
-            self.act2 = make_activation(head_act)
+            self.act2 = make_activation(head.act)
         else:
-            self.conv_head = conv2d(chs, head_chs, 1)
-            self.bn2 = batch_norm(head_chs, **bn)
-            self.act2 = make_activation(head_act)
-            info.append(FeatureInfo("act2", head_chs, reduction))
-        self.num_features = head_chs or chs
+            self.conv_head = conv2d(chs, head.conv_chs, 1)
+            self.bn2 = batch_norm(head.conv_chs, **bn)
+            self.act2 = make_activation(head.act)
+            taps.append(FeatureInfo("act2", head.conv_chs, reduction))
+            coarse.append(taps[-1])
+        self.num_features = head.conv_chs or chs
         self.global_pool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten(1)
-        self.dropout = nn.Dropout(dropout)
-        self.classifier_bias = classifier_bias
-        self.classifier = nn.Linear(self.num_features, num_classes, bias=classifier_bias)
+        self.dropout = nn.Dropout(head.dropout)
+        self.classifier_bias = head.bias
+        self.classifier = nn.Linear(self.num_features, head.num_classes, bias=head.bias)
 
-        self.feature_info = self._select_features(info)
+        self._taps = {t.module: t for t in taps}
+        self._coarse = coarse
+        #: The last map at each of the strides 4, 8, 16, 32 that the network has.
+        self.feature_info = [
+            [f for f in coarse if f.reduction == stride][-1]
+            for stride in FEATURE_STRIDES
+            if any(f.reduction == stride for f in coarse)
+        ]
         self.feature_channels = [f.channels for f in self.feature_info]
         self._init_weights()
-
-    @staticmethod
-    def _select_features(info: list[FeatureInfo]) -> list[FeatureInfo]:
-        """The last map at each of the strides 4, 8, 16, 32."""
-        chosen = []
-        for stride in FEATURE_STRIDES:
-            at_stride = [f for f in info if f.reduction == stride]
-            if not at_stride:
-                raise ValueError(f"the network has no feature map at stride {stride}: {info}")
-            chosen.append(at_stride[-1])
-        return chosen
 
     def _init_weights(self) -> None:
         # The initialisation torchvision and timm use for these families: He-normal fan-out
@@ -258,45 +289,95 @@ class ConvNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
-    def feature_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Feature maps at strides 4, 8, 16 and 32, in that order (channels: ``feature_channels``).
+    def available_taps(self) -> list[FeatureInfo]:
+        """Every map :meth:`feature_maps` can return: the stem, each block and stage output, each
+        inverted residual's expansion layer (``blocks.i.j.act1``), and a pre-pool head conv."""
+        return list(self._taps.values())
 
-        Each is the last map at its stride; the stride-32 map equals ``forward_features(x)``.
-        These are what SSDLite and LR-ASPP heads (MobileNetV3 section 6.3-6.4) consume.
+    def feature_maps(self, x: torch.Tensor, taps: list[int | str] | None = None) -> list[torch.Tensor]:
+        """Feature maps, in the order asked for.
+
+        ``taps`` holds strides (the last map at that stride: 4, 8, 16, 32 or any the network
+        has) and module paths from :meth:`available_taps`, e.g. ``"blocks.5.0.act1"``, the
+        stride-16 expansion layer MobileNetV3-Large feeds to SSDLite (section 6.3). The default
+        is :attr:`feature_info`: strides 4, 8, 16 and 32, as far as the network has them (the
+        stride-32 map equals ``forward_features(x)``). The forward pass stops once every
+        requested map is computed.
         """
         self.check_input(x)
-        outputs: dict[str, torch.Tensor] = {}
-        x = self._stem(x)
-        outputs["act1"] = x
-        x = self.stem_pool(x)
-        outputs["stem_pool"] = x
-        for i, stage in enumerate(self.blocks):
-            x = stage(x)
-            outputs[f"blocks.{i}"] = x
-        if not self.head_after_pool and not isinstance(self.conv_head, nn.Identity):
-            outputs["act2"] = self._pre_pool_head(x)
-        return [outputs[f.module] for f in self.feature_info]
+        paths = [f.module for f in self.feature_info] if taps is None else [self._tap_path(t) for t in taps]
+        # A stage's output is its last block's: hook the block, since stages are not called
+        # as modules below (blocks run one at a time so the pass can stop early).
+        hooked = {p: self._block_path(p) for p in paths}
+        captured: dict[str, torch.Tensor] = {}
+
+        def keep(path: str):
+            def hook(module: nn.Module, args: object, output: torch.Tensor) -> None:
+                captured[path] = output
+            return hook
+
+        handles = [self.get_submodule(target).register_forward_hook(keep(target)) for target in set(hooked.values())]
+        wanted = set(hooked.values())
+        try:
+            x = self.stem_pool(self._stem(x))
+            for stage in self.blocks:
+                if captured.keys() >= wanted:
+                    break
+                for block in stage:
+                    if captured.keys() >= wanted:
+                        break
+                    x = block(x)
+            if not captured.keys() >= wanted:
+                self._pre_pool_head(x)
+        finally:
+            for handle in handles:
+                handle.remove()
+        return [captured[hooked[p]] for p in paths]
+
+    def _tap_path(self, tap: int | str) -> str:
+        if isinstance(tap, bool) or not isinstance(tap, (int, str)):
+            raise ValueError(f"a tap is a stride (int) or a module path (str), got {tap!r}")
+        if isinstance(tap, int):
+            at_stride = [f for f in self._coarse if f.reduction == tap]
+            if not at_stride:
+                strides = sorted({f.reduction for f in self._coarse})
+                raise ValueError(f"this network has no feature map at stride {tap}; it has strides {strides}")
+            return at_stride[-1].module
+        if tap not in self._taps:
+            raise ValueError(
+                f"no tap {tap!r}; available: strides {sorted({f.reduction for f in self._coarse})} or module paths "
+                f"{', '.join(self._taps)}"
+            )
+        return tap
+
+    def _block_path(self, path: str) -> str:
+        parts = path.split(".")
+        if len(parts) == 2 and parts[0] == "blocks":
+            return f"{path}.{len(self.blocks[int(parts[1])]) - 1}"
+        return path
 
     def reset_classifier(self, num_classes: int) -> None:
-        """Replace the classifier with a fresh one for ``num_classes`` classes."""
+        """Replace the classifier with a fresh one for ``num_classes`` classes (``spec`` follows)."""
         check_positive_int("num_classes", num_classes)
         self.num_classes = num_classes
+        self.spec = self.spec.replace(head=dataclasses.replace(self.spec.head, num_classes=num_classes))
         self.classifier = nn.Linear(self.num_features, num_classes, bias=self.classifier_bias)
         nn.init.normal_(self.classifier.weight, 0, 0.01)
         if self.classifier.bias is not None:
             nn.init.zeros_(self.classifier.bias)
 
     def architecture(self) -> list[str]:
-        """The network as spec strings: the stem, then one line per stage."""
-        return [f"stem: {self.stem_spec}"] + [
-            f"stage {i}: " + " ".join(str(s) for s in stage) for i, stage in enumerate(self.stage_specs)
-        ]
+        """The network as its spec, one part per line (``NetSpec.parse`` reads it back)."""
+        return self.spec.lines()
 
 
-def check_width_mult(value: object) -> None:
-    """Alpha must be a finite number > 0 (any such value builds; the papers report a few)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"width_mult must be a finite number > 0, got {value!r}")
+def build(spec: NetSpec | str) -> ConvNet:
+    """Build a network from its spec (a :class:`NetSpec` or its string form).
+
+    A table-level spec (ratios, repeats) is resolved first at width 1; a resolved spec, such
+    as ``model.spec`` or a pruned child, is built exactly as stated.
+    """
+    return ConvNet(_as_resolved(spec))
 
 
 def check_positive_int(name: str, value: object) -> None:

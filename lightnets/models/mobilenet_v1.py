@@ -6,8 +6,9 @@ separable layer (``dsa``: depthwise -> BN -> ReLU -> 1x1 -> BN -> ReLU, Figure 3
 
 from __future__ import annotations
 
-from .builder import ConvNet, scale_stages
-from .spec import BlockSpec, parse_stages
+from .builder import ConvNet
+from .resolve import resolve
+from .spec import BlockSpec, BuildSettings, HeadSpec, NetSpec, StemSpec, parse_stages
 
 STEM = BlockSpec.parse("cn_k3_s2_c32")  # Conv / s2, 3x3x3x32, 224 -> 112
 
@@ -45,14 +46,10 @@ def mobilenet_v1(
     """
     if activation not in ("re", "r6"):
         raise ValueError(f"MobileNetV1 activation must be 're' (ReLU) or 'r6' (ReLU6), got {activation!r}")
-    stem = scale_stages([[STEM]], width_mult)[0][0].replace(act=activation)
-    return ConvNet(
-        scale_stages(TABLE_1, width_mult),
-        stem=stem,
-        num_classes=num_classes,
-        in_chans=in_chans,
-        dropout=dropout,
-        default_act=activation,
-        bn_eps=bn_eps,
-        padding=padding,
+    table = NetSpec(
+        stem=StemSpec(STEM),
+        stages=TABLE_1,
+        head=HeadSpec(dropout=dropout, num_classes=num_classes),  # Avg Pool, FC, Softmax: no last conv
+        settings=BuildSettings(in_chans=in_chans, bn_eps=bn_eps, padding=padding, act=activation),
     )
+    return ConvNet(resolve(table, width_mult))

@@ -7,9 +7,9 @@ depthwise separable block with a linear 1x1 (``ds``): there is nothing to expand
 
 from __future__ import annotations
 
-from ..layers import make_divisible
-from .builder import ConvNet, scale_stages
-from .spec import BlockSpec, parse_stages
+from .builder import ConvNet
+from .resolve import resolve
+from .spec import BlockSpec, BuildSettings, HeadSpec, NetSpec, StemSpec, parse_stages
 
 STEM = BlockSpec.parse("cn_k3_s2_c32")  # conv2d 3x3, 224^2 x 3 -> 112^2 x 32
 LAST_CONV = 1280                          # conv2d 1x1, 7^2 x 320 -> 7^2 x 1280
@@ -44,15 +44,10 @@ def mobilenet_v2(
     layers except the very last convolutional layer"; the reference scales it up for
     multipliers above one). The dropout of 0.2 is torchvision's.
     """
-    stem = scale_stages([[STEM]], width_mult)[0][0]
-    return ConvNet(
-        scale_stages(TABLE_2, width_mult),
-        stem=stem,
-        num_classes=num_classes,
-        in_chans=in_chans,
-        head_chs=max(LAST_CONV, make_divisible(LAST_CONV * width_mult, 8)),
-        dropout=dropout,
-        default_act="r6",
-        bn_eps=bn_eps,
-        padding=padding,
+    table = NetSpec(
+        stem=StemSpec(STEM),
+        stages=TABLE_2,
+        head=HeadSpec(conv_chs=LAST_CONV, dropout=dropout, num_classes=num_classes),
+        settings=BuildSettings(in_chans=in_chans, bn_eps=bn_eps, padding=padding, act="r6"),
     )
+    return ConvNet(resolve(table, width_mult))

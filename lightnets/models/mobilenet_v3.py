@@ -10,9 +10,9 @@ timm's checkpoints load with unchanged keys.
 
 from __future__ import annotations
 
-from ..layers import make_divisible
-from .builder import ConvNet, scale_stages
-from .spec import BlockSpec, parse_stages
+from .builder import ConvNet
+from .resolve import resolve
+from .spec import BlockSpec, BuildSettings, HeadSpec, NetSpec, StemSpec, parse_stages
 
 STEM = BlockSpec.parse("cn_k3_s2_c16_hs")  # conv2d 3x3 s2, 16, HS (both tables)
 
@@ -57,25 +57,15 @@ def _mobilenet_v3(
     bn_eps: float,
     padding: str,
 ) -> ConvNet:
-    stem = scale_stages([[STEM]], width_mult)[0][0]
-    stages = scale_stages(table, width_mult)
-    if minimal:
-        stem = stem.replace(act="re")
-        stages = minimalistic(stages)
-    return ConvNet(
-        stages,
-        stem=stem,
-        num_classes=num_classes,
-        in_chans=in_chans,
-        head_chs=max(last_conv, make_divisible(last_conv * width_mult, 8)),
-        head_after_pool=True,
-        head_act="re" if minimal else "hs",
-        dropout=dropout,
-        default_act="re",
-        bn_eps=bn_eps,
-        bn_momentum=0.01,
-        padding=padding,
+    spec = NetSpec(
+        stem=StemSpec(STEM.replace(act="re") if minimal else STEM),
+        stages=minimalistic(table) if minimal else table,
+        # Pool first, then conv2d 1x1 NBN: the efficient last stage (section 5.1).
+        head=HeadSpec(conv_chs=last_conv, act="re" if minimal else "hs", pool_first=True, dropout=dropout,
+                      num_classes=num_classes),
+        settings=BuildSettings(in_chans=in_chans, bn_eps=bn_eps, bn_momentum=0.01, padding=padding, act="re"),
     )
+    return ConvNet(resolve(spec, width_mult))
 
 
 def mobilenet_v3_large(

@@ -14,6 +14,7 @@ from typing import Any
 
 from torch import nn
 
+from .builder import build
 from .mobilenet_v1 import mobilenet_v1
 from .mobilenet_v2 import mobilenet_v2
 from .mobilenet_v3 import mobilenet_v3_large, mobilenet_v3_small
@@ -23,6 +24,7 @@ from .shufflenet_v1 import OFFICIAL_STEM_CHS, shufflenet_v1
 from .shufflenet_v1 import SCALES as SHUFFLENET_V1_SCALES
 from .shufflenet_v2 import WIDTHS as SHUFFLENET_V2_WIDTHS
 from .shufflenet_v2 import shufflenet_v2
+from .spec import NetSpec
 
 COMMON_OPTIONS = ("num_classes", "width_mult", "in_chans", "dropout", "bn_eps")
 
@@ -107,8 +109,8 @@ def get_entry(name: str) -> ModelEntry:
         raise ValueError(f"unknown model {name!r}; allowed: {', '.join(_REGISTRY)}") from None
 
 
-def create_model(name: str, **options: Any) -> nn.Module:
-    """Build a registered model.
+def create_model(name: str | None = None, *, spec: NetSpec | str | None = None, **options: Any) -> nn.Module:
+    """Build a registered model, or the network a spec describes (``spec=``, see :func:`build`).
 
     Options: ``num_classes`` (>= 1, default 1000), ``width_mult`` (alpha, finite > 0),
     ``in_chans`` (>= 1, default 3), ``dropout`` (before the classifier, in [0, 1)),
@@ -116,8 +118,17 @@ def create_model(name: str, **options: Any) -> nn.Module:
     2, 3, 4 or 8), ``official`` (ShuffleNetV1 and V2: the authors' release), ``padding`` (MobileNets: ``"symmetric"`` or
     ``"tf_same"``) and ``activation`` (MobileNetV1: ``"re"`` or ``"r6"``). A named variant
     fixes some of these (``mobilenet_v1_050`` fixes ``width_mult=0.5``); passing a different
-    value for a fixed option raises.
+    value for a fixed option raises. ``spec`` takes no other argument: the spec states it all.
     """
+    if spec is not None:
+        if name is not None or options:
+            raise ValueError(
+                f"create_model(spec=...) takes no model name or options (the spec states every choice), got "
+                f"name={name!r}, options={sorted(options)}"
+            )
+        return build(spec)
+    if name is None:
+        raise ValueError("create_model needs a model name (see lightnets.list_models()) or spec=...")
     entry = get_entry(name)
     allowed = inspect.signature(entry.builder).parameters
     for key, value in options.items():

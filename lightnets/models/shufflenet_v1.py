@@ -7,9 +7,9 @@ units). The output widths depend on the number of groups g (the table's columns)
 
 from __future__ import annotations
 
-from ..layers import make_divisible
-from .builder import ConvNet, check_width_mult
-from .spec import BlockSpec
+from .builder import ConvNet
+from .resolve import check_width_mult, resolve
+from .spec import BlockSpec, BuildSettings, HeadSpec, NetSpec, StemSpec
 
 STEM_CHS = 24  # Conv1, 3x3, stride 2, 24 channels, then MaxPool 3x3 stride 2
 REPEATS = (4, 8, 4)  # Stage 2, 3, 4: one stride-2 unit, then 3 / 7 / 3 stride-1 units
@@ -31,39 +31,22 @@ OFFICIAL_GROUPS = (3, 8)
 OFFICIAL_STEM_CHS = {0.5: {3: 12, 8: 16}, 1.0: {3: 24, 8: 24}, 1.5: {3: 24, 8: 24}, 2.0: {3: 48, 8: 48}}
 
 
-def stages_for(groups: int, width_mult: float, official: bool = False) -> tuple[BlockSpec, list[list[BlockSpec]]]:
-    """The stem and stages of ShuffleNet ``width_mult``x with ``groups`` groups, as specs.
+def table_1(groups: int, official: bool = False) -> list[list[BlockSpec]]:
+    """Table 1's column for ``groups`` groups (ShuffleNet 1x) as stages of specs.
 
-    "ShuffleNet s x" scales every layer's filters by s (section 4.1.1). A unit's output must
-    be divisible by 4g (its bottleneck is a quarter of it and is split into g groups), so
-    widths are rounded to multiples of 4g; the stem is rounded to a multiple of g so that a
-    stride-2 unit's branch (output minus input) divides by g. At 1x this is the table exactly.
-    Megvii's released code picks some stems by hand (24 for 1.5x); we scale them uniformly.
     The first pointwise layer of stage 2 is not grouped (section 3.3, ``ug``).
-    ``official=True`` gives the authors' release instead: its stems and its units (``sv1o``).
+    ``official=True`` gives the units of the authors' release (``sv1o``).
     """
     if isinstance(groups, bool) or groups not in TABLE_1:
         raise ValueError(f"ShuffleNetV1 groups must be one of {sorted(TABLE_1)}, got {groups!r}")
-    if not isinstance(official, bool):
-        raise ValueError(f"official must be True or False, got {official!r}")  # noqa: TRY004 - bad input is a ValueError here
-    if official:
-        if groups not in OFFICIAL_GROUPS or width_mult not in OFFICIAL_STEM_CHS:
-            raise ValueError(
-                f"the authors' ShuffleNetV1 release has groups in {OFFICIAL_GROUPS} and width_mult in "
-                f"{tuple(OFFICIAL_STEM_CHS)}, got groups={groups!r}, width_mult={width_mult!r}"
-            )
-        stem_chs = OFFICIAL_STEM_CHS[width_mult][groups]
-    else:
-        stem_chs = make_divisible(STEM_CHS * width_mult, groups)
     kind = "sv1o" if official else "sv1"
-    stem = BlockSpec(kind="cn", kernel=3, stride=2, out_chs=stem_chs)
-    stages = []
-    for index, (channels, repeats) in enumerate(zip(TABLE_1[groups], REPEATS)):
-        out = make_divisible(channels * width_mult, 4 * groups)
-        first = BlockSpec(kind=kind, stride=2, out_chs=out, groups=groups, first_pw_grouped=index > 0)
-        rest = BlockSpec(kind=kind, repeats=repeats - 1, stride=1, out_chs=out, groups=groups)
-        stages.append([first, rest])
-    return stem, stages
+    return [
+        [
+            BlockSpec(kind=kind, stride=2, out_chs=channels, groups=groups, first_pw_grouped=index > 0),
+            BlockSpec(kind=kind, repeats=repeats - 1, stride=1, out_chs=channels, groups=groups),
+        ]
+        for index, (channels, repeats) in enumerate(zip(TABLE_1[groups], REPEATS))
+    ]
 
 
 def shufflenet_v1(
@@ -84,15 +67,26 @@ def shufflenet_v1(
     classifier without bias), whose checkpoints ``lightnets.convert.from_megvii`` loads.
     """
     check_width_mult(width_mult)
-    stem, stages = stages_for(groups, width_mult, official)
-    return ConvNet(
-        stages,
-        stem=stem,
-        stem_pool=True,
-        num_classes=num_classes,
-        in_chans=in_chans,
-        dropout=dropout,
-        default_act="re",
-        bn_eps=bn_eps,
-        classifier_bias=not official,
+    if not isinstance(official, bool):
+        raise ValueError(f"official must be True or False, got {official!r}")  # noqa: TRY004 - bad input is a ValueError here
+    stages = table_1(groups, official)
+    if official and (groups not in OFFICIAL_GROUPS or width_mult not in OFFICIAL_STEM_CHS):
+        raise ValueError(
+            f"the authors' ShuffleNetV1 release has groups in {OFFICIAL_GROUPS} and width_mult in "
+            f"{tuple(OFFICIAL_STEM_CHS)}, got groups={groups!r}, width_mult={width_mult!r}"
+        )
+    table = NetSpec(
+        stem=StemSpec(BlockSpec.parse(f"cn_k3_s2_c{STEM_CHS}"), pool=True),
+        stages=stages,
+        head=HeadSpec(dropout=dropout, num_classes=num_classes, bias=not official),  # GlobalPool, FC: no last conv
+        # "ShuffleNet s x" scales every layer's filters by s (section 4.1.1); units round to
+        # multiples of 4g (see resolve), the stem to a multiple of g, so that a stride-2 unit's
+        # branch (output minus input) divides by g. At 1x this is Table 1 exactly.
+        settings=BuildSettings(in_chans=in_chans, bn_eps=bn_eps, divisor=groups, act="re"),
     )
+    spec = resolve(table, width_mult)
+    if official:
+        # The release picked its stems by hand (24 at 1.5x, not 36): a table fact, stated.
+        conv = spec.stem.conv.replace(out_chs=OFFICIAL_STEM_CHS[width_mult][groups])
+        spec = spec.replace(stem=StemSpec(conv, pool=True))
+    return ConvNet(spec)

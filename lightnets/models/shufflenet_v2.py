@@ -13,7 +13,8 @@ width and whose main branch gives the rest.
 from __future__ import annotations
 
 from .builder import ConvNet
-from .spec import BlockSpec
+from .resolve import resolve
+from .spec import BlockSpec, BuildSettings, HeadSpec, NetSpec, StemSpec
 
 STEM = BlockSpec.parse("cn_k3_s2_c24")
 REPEATS = (4, 8, 4)
@@ -61,15 +62,12 @@ def shufflenet_v2(
     if not isinstance(official, bool):
         raise ValueError(f"official must be True or False, got {official!r}")  # noqa: TRY004 - bad input is a ValueError here
     stages, conv5 = stages_for(width_mult, "sv2o" if official else "sv2")
-    return ConvNet(
-        stages,
-        stem=STEM,
-        stem_pool=True,
-        num_classes=num_classes,
-        in_chans=in_chans,
-        head_chs=conv5,
-        dropout=dropout,
-        default_act="re",
-        bn_eps=bn_eps,
-        classifier_bias=not official,
+    table = NetSpec(
+        stem=StemSpec(STEM, pool=True),
+        stages=stages,
+        head=HeadSpec(conv_chs=conv5, dropout=dropout, num_classes=num_classes, bias=not official),
+        # Table 5's columns are the widths themselves: resolved at width 1, nothing is scaled.
+        # Divisor 2: the channel split needs even widths.
+        settings=BuildSettings(in_chans=in_chans, bn_eps=bn_eps, divisor=2, act="re"),
     )
+    return ConvNet(resolve(table))

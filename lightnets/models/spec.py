@@ -1,7 +1,8 @@
-"""Block specs: architectures as data.
+"""Architectures as data: block specs and whole-network specs.
 
-A network is a stem, a list of stages (each a list of :class:`BlockSpec`) and a head. A spec
-has a compact string form that reads like a row of a paper's table::
+A network is a stem, a list of stages (each a list of :class:`BlockSpec`), a head and build
+settings: one frozen value, :class:`NetSpec`. A block spec has a compact string form that reads
+like a row of a paper's table::
 
     ir_r3_k5_s2_e3_c40_se_re    inverted residual, 3 repeats, 5x5 depthwise, first one stride 2,
                                 expansion 3, 40 output channels, SE, ReLU
@@ -16,28 +17,43 @@ has a compact string form that reads like a row of a paper's table::
 Tokens: ``r`` repeats (only the first repeat strides), ``k`` kernel, ``s`` stride (1 or 2),
 ``e`` expansion ratio of the input width, ``c`` output channels, ``g`` groups; flags ``se``
 (squeeze-and-excite), ``ug`` (ungrouped first pointwise), and one activation ``re`` (ReLU),
-``r6`` (ReLU6) or ``hs`` (h-swish); without one, the network's default applies. Parsing is
-strict: an unknown token, a token the block kind does not take, or an invalid value raises
-``ValueError``. ``str(spec)`` gives the canonical string and ``BlockSpec.parse`` reads it back.
+``r6`` (ReLU6) or ``hs`` (h-swish); without one, the network's default applies.
+
+Two levels. A *table* spec is what a paper prints: ratios (``e``), a width multiplier applied
+later, residuals left to the rule "stride 1 and equal widths". :func:`lightnets.models.resolve`
+turns it, in one place, into a *resolved* spec in which every width is a channel count and
+every choice is stated: one block per spec (no ``r``), ``m<n>`` the block's inner width (the
+expansion of an inverted residual, the bottleneck of a ShuffleNet unit), ``se<n>`` the SE
+bottleneck width, ``res`` / ``nores`` whether the block adds its input, and the activation.
+Nothing downstream rounds a stated width again, so a resolved spec may give any block any
+width its layers allow::
+
+    ir_k3_s1_m52_c24_res_r6     a MobileNetV2 block with exactly 52 expansion channels
+
+Parsing is strict: an unknown token, a token the block kind does not take, or an invalid value
+raises ``ValueError``. ``str(spec)`` gives the canonical string and ``parse`` reads it back.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import re
-from dataclasses import dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 
 from ..layers.activations import ACTIVATIONS
+from ..layers.conv import PADDINGS
 
 #: Block kind -> the numeric fields and flags it accepts (``c`` is always required).
 KINDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "cn": (frozenset("rksc"), frozenset()),
-    "ds": (frozenset("rksc"), frozenset({"se"})),
+    "ds": (frozenset("rksc"), frozenset({"se", "res"})),
     "dsa": (frozenset("rksc"), frozenset()),
-    "ir": (frozenset("rksec"), frozenset({"se"})),
-    "sv1": (frozenset("rscg"), frozenset({"ug"})),
-    "sv1o": (frozenset("rscg"), frozenset({"ug"})),
-    "sv2": (frozenset("rsc"), frozenset()),
-    "sv2o": (frozenset("rsc"), frozenset()),
+    "ir": (frozenset("rksecm"), frozenset({"se", "res"})),
+    "sv1": (frozenset("rscgm"), frozenset({"ug"})),
+    "sv1o": (frozenset("rscgm"), frozenset({"ug"})),
+    "sv2": (frozenset("rscm"), frozenset()),
+    "sv2o": (frozenset("rscm"), frozenset()),
 }
 KIND_NAMES = {
     "cn": "conv-BN-activation",
@@ -49,13 +65,36 @@ KIND_NAMES = {
     "sv2": "ShuffleNetV2 unit",
     "sv2o": "ShuffleNetV2 unit, authors' release",
 }
-_NUMERIC = re.compile(r"^([rksecg])(\d+(?:\.\d+)?)$")
-_FIELD_OF = {"r": "repeats", "k": "kernel", "s": "stride", "e": "expand_ratio", "c": "out_chs", "g": "groups"}
+#: Kinds whose inner width (``m``) a resolved spec must state.
+MID_KINDS = frozenset({"ir", "sv1", "sv1o", "sv2", "sv2o"})
+SHUFFLE_KINDS = frozenset({"sv1", "sv1o", "sv2", "sv2o"})
+_NUMERIC = re.compile(r"^([rksecgm])(\d+(?:\.\d+)?)$")
+_SE_WIDTH = re.compile(r"^se(\d+)$")
+_FIELD_OF = {"r": "repeats", "k": "kernel", "s": "stride", "e": "expand_ratio", "c": "out_chs", "g": "groups", "m": "mid_chs"}
+
+
+def format_number(value: float) -> str:
+    """The shortest text that reads back as the same number (``3.67``, ``6``, ``1e-05``).
+
+    ``repr`` of a float is the shortest string that round-trips exactly, so ``11 / 3`` prints
+    ``3.6666666666666665`` rather than a lossy ``3.66667``.
+    """
+    if isinstance(value, int) or float(value).is_integer():
+        return str(int(value))
+    return repr(float(value))
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
 class BlockSpec:
-    """One row of an architecture table: ``repeats`` blocks of one kind."""
+    """One row of an architecture table (``repeats`` blocks of one kind), or one resolved block.
+
+    ``mid_chs``, ``se_chs`` and ``residual`` are ``None`` in a table row (derived by
+    :func:`~lightnets.models.resolve`) and stated in a resolved block.
+    """
 
     kind: str
     out_chs: int
@@ -67,6 +106,9 @@ class BlockSpec:
     se: bool = False
     act: str | None = None
     first_pw_grouped: bool = True
+    mid_chs: int | None = None
+    se_chs: int | None = None
+    residual: bool | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -80,20 +122,50 @@ class BlockSpec:
             raise ValueError(f"{self.kind} blocks ({KIND_NAMES[self.kind]}) take no squeeze-and-excite")
         if not self.first_pw_grouped and "ug" not in flags:
             raise ValueError(f"{self.kind} blocks ({KIND_NAMES[self.kind]}) take no 'ug' flag")
-        if self.kind in ("sv1", "sv1o", "sv2", "sv2o") and self.act not in (None, "re"):
+        if self.residual is not None and "res" not in flags:
+            raise ValueError(
+                f"{self.kind} blocks ({KIND_NAMES[self.kind]}) take no 'res' / 'nores': their shortcut is fixed by the kind"
+            )
+        if self.residual is not None and not isinstance(self.residual, bool):
+            raise ValueError(f"residual must be True, False or None, got {self.residual!r}")
+        if self.kind in SHUFFLE_KINDS and self.act not in (None, "re"):
             raise ValueError(f"{self.kind} blocks use ReLU; got activation {self.act!r}")
         for name in ("out_chs", "repeats", "kernel", "groups"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            if not _is_int(value) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("mid_chs", "se_chs"):
+            value = getattr(self, name)
+            if value is not None and (not _is_int(value) or value < 1):
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.se_chs is not None and not self.se:
+            raise ValueError(f"se_chs={self.se_chs} given for a block without squeeze-and-excite")
+        if self.mid_chs is not None and self.expand_ratio != 1.0:
+            raise ValueError(
+                f"give the expansion as a ratio (e{format_number(self.expand_ratio)}) or as a width "
+                f"(m{self.mid_chs}), not both"
+            )
         if self.kernel % 2 == 0:
             raise ValueError(f"kernel must be odd (symmetric padding), got {self.kernel}")
-        if self.stride not in (1, 2):
+        if self.stride not in (1, 2) or isinstance(self.stride, bool):
             raise ValueError(f"stride must be 1 or 2, got {self.stride!r}")
-        if not (isinstance(self.expand_ratio, (int, float)) and 0 < self.expand_ratio < float("inf")):
+        if isinstance(self.expand_ratio, bool) or not (
+            isinstance(self.expand_ratio, (int, float)) and 0 < self.expand_ratio < math.inf
+        ):
             raise ValueError(f"expand_ratio must be a positive finite number, got {self.expand_ratio!r}")
         if self.act is not None and self.act not in ACTIVATIONS:
             raise ValueError(f"unknown activation {self.act!r}; allowed: {', '.join(ACTIVATIONS)}")
+
+    @property
+    def is_resolved(self) -> bool:
+        """True when every width and choice is stated (what :func:`build` needs no rule for)."""
+        return (
+            self.repeats == 1
+            and self.act is not None
+            and (self.kind not in MID_KINDS or self.mid_chs is not None)
+            and (not self.se or self.se_chs is not None)
+            and ("res" not in KINDS[self.kind][1] or self.residual is not None)
+        )
 
     @classmethod
     def parse(cls, text: str) -> BlockSpec:
@@ -104,23 +176,31 @@ class BlockSpec:
         if kind not in KINDS:
             raise ValueError(f"block spec {text!r}: unknown kind {kind!r}; allowed: {', '.join(KINDS)}")
         values: dict[str, object] = {}
+
+        def put(name: str, value: object, token: str) -> None:
+            if name in values:
+                raise ValueError(f"block spec {text!r}: {token!r} given twice")
+            values[name] = value
+
         for token in tokens:
-            match = _NUMERIC.match(token)
-            if match:
-                key, number = match.groups()
-                name = _FIELD_OF[key]
-                if name in values:
-                    raise ValueError(f"block spec {text!r}: {key!r} given twice")
+            numeric, se_width = _NUMERIC.match(token), _SE_WIDTH.match(token)
+            if numeric:
+                key, number = numeric.groups()
                 if key == "e":
-                    values[name] = float(number)
+                    put(_FIELD_OF[key], float(number), key)
                 elif "." in number:
                     raise ValueError(f"block spec {text!r}: {key!r} takes an integer, got {number!r}")
                 else:
-                    values[name] = int(number)
+                    put(_FIELD_OF[key], int(number), key)
             elif token == "se":
-                values["se"] = True
+                put("se", True, "se")
+            elif se_width:
+                put("se", True, "se")
+                values["se_chs"] = int(se_width.group(1))
             elif token == "ug":
-                values["first_pw_grouped"] = False
+                put("first_pw_grouped", False, token)
+            elif token in ("res", "nores"):
+                put("residual", token == "res", "res/nores")
             elif token in ACTIVATIONS:
                 if "act" in values:
                     raise ValueError(f"block spec {text!r}: more than one activation")
@@ -128,7 +208,7 @@ class BlockSpec:
             else:
                 raise ValueError(
                     f"block spec {text!r}: unknown token {token!r}; allowed: r<n> k<n> s<n> e<x> c<n> "
-                    f"g<n>, se, ug, and one of {', '.join(ACTIVATIONS)}"
+                    f"g<n> m<n>, se or se<n>, ug, res or nores, and one of {', '.join(ACTIVATIONS)}"
                 )
         if "out_chs" not in values:
             raise ValueError(f"block spec {text!r}: output channels 'c<n>' are required")
@@ -146,14 +226,18 @@ class BlockSpec:
             parts.append(f"k{self.kernel}")
         parts.append(f"s{self.stride}")
         if "e" in numeric and self.expand_ratio != 1.0:
-            parts.append(f"e{self.expand_ratio:g}")
+            parts.append(f"e{format_number(self.expand_ratio)}")
+        if self.mid_chs is not None:
+            parts.append(f"m{self.mid_chs}")
         parts.append(f"c{self.out_chs}")
         if "g" in numeric:
             parts.append(f"g{self.groups}")
         if self.se:
-            parts.append("se")
+            parts.append("se" if self.se_chs is None else f"se{self.se_chs}")
         if not self.first_pw_grouped:
             parts.append("ug")
+        if self.residual is not None:
+            parts.append("res" if self.residual else "nores")
         if self.act:
             parts.append(self.act)
         return "_".join(parts)
@@ -166,3 +250,334 @@ class BlockSpec:
 def parse_stages(stages: list[list[str]] | list[list[BlockSpec]]) -> list[list[BlockSpec]]:
     """Parse a table written as lists of spec strings (specs pass through unchanged)."""
     return [[s if isinstance(s, BlockSpec) else BlockSpec.parse(s) for s in stage] for stage in stages]
+
+
+@dataclass(frozen=True)
+class StemSpec:
+    """The stem: one ``cn`` conv (named ``conv_stem``, ``bn1``, ``act1``), then an optional 3x3
+    stride-2 max pool (ShuffleNetV1 Table 1, ShuffleNetV2 Table 5)."""
+
+    conv: BlockSpec
+    pool: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.conv, BlockSpec) or self.conv.kind != "cn" or self.conv.repeats != 1:
+            raise ValueError(f"the stem must be a single 'cn' block spec, got {self.conv}")
+        if not isinstance(self.pool, bool):
+            raise ValueError(f"stem pool must be True or False, got {self.pool!r}")
+
+    def __str__(self) -> str:
+        return f"stem {self.conv}" + (" maxpool" if self.pool else "")
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """Last conv, global pool, dropout and classifier.
+
+    ``conv_chs`` is the width of the last 1x1 conv (``None``: no conv, MobileNetV1 and
+    ShuffleNetV1). With ``pool_first`` it is MobileNetV3's efficient last stage (section 5.1):
+    pool, then a 1x1 conv with bias and no BN; otherwise conv-BN-act before the pool.
+    """
+
+    conv_chs: int | None = None
+    act: str | None = None
+    pool_first: bool = False
+    dropout: float = 0.0
+    num_classes: int = 1000
+    bias: bool = True
+
+    def __post_init__(self) -> None:
+        if self.conv_chs is not None and (not _is_int(self.conv_chs) or self.conv_chs < 1):
+            raise ValueError(f"head conv width must be a positive integer, got {self.conv_chs!r}")
+        if self.act is not None and self.act not in ACTIVATIONS:
+            raise ValueError(f"unknown head activation {self.act!r}; allowed: {', '.join(ACTIVATIONS)}")
+        if self.conv_chs is None and (self.act is not None or self.pool_first):
+            raise ValueError("a head without a last conv takes no activation and no pool position")
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if not _is_int(self.num_classes) or self.num_classes < 1:
+            raise ValueError(f"num_classes must be an integer >= 1, got {self.num_classes!r}")
+        if not isinstance(self.bias, bool) or not isinstance(self.pool_first, bool):
+            raise ValueError("head bias and pool_first must be True or False")
+
+    def __str__(self) -> str:
+        conv = [] if self.conv_chs is None else [f"conv{self.conv_chs}" + (f"_{self.act}" if self.act else "")]
+        order = ["pool", *conv] if self.pool_first else [*conv, "pool"]
+        fc = f"fc{self.num_classes}" + ("" if self.bias else "_nobias")
+        return " ".join(["head", *order, f"dropout{format_number(self.dropout)}", fc])
+
+    @classmethod
+    def parse(cls, text: str) -> HeadSpec:
+        words = text.split()
+        if not words or words[0] != "head":
+            raise ValueError(f"head spec {text!r} must start with 'head'")
+        values: dict[str, object] = {}
+        seen_pool = False
+        for word in words[1:]:
+            if word == "pool":
+                if seen_pool:
+                    raise ValueError(f"head spec {text!r}: 'pool' given twice")
+                seen_pool = True
+            elif m := re.fullmatch(r"conv(\d+)(?:_(\w+))?", word):
+                if "conv_chs" in values:
+                    raise ValueError(f"head spec {text!r}: more than one conv")
+                values["conv_chs"] = int(m.group(1))
+                if m.group(2):
+                    values["act"] = m.group(2)
+                values["pool_first"] = seen_pool
+            elif m := re.fullmatch(r"dropout(\d+(?:\.\d+)?(?:e-?\d+)?)", word):
+                values["dropout"] = float(m.group(1))
+            elif m := re.fullmatch(r"fc(\d+)(_nobias)?", word):
+                values["num_classes"] = int(m.group(1))
+                values["bias"] = m.group(2) is None
+            else:
+                raise ValueError(
+                    f"head spec {text!r}: unknown word {word!r}; allowed: pool, conv<n>[_act], dropout<x>, "
+                    f"fc<n>[_nobias]"
+                )
+        if not seen_pool:
+            raise ValueError(f"head spec {text!r}: 'pool' (the global average pool) is required")
+        if "num_classes" not in values:
+            raise ValueError(f"head spec {text!r}: the classifier 'fc<n>' is required")
+        try:
+            return cls(**values)  # type: ignore[arg-type]
+        except ValueError as err:
+            raise ValueError(f"head spec {text!r}: {err}") from None
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    """What every layer shares: input channels, BatchNorm eps and momentum, padding
+    (``symmetric`` or TensorFlow's ``tf_same``), the channel divisor widths are rounded to,
+    and the activation of blocks that name none."""
+
+    in_chans: int = 3
+    bn_eps: float = 1e-5
+    bn_momentum: float = 0.1
+    padding: str = "symmetric"
+    divisor: int = 8
+    act: str = "re"
+
+    def __post_init__(self) -> None:
+        if not _is_int(self.in_chans) or self.in_chans < 1:
+            raise ValueError(f"in_chans must be an integer >= 1, got {self.in_chans!r}")
+        for name in ("bn_eps", "bn_momentum"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+                raise ValueError(f"{name} must be a number in (0, 1), got {value!r}")
+        if self.padding not in PADDINGS:
+            raise ValueError(f"padding must be one of {', '.join(PADDINGS)}, got {self.padding!r}")
+        if not _is_int(self.divisor) or self.divisor < 1:
+            raise ValueError(f"divisor must be an integer >= 1, got {self.divisor!r}")
+        if self.act not in ACTIVATIONS:
+            raise ValueError(f"unknown default activation {self.act!r}; allowed: {', '.join(ACTIVATIONS)}")
+
+    def __str__(self) -> str:
+        return (
+            f"settings in_chans={self.in_chans} bn_eps={format_number(self.bn_eps)} "
+            f"bn_momentum={format_number(self.bn_momentum)} padding={self.padding} divisor={self.divisor} act={self.act}"
+        )
+
+    @classmethod
+    def parse(cls, text: str) -> BuildSettings:
+        words = text.split()
+        if not words or words[0] != "settings":
+            raise ValueError(f"settings {text!r} must start with 'settings'")
+        kinds = {f.name: f.type for f in fields(cls)}
+        values: dict[str, object] = {}
+        for word in words[1:]:
+            key, sep, value = word.partition("=")
+            if not sep or key not in kinds:
+                raise ValueError(f"settings {text!r}: unknown item {word!r}; allowed: {', '.join(f'{k}=...' for k in kinds)}")
+            if key in values:
+                raise ValueError(f"settings {text!r}: {key!r} given twice")
+            try:
+                values[key] = int(value) if kinds[key] == "int" else float(value) if kinds[key] == "float" else value
+            except ValueError:
+                raise ValueError(f"settings {text!r}: {key} takes a number, got {value!r}") from None
+        try:
+            return cls(**values)  # type: ignore[arg-type]
+        except ValueError as err:
+            raise ValueError(f"settings {text!r}: {err}") from None
+
+
+@dataclass(frozen=True)
+class NetSpec:
+    """A whole network as one value: stem, stages of blocks, head and build settings.
+
+    ``str(spec)`` is one line, parts joined by ``" | "``; :meth:`lines` gives one part per
+    line; :meth:`parse` reads either. :meth:`to_json` / :meth:`from_json` give the same value
+    as JSON. Both round-trips are exact.
+    """
+
+    stem: StemSpec
+    stages: tuple[tuple[BlockSpec, ...], ...]
+    head: HeadSpec = HeadSpec()
+    settings: BuildSettings = BuildSettings()
+
+    def __post_init__(self) -> None:
+        stages = tuple(tuple(stage) for stage in self.stages)
+        object.__setattr__(self, "stages", stages)
+        if not stages or any(not stage for stage in stages):
+            raise ValueError("a network needs at least one stage, and every stage at least one block")
+        for stage in stages:
+            for block in stage:
+                if not isinstance(block, BlockSpec):
+                    raise ValueError(f"stages hold BlockSpecs, got {block!r}")
+        for name, cls in (("stem", StemSpec), ("head", HeadSpec), ("settings", BuildSettings)):
+            if not isinstance(getattr(self, name), cls):
+                raise ValueError(f"{name} must be a {cls.__name__}, got {getattr(self, name)!r}")
+        if self.is_resolved:
+            chs = self.stem.conv.out_chs
+            for name, block in self.blocks():
+                check_block_widths(name, block, chs)
+                chs = block.out_chs
+
+    @property
+    def is_resolved(self) -> bool:
+        """True when every width is a channel count and every choice stated (see :func:`resolve`)."""
+        return (
+            self.stem.conv.act is not None
+            and (self.head.conv_chs is None or self.head.act is not None)
+            and all(b.is_resolved for stage in self.stages for b in stage)
+        )
+
+    def blocks(self) -> list[tuple[str, BlockSpec]]:
+        """``(module path, spec)`` for every block of a resolved spec: ``blocks.i.j``."""
+        self.require_resolved("blocks()")
+        return [(f"blocks.{i}.{j}", b) for i, stage in enumerate(self.stages) for j, b in enumerate(stage)]
+
+    def require_resolved(self, what: str) -> None:
+        if not self.is_resolved:
+            raise ValueError(
+                f"{what} needs a resolved NetSpec (one block per spec, every width and residual stated); "
+                f"call lightnets.models.resolve(spec) first"
+            )
+
+    def lines(self) -> list[str]:
+        """One part per line: ``stem ...``, one line per stage, ``head ...``, ``settings ...``."""
+        return [str(self.stem), *(" ".join(map(str, stage)) for stage in self.stages), str(self.head), str(self.settings)]
+
+    def __str__(self) -> str:
+        return " | ".join(self.lines())
+
+    @classmethod
+    def parse(cls, text: str) -> NetSpec:
+        """Read the string form (parts separated by ``|`` or new lines)."""
+        if not isinstance(text, str):
+            raise ValueError(f"a network spec is a string, got {type(text).__name__}")
+        parts = [p.strip() for p in re.split(r"[|\n]", text) if p.strip()]
+        if not parts or not parts[0].startswith("stem"):
+            raise ValueError(f"a network spec starts with 'stem <cn block> [maxpool]', got {text[:60]!r}")
+        stem = _parse_stem(parts[0])
+        settings = BuildSettings()
+        if parts[-1].split()[0] == "settings":
+            settings = BuildSettings.parse(parts.pop())
+        if len(parts) < 3 or parts[-1].split()[0] != "head":
+            raise ValueError("a network spec is 'stem ... | <stage> | ... | head ... [| settings ...]': no head or no stage")
+        head = HeadSpec.parse(parts[-1])
+        stages = []
+        for part in parts[1:-1]:
+            if part.split()[0] in ("stem", "head", "settings"):
+                raise ValueError(f"{part.split()[0]!r} is out of place in {text[:80]!r}: order is stem, stages, head, settings")
+            stages.append(tuple(BlockSpec.parse(word) for word in part.split()))
+        return cls(stem=stem, stages=tuple(stages), head=head, settings=settings)
+
+    def to_dict(self) -> dict:
+        return {
+            "stem": {"conv": str(self.stem.conv), "pool": self.stem.pool},
+            "stages": [[str(b) for b in stage] for stage in self.stages],
+            "head": asdict(self.head),
+            "settings": asdict(self.settings),
+        }
+
+    def to_json(self, indent: int | None = None) -> str:
+        """JSON with the blocks in their string form, the head and settings as objects."""
+        return json.dumps(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> NetSpec:
+        if not isinstance(data, dict) or set(data) != {"stem", "stages", "head", "settings"}:
+            keys = sorted(data) if isinstance(data, dict) else type(data).__name__
+            raise ValueError(f"a network spec object has exactly the keys head, settings, stages, stem; got {keys}")
+        stem = data["stem"]
+        if not isinstance(stem, dict) or set(stem) - {"conv", "pool"} or "conv" not in stem:
+            raise ValueError(f"stem must be an object with 'conv' (a block string) and 'pool', got {stem!r}")
+        try:
+            head = HeadSpec(**data["head"])
+            settings = BuildSettings(**data["settings"])
+        except TypeError as err:
+            raise ValueError(f"unknown head or settings field: {err}") from None
+        return cls(
+            stem=StemSpec(BlockSpec.parse(stem["conv"]), stem.get("pool", False)),
+            stages=tuple(tuple(BlockSpec.parse(b) for b in stage) for stage in data["stages"]),
+            head=head,
+            settings=settings,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> NetSpec:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"not a JSON network spec: {err}") from None
+        return cls.from_dict(data)
+
+    def replace(self, **changes: object) -> NetSpec:
+        """A copy with some parts changed (validated again)."""
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+    def replace_block(self, stage: int, index: int, **changes: object) -> NetSpec:
+        """A copy with block ``blocks.{stage}.{index}`` changed, e.g. ``replace_block(2, 1, mid_chs=52)``."""
+        try:
+            block = self.stages[stage][index]
+        except (IndexError, TypeError):
+            raise ValueError(f"no block blocks.{stage}.{index} in this spec") from None
+        stages = [list(s) for s in self.stages]
+        stages[stage][index] = block.replace(**changes)
+        return self.replace(stages=tuple(tuple(s) for s in stages))
+
+
+def check_block_widths(name: str, block: BlockSpec, in_chs: int) -> None:
+    """Raise if a resolved block's widths break its layers' rules, naming the block.
+
+    Residuals are stated (``res``): one needs stride 1 and ``in == out``. ShuffleNet units fix
+    their shortcut by kind: a stride-1 unit adds (V1) or concatenates (V2) its input, so it keeps
+    its width; V1's grouped 1x1 convs need widths divisible by ``g`` (section 3.2) and a V2
+    unit's channel split needs even widths (section 3, Figure 3).
+    """
+
+    def fail(why: str) -> None:
+        raise ValueError(f"{name} ({block}) with {in_chs} input channels: {why}")
+
+    if block.residual and (block.stride != 1 or in_chs != block.out_chs):
+        fail(
+            f"states a residual ('res') but its input is {in_chs} channels and its output {block.out_chs} "
+            f"at stride {block.stride}; a residual needs stride 1 and equal widths (or say 'nores')"
+        )
+    if block.kind in SHUFFLE_KINDS and block.stride == 1 and in_chs != block.out_chs:
+        fail(f"a stride-1 ShuffleNet unit keeps its width, but {in_chs} != {block.out_chs}")
+    if block.kind in ("sv1", "sv1o"):
+        g = block.groups
+        branch = block.out_chs - in_chs if block.stride == 2 else block.out_chs
+        if block.first_pw_grouped and in_chs % g:
+            fail(f"input width {in_chs} must be a multiple of groups={g} (grouped first 1x1)")
+        if block.mid_chs % g:
+            fail(f"bottleneck width m{block.mid_chs} must be a multiple of groups={g}")
+        if branch < 1 or branch % g:
+            fail(f"its branch gives {branch} channels (output minus input at stride 2), which must be a positive multiple of groups={g}")
+    if block.kind in ("sv2", "sv2o"):
+        if block.out_chs % 2 or in_chs % 2 and block.stride == 1:
+            fail("a ShuffleNetV2 unit splits and concatenates halves: widths must be even")
+        if block.kind == "sv2o" and block.stride == 2 and block.out_chs <= in_chs:
+            fail("the authors' stride-2 unit keeps its input on one branch, so its output must be wider than its input")
+
+
+def _parse_stem(text: str) -> StemSpec:
+    words = text.split()
+    if words[0] != "stem" or len(words) not in (2, 3) or (len(words) == 3 and words[2] != "maxpool"):
+        raise ValueError(f"stem {text!r}: expected 'stem <cn block spec> [maxpool]'")
+    try:
+        return StemSpec(BlockSpec.parse(words[1]), pool=len(words) == 3)
+    except ValueError as err:
+        raise ValueError(f"stem {text!r}: {err}") from None
