@@ -15,7 +15,15 @@ from lightnets.layers import (
 
 @pytest.mark.parametrize(
     "value, divisor, expected",
-    [(32 * 0.35, 8, 16), (24 * 0.5, 8, 16), (16 * 0.5, 8, 8), (240 / 4, 8, 64), (1280 * 1.4, 8, 1792), (100, 8, 104), (12, 3, 12)],
+    [
+        (32 * 0.35, 8, 16),
+        (24 * 0.5, 8, 16),
+        (16 * 0.5, 8, 8),
+        (240 / 4, 8, 64),
+        (1280 * 1.4, 8, 1792),
+        (100, 8, 104),
+        (12, 3, 12),
+    ],
 )
 def test_make_divisible(value, divisor, expected):
     assert make_divisible(value, divisor) == expected

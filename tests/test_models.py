@@ -151,7 +151,10 @@ def test_mobilenet_v3_minimal_has_no_se_no_hswish_no_5x5():
 def test_module_names_are_stable_with_and_without_se():
     full = dict(meta_model("mobilenet_v3_large").named_modules())
     minimal = dict(meta_model("mobilenet_v3_large", minimal=True).named_modules())
-    conv_names = lambda mods: sorted(n for n, m in mods.items() if isinstance(m, nn.Conv2d) and ".se." not in n)
+
+    def conv_names(mods):
+        return sorted(n for n, m in mods.items() if isinstance(m, nn.Conv2d) and ".se." not in n)
+
     assert conv_names(full) == conv_names(minimal)
     assert "blocks.2.0.conv_pwl" in full and "blocks.2.0.se.conv_reduce" in full and "blocks.2.0.se" in minimal
 
@@ -204,9 +207,20 @@ def test_in_chans_and_num_classes():
 def test_registry_names():
     names = set(ALL)
     for required in [
-        "mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small", "shufflenet_v1", "shufflenet_v2",
-        "mobilenet_v3_large_075", "mobilenet_v3_small_minimal", "shufflenet_v1_g3_x1_0", "mobilenet_v1_050",
-        "shufflenet_v2_x0_5", "shufflenet_v2_x1_0", "shufflenet_v2_x1_5", "shufflenet_v2_x2_0",
+        "mobilenet_v1",
+        "mobilenet_v2",
+        "mobilenet_v3_large",
+        "mobilenet_v3_small",
+        "shufflenet_v1",
+        "shufflenet_v2",
+        "mobilenet_v3_large_075",
+        "mobilenet_v3_small_minimal",
+        "shufflenet_v1_g3_x1_0",
+        "mobilenet_v1_050",
+        "shufflenet_v2_x0_5",
+        "shufflenet_v2_x1_0",
+        "shufflenet_v2_x1_5",
+        "shufflenet_v2_x2_0",
     ]:
         assert required in names
     assert count_params(meta_model("shufflenet_v1_g3_x1_0")) == count_params(meta_model("shufflenet_v1", groups=3))

@@ -7,13 +7,29 @@ from lightnets.models.mobilenet_v3 import TABLE_1_LARGE, TABLE_2_SMALL
 def test_parse_reads_every_field():
     spec = BlockSpec.parse("ir_r3_k5_s2_e3_c40_se_hs")
     assert (spec.kind, spec.repeats, spec.kernel, spec.stride, spec.expand_ratio, spec.out_chs, spec.se, spec.act) == (
-        "ir", 3, 5, 2, 3.0, 40, True, "hs",
+        "ir",
+        3,
+        5,
+        2,
+        3.0,
+        40,
+        True,
+        "hs",
     )
     assert BlockSpec.parse("sv1_r4_s2_c240_g3_ug").first_pw_grouped is False
 
 
 @pytest.mark.parametrize(
-    "text", ["ir_k5_s2_e3_c40_se_hs", "ds_k3_s1_c16", "dsa_r5_k3_s1_c512", "cn_k1_s1_c960_hs", "sv1_r3_s1_c240_g3", "sv2_s2_c116", "ir_k3_s1_e2.3_c80_hs"]
+    "text",
+    [
+        "ir_k5_s2_e3_c40_se_hs",
+        "ds_k3_s1_c16",
+        "dsa_r5_k3_s1_c512",
+        "cn_k1_s1_c960_hs",
+        "sv1_r3_s1_c240_g3",
+        "sv2_s2_c116",
+        "ir_k3_s1_e2.3_c80_hs",
+    ],
 )
 def test_string_form_round_trips(text):
     spec = BlockSpec.parse(text)

@@ -22,9 +22,7 @@ def make_activation(name: str) -> nn.Module:
     try:
         cls = ACTIVATIONS[name]
     except KeyError:
-        raise ValueError(
-            f"unknown activation {name!r}; allowed: {', '.join(sorted(ACTIVATIONS))}"
-        ) from None
+        raise ValueError(f"unknown activation {name!r}; allowed: {', '.join(sorted(ACTIVATIONS))}") from None
     # In place: every activation here follows a BN, a conv or an addition whose output
     # nothing else reads, and training saves one allocation and one pass over memory per
     # layer (torchvision and timm do the same).

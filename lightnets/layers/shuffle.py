@@ -121,7 +121,14 @@ class ShuffleV2Branch(nn.Module):
     """
 
     def __init__(
-        self, in_chs: int, out_chs: int, stride: int, act: str, bn_eps: float, bn_momentum: float, mid_chs: int | None = None
+        self,
+        in_chs: int,
+        out_chs: int,
+        stride: int,
+        act: str,
+        bn_eps: float,
+        bn_momentum: float,
+        mid_chs: int | None = None,
     ) -> None:
         super().__init__()
         mid_chs = mid_chs or out_chs
@@ -231,7 +238,9 @@ class ShuffleV2OfficialUnit(nn.Module):
             self.branch_main = ShuffleV2Branch(in_chs, out_chs - in_chs, 2, act, bn_eps, bn_momentum, mid_chs=mid)
         else:
             self.branch_proj = nn.Identity()
-            self.branch_main = ShuffleV2Branch(in_chs // 2, out_chs - in_chs // 2, 1, act, bn_eps, bn_momentum, mid_chs=mid)
+            self.branch_main = ShuffleV2Branch(
+                in_chs // 2, out_chs - in_chs // 2, 1, act, bn_eps, bn_momentum, mid_chs=mid
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride == 1:

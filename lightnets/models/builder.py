@@ -30,6 +30,7 @@ from .resolve import resolve
 from .spec import BlockSpec, BuildSettings, HeadSpec, NetSpec, StemSpec, check_block_widths
 
 FEATURE_STRIDES = (4, 8, 16, 32)
+DEFAULT_SETTINGS = BuildSettings()
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class FeatureInfo:
     reduction: int
 
 
-def build_block(block: BlockSpec, in_chs: int, settings: BuildSettings = BuildSettings()) -> nn.Module:
+def build_block(block: BlockSpec, in_chs: int, settings: BuildSettings = DEFAULT_SETTINGS) -> nn.Module:
     """Build one resolved block for an input of ``in_chs`` channels.
 
     Its submodules have the names they have inside a network (``conv_pw``, ``conv_dw``, ``se``,
@@ -60,7 +61,9 @@ def build_block(block: BlockSpec, in_chs: int, settings: BuildSettings = BuildSe
     if block.kind == "cn":
         return ConvBnAct(in_chs, out, k, s, act=act, **conv)
     if block.kind == "ds":
-        return DepthwiseSeparable(in_chs, out, k, s, act=act, se=block.se, se_chs=block.se_chs, skip=block.residual, **conv)
+        return DepthwiseSeparable(
+            in_chs, out, k, s, act=act, se=block.se, se_chs=block.se_chs, skip=block.residual, **conv
+        )
     if block.kind == "dsa":
         return DepthwiseSeparable(in_chs, out, k, s, act=act, pw_act=True, skip=False, **conv)
     if block.kind == "ir":
@@ -71,8 +74,15 @@ def build_block(block: BlockSpec, in_chs: int, settings: BuildSettings = BuildSe
         raise ValueError(f"{block.kind} blocks support symmetric padding only, got {settings.padding!r}")
     if block.kind in ("sv1", "sv1o"):
         return ShuffleV1Unit(
-            in_chs, out, s, block.groups, block.first_pw_grouped, act=act, official=block.kind == "sv1o",
-            mid_chs=block.mid_chs, **bn,
+            in_chs,
+            out,
+            s,
+            block.groups,
+            block.first_pw_grouped,
+            act=act,
+            official=block.kind == "sv1o",
+            mid_chs=block.mid_chs,
+            **bn,
         )
     if block.kind == "sv2":
         return ShuffleV2Unit(in_chs, out, s, act=act, mid_chs=block.mid_chs, **bn)
@@ -250,8 +260,7 @@ class ConvNet(nn.Module):
     def check_input(self, x: torch.Tensor) -> None:
         if x.dim() != 4 or x.shape[1] != self.in_chans:
             raise ValueError(
-                f"{type(self).__name__} expects input of shape (N, {self.in_chans}, H, W), "
-                f"got {tuple(x.shape)}"
+                f"{type(self).__name__} expects input of shape (N, {self.in_chans}, H, W), got {tuple(x.shape)}"
             )
 
     def _stem(self, x: torch.Tensor) -> torch.Tensor:
@@ -314,6 +323,7 @@ class ConvNet(nn.Module):
         def keep(path: str):
             def hook(module: nn.Module, args: object, output: torch.Tensor) -> None:
                 captured[path] = output
+
             return hook
 
         handles = [self.get_submodule(target).register_forward_hook(keep(target)) for target in set(hooked.values())]

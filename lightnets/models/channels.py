@@ -250,7 +250,9 @@ def inherit_weights(parent: ConvNet, child_spec: NetSpec | str, keep: KeepRule =
     and leaves the new ones as initialised. With an unchanged spec the child equals the parent.
     """
     if not isinstance(parent, ConvNet):
-        raise ValueError(f"inherit_weights needs a lightnets ConvNet parent (it reads parent.spec), got {type(parent).__name__}")
+        raise ValueError(
+            f"inherit_weights needs a lightnets ConvNet parent (it reads parent.spec), got {type(parent).__name__}"
+        )
     child_spec = NetSpec.parse(child_spec) if isinstance(child_spec, str) else child_spec
     child_spec.require_resolved("inherit_weights")
     _check_same_structure(parent.spec, child_spec)
@@ -287,8 +289,10 @@ def inherit_weights(parent: ConvNet, child_spec: NetSpec | str, keep: KeepRule =
                 if value.shape == target.shape:
                     target.copy_(value)
                     continue
-                if any(v > t for v, t in zip(value.shape, target.shape)) or value.dim() != target.dim():
-                    raise AssertionError(f"{full}: {tuple(value.shape)} -> {tuple(target.shape)} is not explained by a channel group")
+                if value.dim() != target.dim() or any(v > t for v, t in zip(value.shape, target.shape, strict=True)):
+                    raise AssertionError(
+                        f"{full}: {tuple(value.shape)} -> {tuple(target.shape)} is not explained by a channel group"
+                    )
                 target[tuple(slice(0, n) for n in value.shape)].copy_(value)
     return child
 
@@ -315,25 +319,32 @@ def _checked(indices: Sequence[int], name: str, before: int, width: int) -> torc
     chosen = [int(i) for i in indices]
     if len(chosen) != width or len(set(chosen)) != width or not all(0 <= i < before for i in chosen):
         raise ValueError(
-            f"the keep rule for group {name} must return {width} distinct channel indices in [0, {before}), got {chosen[:10]}..."
+            f"the keep rule for group {name} must return {width} distinct channel indices in [0, {before}), "
+            f"got {chosen[:10]}..."
         )
     return torch.tensor(sorted(chosen))
 
 
 def _widthless(block: BlockSpec) -> BlockSpec:
-    return block.replace(out_chs=1, mid_chs=None if block.mid_chs is None else 1, se_chs=None if block.se_chs is None else 1)
+    return block.replace(
+        out_chs=1, mid_chs=None if block.mid_chs is None else 1, se_chs=None if block.se_chs is None else 1
+    )
 
 
 def _check_same_structure(parent: NetSpec, child: NetSpec) -> None:
     if parent.settings != child.settings:
         raise ValueError(f"the child's build settings differ from the parent's: {child.settings} vs {parent.settings}")
     if dataclasses.replace(parent.head, conv_chs=child.head.conv_chs) != child.head:
-        raise ValueError(f"the child's head differs from the parent's in more than its width: {child.head} vs {parent.head}")
+        raise ValueError(
+            f"the child's head differs from the parent's in more than its width: {child.head} vs {parent.head}"
+        )
     if _widthless(parent.stem.conv) != _widthless(child.stem.conv) or parent.stem.pool != child.stem.pool:
-        raise ValueError(f"the child's stem differs from the parent's in more than its width: {child.stem} vs {parent.stem}")
+        raise ValueError(
+            f"the child's stem differs from the parent's in more than its width: {child.stem} vs {parent.stem}"
+        )
     shape = [len(s) for s in parent.stages]
     if [len(s) for s in child.stages] != shape:
         raise ValueError(f"the child has stages of {[len(s) for s in child.stages]} blocks, the parent {shape}")
-    for (path, a), (_, b) in zip(parent.blocks(), child.blocks()):
+    for (path, a), (_, b) in zip(parent.blocks(), child.blocks(), strict=True):
         if _widthless(a) != _widthless(b):
             raise ValueError(f"{path} differs from the parent's in more than widths: {b} vs {a}")

@@ -12,7 +12,7 @@ from .resolve import resolve
 from .spec import BlockSpec, BuildSettings, HeadSpec, NetSpec, StemSpec, parse_stages
 
 STEM = BlockSpec.parse("cn_k3_s2_c32")  # conv2d 3x3, 224^2 x 3 -> 112^2 x 32
-LAST_CONV = 1280                          # conv2d 1x1, 7^2 x 320 -> 7^2 x 1280
+LAST_CONV = 1280  # conv2d 1x1, 7^2 x 320 -> 7^2 x 1280
 
 # fmt: off
 TABLE_2 = parse_stages([

@@ -42,7 +42,9 @@ LAST_CONV_SMALL = 1024  # conv2d 1x1, NBN, 1024
 
 def minimalistic(stages: list[list[BlockSpec]]) -> list[list[BlockSpec]]:
     """The "minimalistic" variant of the TF reference: no SE, ReLU everywhere, 3x3 kernels."""
-    return [[s.replace(se=False, act="re", kernel=3 if s.kind != "cn" else s.kernel) for s in stage] for stage in stages]
+    return [
+        [s.replace(se=False, act="re", kernel=3 if s.kind != "cn" else s.kernel) for s in stage] for stage in stages
+    ]
 
 
 def _mobilenet_v3(
@@ -61,8 +63,9 @@ def _mobilenet_v3(
         stem=StemSpec(STEM.replace(act="re") if minimal else STEM),
         stages=minimalistic(table) if minimal else table,
         # Pool first, then conv2d 1x1 NBN: the efficient last stage (section 5.1).
-        head=HeadSpec(conv_chs=last_conv, act="re" if minimal else "hs", pool_first=True, dropout=dropout,
-                      num_classes=num_classes),
+        head=HeadSpec(
+            conv_chs=last_conv, act="re" if minimal else "hs", pool_first=True, dropout=dropout, num_classes=num_classes
+        ),
         settings=BuildSettings(in_chans=in_chans, bn_eps=bn_eps, bn_momentum=0.01, padding=padding, act="re"),
     )
     return ConvNet(resolve(spec, width_mult))
@@ -87,8 +90,15 @@ def mobilenet_v3_large(
     ``bn_eps=1e-5`` to load those. ``minimal=True`` builds the minimalistic variant.
     """
     return _mobilenet_v3(
-        TABLE_1_LARGE, LAST_CONV_LARGE, num_classes=num_classes, width_mult=width_mult,
-        in_chans=in_chans, dropout=dropout, minimal=minimal, bn_eps=bn_eps, padding=padding,
+        TABLE_1_LARGE,
+        LAST_CONV_LARGE,
+        num_classes=num_classes,
+        width_mult=width_mult,
+        in_chans=in_chans,
+        dropout=dropout,
+        minimal=minimal,
+        bn_eps=bn_eps,
+        padding=padding,
     )
 
 
@@ -104,6 +114,13 @@ def mobilenet_v3_small(
 ) -> ConvNet:
     """MobileNetV3-Small (Table 2); the last 1x1 conv is 1024 wide. See :func:`mobilenet_v3_large`."""
     return _mobilenet_v3(
-        TABLE_2_SMALL, LAST_CONV_SMALL, num_classes=num_classes, width_mult=width_mult,
-        in_chans=in_chans, dropout=dropout, minimal=minimal, bn_eps=bn_eps, padding=padding,
+        TABLE_2_SMALL,
+        LAST_CONV_SMALL,
+        num_classes=num_classes,
+        width_mult=width_mult,
+        in_chans=in_chans,
+        dropout=dropout,
+        minimal=minimal,
+        bn_eps=bn_eps,
+        padding=padding,
     )

@@ -88,7 +88,13 @@ for _g in SHUFFLENET_V1_GROUPS:
         register(f"shufflenet_v1_g{_g}_{_shufflenet_suffix(_w)}", "shufflenet_v1", groups=_g, width_mult=_w)
 for _g in SHUFFLENET_V1_OFFICIAL_GROUPS:
     for _w in OFFICIAL_STEM_CHS:
-        register(f"shufflenet_v1_g{_g}_{_shufflenet_suffix(_w)}_official", "shufflenet_v1", groups=_g, width_mult=_w, official=True)
+        register(
+            f"shufflenet_v1_g{_g}_{_shufflenet_suffix(_w)}_official",
+            "shufflenet_v1",
+            groups=_g,
+            width_mult=_w,
+            official=True,
+        )
 for _w in SHUFFLENET_V2_WIDTHS:
     register(f"shufflenet_v2_{_shufflenet_suffix(_w)}", "shufflenet_v2", width_mult=_w)
 for _w in SHUFFLENET_V2_WIDTHS:

@@ -78,7 +78,9 @@ def resolve(spec: NetSpec, width_mult: float = 1.0) -> NetSpec:
                 blocks.append(block)
                 chs = block.out_chs
         stages.append(tuple(blocks))
-    return NetSpec(stem=stem, stages=tuple(stages), head=_resolve_head(spec.head, settings, width_mult), settings=settings)
+    return NetSpec(
+        stem=stem, stages=tuple(stages), head=_resolve_head(spec.head, settings, width_mult), settings=settings
+    )
 
 
 def _resolve_block(

@@ -45,7 +45,7 @@ def table_1(groups: int, official: bool = False) -> list[list[BlockSpec]]:
             BlockSpec(kind=kind, stride=2, out_chs=channels, groups=groups, first_pw_grouped=index > 0),
             BlockSpec(kind=kind, repeats=repeats - 1, stride=1, out_chs=channels, groups=groups),
         ]
-        for index, (channels, repeats) in enumerate(zip(TABLE_1[groups], REPEATS))
+        for index, (channels, repeats) in enumerate(zip(TABLE_1[groups], REPEATS, strict=True))
     ]
 
 

@@ -33,13 +33,12 @@ def stages_for(width_mult: float, kind: str = "sv2") -> tuple[list[list[BlockSpe
     """The stages of ShuffleNetV2 ``width_mult``x as specs (``kind``: sv2 or sv2o), and the Conv5 width."""
     if width_mult not in TABLE_5:
         raise ValueError(
-            f"ShuffleNetV2 width_mult must be one of {', '.join(map(str, WIDTHS))} (paper Table 5), "
-            f"got {width_mult!r}"
+            f"ShuffleNetV2 width_mult must be one of {', '.join(map(str, WIDTHS))} (paper Table 5), got {width_mult!r}"
         )
     *channels, conv5 = TABLE_5[width_mult]
     stages = [
         [BlockSpec(kind=kind, stride=2, out_chs=c), BlockSpec(kind=kind, repeats=n - 1, stride=1, out_chs=c)]
-        for c, n in zip(channels, REPEATS)
+        for c, n in zip(channels, REPEATS, strict=True)
     ]
     return stages, conv5
 

@@ -17,7 +17,9 @@ like a row of a paper's table::
 Tokens: ``r`` repeats (only the first repeat strides), ``k`` kernel, ``s`` stride (1 or 2),
 ``e`` expansion ratio of the input width, ``c`` output channels, ``g`` groups; flags ``se``
 (squeeze-and-excite), ``ug`` (ungrouped first pointwise), and one activation ``re`` (ReLU),
-``r6`` (ReLU6) or ``hs`` (h-swish); without one, the network's default applies.
+``r6`` (ReLU6) or ``hs`` (h-swish); without one, the network's default applies. ``r6`` reads
+as six repeats before the ``c`` token and as ReLU6 after it, which is where ``str`` writes each
+(``ir_r6_k3_c16_r6``: six ReLU6 blocks).
 
 Two levels. A *table* spec is what a paper prints: ratios (``e``), a width multiplier applied
 later, residuals left to the rule "stride 1 and equal widths". :func:`lightnets.models.resolve`
@@ -70,7 +72,15 @@ MID_KINDS = frozenset({"ir", "sv1", "sv1o", "sv2", "sv2o"})
 SHUFFLE_KINDS = frozenset({"sv1", "sv1o", "sv2", "sv2o"})
 _NUMERIC = re.compile(r"^([rksecgm])(\d+(?:\.\d+)?)$")
 _SE_WIDTH = re.compile(r"^se(\d+)$")
-_FIELD_OF = {"r": "repeats", "k": "kernel", "s": "stride", "e": "expand_ratio", "c": "out_chs", "g": "groups", "m": "mid_chs"}
+_FIELD_OF = {
+    "r": "repeats",
+    "k": "kernel",
+    "s": "stride",
+    "e": "expand_ratio",
+    "c": "out_chs",
+    "g": "groups",
+    "m": "mid_chs",
+}
 
 
 def format_number(value: float) -> str:
@@ -124,7 +134,8 @@ class BlockSpec:
             raise ValueError(f"{self.kind} blocks ({KIND_NAMES[self.kind]}) take no 'ug' flag")
         if self.residual is not None and "res" not in flags:
             raise ValueError(
-                f"{self.kind} blocks ({KIND_NAMES[self.kind]}) take no 'res' / 'nores': their shortcut is fixed by the kind"
+                f"{self.kind} blocks ({KIND_NAMES[self.kind]}) take no 'res' / 'nores': "
+                f"their shortcut is fixed by the kind"
             )
         if self.residual is not None and not isinstance(self.residual, bool):
             raise ValueError(f"residual must be True, False or None, got {self.residual!r}")
@@ -184,6 +195,8 @@ class BlockSpec:
 
         for token in tokens:
             numeric, se_width = _NUMERIC.match(token), _SE_WIDTH.match(token)
+            if token in ACTIVATIONS and (numeric is None or "out_chs" in values):
+                numeric = None  # "r6" after the width is ReLU6, not six repeats
             if numeric:
                 key, number = numeric.groups()
                 if key == "e":
@@ -293,7 +306,11 @@ class HeadSpec:
             raise ValueError(f"unknown head activation {self.act!r}; allowed: {', '.join(ACTIVATIONS)}")
         if self.conv_chs is None and (self.act is not None or self.pool_first):
             raise ValueError("a head without a last conv takes no activation and no pool position")
-        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:
+        if (
+            isinstance(self.dropout, bool)
+            or not isinstance(self.dropout, (int, float))
+            or not 0.0 <= self.dropout < 1.0
+        ):
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
         if not _is_int(self.num_classes) or self.num_classes < 1:
             raise ValueError(f"num_classes must be an integer >= 1, got {self.num_classes!r}")
@@ -375,7 +392,8 @@ class BuildSettings:
     def __str__(self) -> str:
         return (
             f"settings in_chans={self.in_chans} bn_eps={format_number(self.bn_eps)} "
-            f"bn_momentum={format_number(self.bn_momentum)} padding={self.padding} divisor={self.divisor} act={self.act}"
+            f"bn_momentum={format_number(self.bn_momentum)} padding={self.padding} divisor={self.divisor} "
+            f"act={self.act}"
         )
 
     @classmethod
@@ -388,7 +406,9 @@ class BuildSettings:
         for word in words[1:]:
             key, sep, value = word.partition("=")
             if not sep or key not in kinds:
-                raise ValueError(f"settings {text!r}: unknown item {word!r}; allowed: {', '.join(f'{k}=...' for k in kinds)}")
+                raise ValueError(
+                    f"settings {text!r}: unknown item {word!r}; allowed: {', '.join(f'{k}=...' for k in kinds)}"
+                )
             if key in values:
                 raise ValueError(f"settings {text!r}: {key!r} given twice")
             try:
@@ -456,7 +476,12 @@ class NetSpec:
 
     def lines(self) -> list[str]:
         """One part per line: ``stem ...``, one line per stage, ``head ...``, ``settings ...``."""
-        return [str(self.stem), *(" ".join(map(str, stage)) for stage in self.stages), str(self.head), str(self.settings)]
+        return [
+            str(self.stem),
+            *(" ".join(map(str, stage)) for stage in self.stages),
+            str(self.head),
+            str(self.settings),
+        ]
 
     def __str__(self) -> str:
         return " | ".join(self.lines())
@@ -474,12 +499,16 @@ class NetSpec:
         if parts[-1].split()[0] == "settings":
             settings = BuildSettings.parse(parts.pop())
         if len(parts) < 3 or parts[-1].split()[0] != "head":
-            raise ValueError("a network spec is 'stem ... | <stage> | ... | head ... [| settings ...]': no head or no stage")
+            raise ValueError(
+                "a network spec is 'stem ... | <stage> | ... | head ... [| settings ...]': no head or no stage"
+            )
         head = HeadSpec.parse(parts[-1])
         stages = []
         for part in parts[1:-1]:
             if part.split()[0] in ("stem", "head", "settings"):
-                raise ValueError(f"{part.split()[0]!r} is out of place in {text[:80]!r}: order is stem, stages, head, settings")
+                raise ValueError(
+                    f"{part.split()[0]!r} is out of place in {text[:80]!r}: order is stem, stages, head, settings"
+                )
             stages.append(tuple(BlockSpec.parse(word) for word in part.split()))
         return cls(stem=stem, stages=tuple(stages), head=head, settings=settings)
 
@@ -565,7 +594,10 @@ def check_block_widths(name: str, block: BlockSpec, in_chs: int) -> None:
         if block.mid_chs % g:
             fail(f"bottleneck width m{block.mid_chs} must be a multiple of groups={g}")
         if branch < 1 or branch % g:
-            fail(f"its branch gives {branch} channels (output minus input at stride 2), which must be a positive multiple of groups={g}")
+            fail(
+                f"its branch gives {branch} channels (output minus input at stride 2), "
+                f"which must be a positive multiple of groups={g}"
+            )
     if block.kind in ("sv2", "sv2o"):
         if block.out_chs % 2 or in_chs % 2 and block.stride == 1:
             fail("a ShuffleNetV2 unit splits and concatenates halves: widths must be even")
