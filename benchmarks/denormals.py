@@ -19,7 +19,7 @@ from _results import write_results
 
 import lightnets
 from lightnets.analysis import machine_info
-from lightnets.cli.tables import format_table
+from lightnets.report import format_table
 
 
 def median_ms(model: torch.nn.Module, x: torch.Tensor, runs: int, flush: bool) -> float:

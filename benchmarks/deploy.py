@@ -26,7 +26,7 @@ from _results import write_results
 
 import lightnets
 from lightnets.analysis import machine_info
-from lightnets.cli.tables import format_table
+from lightnets.report import format_table
 from lightnets.convert import from_torchvision
 from lightnets.cost import measure_latency
 from lightnets.export import fuse

@@ -21,7 +21,7 @@ from torch import nn
 
 import lightnets
 from lightnets.analysis import machine_info
-from lightnets.cli.tables import format_table
+from lightnets.report import format_table
 from lightnets.export.onnx import OnnxModel, export_onnx
 from lightnets.export.quantize import quantize_int8
 from lightnets.train import digits, evaluate, fit

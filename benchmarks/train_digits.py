@@ -19,7 +19,7 @@ from _results import write_results
 
 import lightnets
 from lightnets.analysis import machine_info
-from lightnets.cli.tables import format_table
+from lightnets.report import format_table
 from lightnets.train import fit
 
 MODELS = ["mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small", "shufflenet_v1_g3_x1_0", "shufflenet_v2_x1_0"]

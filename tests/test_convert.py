@@ -51,7 +51,7 @@ def test_convert_checkpoint_loads_like_the_source(tmp_path, source, name, suffix
     from safetensors.torch import save_file
 
     from lightnets.convert import convert_checkpoint
-    from lightnets.train import load_weights
+    from lightnets.formats import load_model
 
     if source == "torchvision":
         reference = randomise(getattr(torchvision.models, name)(num_classes=6))
@@ -66,13 +66,11 @@ def test_convert_checkpoint_loads_like_the_source(tmp_path, source, name, suffix
     else:
         torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}}, path)
     config = convert_checkpoint(source, name, path, str(tmp_path / "out.safetensors"))
-    weights, stored = load_weights(str(tmp_path / "out.safetensors"))
-    ours = lightnets.create_model(stored["model"]["name"], **stored["model"]["options"])
-    ours.load_state_dict(weights)
+    loaded = load_model(str(tmp_path / "out.safetensors"))
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
-        torch.testing.assert_close(ours.eval()(x), reference.eval()(x), atol=1e-5, rtol=1e-5)
-    assert stored["classes"] == [str(i) for i in range(6)]
+        torch.testing.assert_close(loaded.model(x), reference.eval()(x), atol=1e-5, rtol=1e-5)
+    assert loaded.class_names == [str(i) for i in range(6)] and loaded.config == config
     assert tuple(config["preprocessing"]["mean"]) == ((0.485, 0.456, 0.406) if source == "torchvision" else (0.5, 0.5, 0.5))
 
 

@@ -172,8 +172,8 @@ def test_converted_megvii_checkpoint_predicts_like_the_bgr_original(tmp_path):
     from PIL import Image
 
     from lightnets.convert import convert_checkpoint
-    from lightnets.export.predict import predict, preprocess
-    from lightnets.train.data import Preprocessing
+    from lightnets.export import predict
+    from lightnets.formats import Preprocessing, load_image
 
     reference = randomise(_MegviiV1Style(8, (16, 192, 384, 768), classes=7)).eval()
     source = tmp_path / "snet.pth.tar"
@@ -185,7 +185,7 @@ def test_converted_megvii_checkpoint_predicts_like_the_bgr_original(tmp_path):
     image = tmp_path / "img.png"
     Image.fromarray((torch.rand(80, 100, 3) * 255).to(torch.uint8).numpy()).save(image)
     [prediction] = predict("shufflenet_v1_g8_x0_5_official", str(out), [str(image)], top=3)
-    rgb01 = preprocess(str(image), Preprocessing("imagenet", 64, (0.0,) * 3, (1.0,) * 3, resize=73))
+    rgb01 = load_image(str(image), Preprocessing("imagenet", 64, (0.0,) * 3, (1.0,) * 3, resize=73))
     with torch.no_grad():
         expected = reference(rgb01.flip(0).unsqueeze(0) * 255).softmax(1)[0]  # what Megvii's code is fed: BGR 0..255
     top = expected.topk(3)

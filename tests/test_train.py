@@ -10,7 +10,8 @@ import torch
 
 import lightnets
 from lightnets.cli import main
-from lightnets.train import CheckpointError, digits, fit, get_recipe, image_folder, load_checkpoint, save_checkpoint
+from lightnets.formats import CheckpointError, Preprocessing, load_checkpoint, save_checkpoint
+from lightnets.train import digits, fit, get_recipe, image_folder
 from lightnets.train.data import load_digits, stratified_split
 
 TINY = "mobilenet_v3_small_050"
@@ -188,8 +189,6 @@ def test_image_folder_training_and_bad_images(tmp_path):
 
 
 def test_image_folder_takes_a_checkpoints_preprocessing(tmp_path):
-    from lightnets.train import Preprocessing
-
     _image_tree(tmp_path)
     keras_like = Preprocessing("imagenet", 224, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), resize=256)
     _, default = image_folder(str(tmp_path), resolution=16)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ..report import pyplot
 from .zoo import ZooRow
 
 FAMILY_COLOURS = {
@@ -16,22 +17,11 @@ FAMILY_COLOURS = {
 }
 
 
-def _pyplot():
-    try:
-        import matplotlib
-    except ImportError:
-        raise ValueError('plotting needs matplotlib: pip install "lightnets[plot]"') from None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_zoo(rows: Sequence[ZooRow], path: str, title: str) -> None:
     """Scatter median latency against MAdds, one labelled point per model, p10-p90 bars."""
     if not rows:
         raise ValueError("nothing to plot: no rows")
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(13, 9), dpi=110)
     for family, colour in FAMILY_COLOURS.items():
         fam = [r for r in rows if r.family == family]

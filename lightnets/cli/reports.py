@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from ..analysis.zoo import ZooRow
 from ..cost import Profile
-from .tables import format_table
+from ..report import format_table
 
 
 def _shape(shape: Sequence[int]) -> str:

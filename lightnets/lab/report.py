@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..cli.tables import format_table
+from ..report import format_table, pyplot
 from . import paper
 from .experiments import ExperimentResult
 
@@ -81,9 +81,7 @@ def report(result: ExperimentResult) -> str:
 
 
 def plot(result: ExperimentResult, path: str) -> None:
-    from ..analysis.plots import _pyplot
-
-    plt = _pyplot()
+    plt = pyplot()
     if result.name == "depthwise":
         _plot_depthwise(plt, result, path)
         return

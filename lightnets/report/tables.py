@@ -1,4 +1,4 @@
-"""Plain-text tables for the terminal."""
+"""Plain-text tables for the terminal: aligned columns, numbers right, text left."""
 
 from __future__ import annotations
 
