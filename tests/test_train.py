@@ -236,3 +236,106 @@ def test_lr_is_finite_for_all_recipes():
     for name in ("mobilenet_v2", "mobilenet_v3", "shufflenet", "small-data"):
         recipe = get_recipe(name)
         assert all(math.isfinite(recipe.lr_at(s, 10, 1000)) for s in range(0, 1000, 97))
+
+
+def _count_training_forwards(model):
+    calls = []
+    model.register_forward_pre_hook(lambda module, args: calls.append(module.training))
+    return calls
+
+
+def test_fit_in_memory_writes_nothing_and_stops_at_the_step_budget(tmp_path, monkeypatch):
+    import builtins
+
+    import lightnets.train.loop
+
+    monkeypatch.chdir(tmp_path)
+    written, real_open = [], builtins.open
+
+    def spying_open(file, mode="r", *args, **kwargs):
+        if any(flag in mode for flag in "wax+"):
+            written.append(file)
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", spying_open)
+    monkeypatch.setattr(lightnets.train.loop, "save_checkpoint", lambda *a, **k: written.append("checkpoint"))
+    import dataclasses
+
+    train, test = digits(16)
+    splits = dataclasses.replace(train, size=256), dataclasses.replace(test, size=64)  # the first digits: seconds
+    recipe = get_recipe("small-data").with_overrides(warmup_epochs=0.0, batch_size=32)  # 8 steps an epoch
+    model = lightnets.create_model(TINY, num_classes=10)
+    calls = _count_training_forwards(model)
+    result = fit(model, splits, recipe, run_dir=None, max_steps=20, show_progress=False, log=lambda m: None)
+    assert written == [] and list(tmp_path.iterdir()) == []
+    assert sum(calls) == 20 and result.final["step"] == 20  # optimizer steps: the budget crosses two epochs
+    assert result.epochs == 3 and [row["epoch"] for row in result.history] == [1, 2, 3]
+    assert result.run_dir is None and result.model is model and 0 <= result.final["val_top1"] <= 1
+    # the schedule ends with the budget: cosine near zero at its last step ...
+    assert result.final["lr"] < 0.01 * recipe.lr
+    capped = fit(lightnets.create_model(TINY, num_classes=10), splits, recipe, run_dir=None, epochs=15, max_steps=20,
+                 show_progress=False, log=lambda m: None)
+    # ... whereas with epochs it is a cap: 20 steps into a 120-step cosine, the rate has hardly moved
+    assert capped.final["step"] == 20 and capped.final["lr"] > 0.9 * recipe.lr
+    with pytest.raises(ValueError, match="resume and checkpoint_every need a run_dir"):
+        fit(model, "digits", run_dir=None, resume=True)
+
+
+def test_fit_restores_the_global_torch_state_also_when_it_raises():
+    import random
+
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    try:
+        model = lightnets.create_model(TINY, num_classes=10)
+        torch.set_num_threads(3)
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.manual_seed(123)
+        random.seed(123)
+        rng, python_rng = torch.get_rng_state(), random.getstate()
+
+        def check():
+            assert torch.get_num_threads() == 3
+            assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+            assert torch.equal(torch.get_rng_state(), rng) and random.getstate() == python_rng
+
+        result = fit(model, "digits", run_dir=None, resolution=16, max_steps=2, threads=1, deterministic=True, seed=7,
+                     show_progress=False, log=lambda m: None)
+        assert result.final["step"] == 2
+        check()
+        calls = _count_training_forwards(model)
+        model.register_forward_pre_hook(lambda module, args: None if len(calls) < 2 else 1 / 0)
+        with pytest.raises(ZeroDivisionError):
+            fit(model, "digits", run_dir=None, resolution=16, max_steps=5, threads=1, deterministic=True,
+                show_progress=False, log=lambda m: None)
+        assert calls[:2] == [True, True]  # it failed inside the training loop, after setting threads and seeds
+        check()
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+
+
+def test_resume_takes_the_network_seed_and_data_from_the_checkpoint(tmp_path):
+    from lightnets.train import resume
+
+    fit(lightnets.create_model(TINY, num_classes=10), "digits", run_dir=str(tmp_path), epochs=2, batch_size=64,
+        resolution=16, max_steps=3, seed=5, model_config={"name": TINY, "options": {"num_classes": 10}},
+        show_progress=False, log=lambda m: None)
+    with pytest.raises(ValueError, match=f"holds '{TINY}', not 'mobilenet_v2'"):
+        resume(str(tmp_path), "mobilenet_v2")
+    messages = []
+    result = resume(str(tmp_path), TINY, max_steps=5, show_progress=False, log=messages.append)
+    assert messages[0].startswith("resumed") and "at epoch 0, step 3" in messages[0]
+    assert result.final["step"] == 5
+    config = load_checkpoint(str(tmp_path / "last.safetensors")).config
+    assert config["seed"] == 5 and config["preprocessing"]["resolution"] == 16 and config["recipe"]["epochs"] == 2
+
+
+def test_calibration_batches_are_fixed_and_unaugmented():
+    from lightnets.train import calibration_batches
+
+    first = calibration_batches("digits", 16, batches=3, batch_size=8)
+    again = calibration_batches("digits", 16, batches=3, batch_size=8)
+    assert [b.shape for b in first] == [(8, 3, 16, 16)] * 3
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+    with pytest.raises(ValueError, match="batches must be an integer >= 1, got 0"):
+        calibration_batches("digits", 16, batches=0)

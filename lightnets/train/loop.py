@@ -262,8 +262,8 @@ def fit(
     ``previous``, ``best`` or a path); :func:`resume` does so from the checkpoint alone.
     ``checkpoint_every`` also checkpoints every N optimizer steps. ``max_steps`` without
     ``epochs`` is a step budget: the run lasts ``max_steps`` optimizer steps, over as many epochs
-    as that takes, and the learning-rate schedule (warm-up included) spans exactly those steps,
-    so a short fine-tune still anneals. With ``epochs`` it is a cap: the schedule spans the
+    as that takes, and the learning-rate schedule ends at the last of them (after the recipe's
+    warm-up epochs), so a short fine-tune still anneals. With ``epochs`` it is a cap: the schedule spans the
     epochs and the run stops early, resumable to its end (smoke tests). ``model_config``
     (registry name and options) is stored with the checkpoints so that
     :func:`lightnets.formats.load_model` can rebuild the model.
