@@ -26,10 +26,10 @@ from _results import write_results
 
 import lightnets
 from lightnets.analysis import machine_info
-from lightnets.report import format_table
 from lightnets.convert import from_torchvision
 from lightnets.cost import measure_latency
 from lightnets.export import fuse
+from lightnets.report import format_table
 
 MODELS = ["mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small", "shufflenet_v2_x1_0"]
 

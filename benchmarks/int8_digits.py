@@ -21,9 +21,9 @@ from torch import nn
 
 import lightnets
 from lightnets.analysis import machine_info
-from lightnets.report import format_table
 from lightnets.export.onnx import OnnxModel, export_onnx
 from lightnets.export.quantize import quantize_int8
+from lightnets.report import format_table
 from lightnets.train import digits, evaluate, fit
 
 MODELS = ["mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small", "shufflenet_v1_g3_x1_0", "shufflenet_v2_x1_0"]

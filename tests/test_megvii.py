@@ -49,7 +49,7 @@ class _MegviiStyle(nn.Module):
         self.first_conv = nn.Sequential(nn.Conv2d(3, widths[0], 3, 2, 1, bias=False), *_bn_relu(widths[0]))
         self.maxpool = nn.MaxPool2d(3, 2, 1)
         units, inp = [], widths[0]
-        for out, repeats in zip(widths[1:4], (4, 8, 4)):
+        for out, repeats in zip(widths[1:4], (4, 8, 4), strict=True):
             for i in range(repeats):
                 units.append(_Unit(inp, out, out // 2, 2) if i == 0 else _Unit(inp // 2, out, out // 2, 1))
                 inp = out
@@ -121,7 +121,7 @@ class _MegviiV1Style(nn.Module):
         super().__init__()
         self.first_conv = nn.Sequential(nn.Conv2d(3, widths[0], 3, 2, 1, bias=False), *_bn_relu(widths[0]))
         units, inp = [], widths[0]
-        for stage, (out, repeats) in enumerate(zip(widths[1:], (4, 8, 4))):
+        for stage, (out, repeats) in enumerate(zip(widths[1:], (4, 8, 4), strict=True)):
             for i in range(repeats):
                 units.append(_V1Unit(inp, out, groups, 2 if i == 0 else 1, first_grouped=stage > 0 or i > 0))
                 inp = out

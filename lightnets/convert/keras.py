@@ -141,7 +141,7 @@ def _read_keras3(layers_group, path: str) -> list[KerasLayer]:
         names = _BN_VARS if kind == "batchnorm" else ("kernel", "bias")
         if len(values) > len(names):
             raise ValueError(f"{path!r}: layer {key!r} has {len(values)} variables, expected at most {len(names)}")
-        found.append((kind, int(match[2] or 0), KerasLayer(key, kind, dict(zip(names, values)))))
+        found.append((kind, int(match[2] or 0), KerasLayer(key, kind, dict(zip(names, values, strict=False)))))
     # Keras 3 numbers layers per class, in build order; dense layers close the network.
     order = {kind: i for i, kind in enumerate(_KINDS)}
     return [layer for _, _, layer in sorted(found, key=lambda item: (order[item[0]], item[1]))]
@@ -223,7 +223,7 @@ def from_keras(
     state: dict[str, torch.Tensor] = {}
     for kind in _KINDS:
         theirs, mine = by_kind[kind], ours[kind]
-        for (name, module), layer in zip(mine, theirs):
+        for (name, module), layer in zip(mine, theirs, strict=False):  # unequal counts: the clearer error below
             for key, value in _converted(layer, module).items():
                 target = getattr(module, key)
                 if tuple(value.shape) != tuple(target.shape):

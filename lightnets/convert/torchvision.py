@@ -76,7 +76,8 @@ def from_torchvision(name_or_model: str | nn.Module, state_dict: Mapping[str, to
         model = name_or_model
     ours = model.state_dict()
     converted: dict[str, torch.Tensor] = {}
-    for (their_key, tensor), (our_key, target) in zip(state_dict.items(), ours.items()):
+    # strict=False: unequal counts get the clearer error below, naming the first extra key
+    for (their_key, tensor), (our_key, target) in zip(state_dict.items(), ours.items(), strict=False):
         if _suffix(their_key) != _suffix(our_key):
             raise ValueError(
                 f"torchvision key {their_key!r} {tuple(tensor.shape)} does not match lightnets key "

@@ -77,11 +77,16 @@ def g3_network(variant: str, channels: int, blocks: int = BLOCKS) -> Stack:
     if variant.endswith("parallel"):
         if channels % fragments:
             raise ValueError(f"channels {channels} must be divisible by {fragments} fragments")
-        block = lambda: _Parallel([_conv1x1(channels, channels // fragments) for _ in range(fragments)])
-        return Stack([block() for _ in range(blocks)], channels, f"{fragments} x {channels}->{channels // fragments}, concat")
+        def parallel() -> nn.Module:
+            return _Parallel([_conv1x1(channels, channels // fragments) for _ in range(fragments)])
+
+        return Stack([parallel() for _ in range(blocks)], channels,
+                     f"{fragments} x {channels}->{channels // fragments}, concat")
     width = round(channels / math.sqrt(fragments))
-    block = lambda: nn.Sequential(*[_conv1x1(width, width) for _ in range(fragments)])
-    return Stack([block() for _ in range(blocks)], width, f"{fragments} x {width}->{width}")
+    def series() -> nn.Module:
+        return nn.Sequential(*[_conv1x1(width, width) for _ in range(fragments)])
+
+    return Stack([series() for _ in range(blocks)], width, f"{fragments} x {width}->{width}")
 
 
 class Bottleneck(nn.Module):

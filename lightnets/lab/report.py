@@ -112,7 +112,7 @@ def _plot_depthwise(plt, result: ExperimentResult, path: str) -> None:
     grid = result.extra["grid"]
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 6), dpi=110)
     sizes = sorted({g["size"] for g in grid}, reverse=True)
-    for marker, size in zip("osD^v", sizes):
+    for marker, size in zip("osD^v", sizes, strict=False):
         pts = sorted((g for g in grid if g["size"] == size), key=lambda g: g["channels"])
         left.plot([g["channels"] for g in pts], [g["time_ratio"] / g["madds_ratio"] for g in pts], "-" + marker, label=f"{size}x{size} maps")
     left.axhline(1.0, color="grey", lw=0.8, ls="--", label="time falls as far as MAdds (1/N + 1/9)")
