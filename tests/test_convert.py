@@ -28,7 +28,9 @@ def test_converter_accepts_our_model_instance():
 
 def test_converter_rejects_other_architecture():
     theirs = torchvision.models.shufflenet_v2_x1_0().state_dict()
-    with pytest.raises(ValueError, match=r"shape mismatch: torchvision 'conv1.0.weight' \(24, 3, 3, 3\) vs lightnets 'conv_stem.weight' \(32, 3, 3, 3\)"):
+    message = (r"shape mismatch: torchvision 'conv1.0.weight' \(24, 3, 3, 3\) "
+               r"vs lightnets 'conv_stem.weight' \(32, 3, 3, 3\)")
+    with pytest.raises(ValueError, match=message):
         from_torchvision("mobilenet_v2", {**theirs})
     with pytest.raises(ValueError, match="shape mismatch"):
         from_torchvision("shufflenet_v2_x0_5", theirs)
@@ -46,7 +48,8 @@ def test_converter_rejects_unknown_name():
         from_torchvision("mobilenet_v1", {})
 
 
-@pytest.mark.parametrize(("source", "name", "suffix"), [("torchvision", "shufflenet_v2_x0_5", ".safetensors"), ("timm", "tf_mobilenetv3_small_minimal_100", ".pth")])
+@pytest.mark.parametrize(("source", "name", "suffix"), [("torchvision", "shufflenet_v2_x0_5", ".safetensors"),
+                                                        ("timm", "tf_mobilenetv3_small_minimal_100", ".pth")])
 def test_convert_checkpoint_loads_like_the_source(tmp_path, source, name, suffix):
     from safetensors.torch import save_file
 
@@ -71,7 +74,8 @@ def test_convert_checkpoint_loads_like_the_source(tmp_path, source, name, suffix
     with torch.no_grad():
         torch.testing.assert_close(loaded.model(x), reference.eval()(x), atol=1e-5, rtol=1e-5)
     assert loaded.class_names == [str(i) for i in range(6)] and loaded.config == config
-    assert tuple(config["preprocessing"]["mean"]) == ((0.485, 0.456, 0.406) if source == "torchvision" else (0.5, 0.5, 0.5))
+    expected_mean = (0.485, 0.456, 0.406) if source == "torchvision" else (0.5, 0.5, 0.5)
+    assert tuple(config["preprocessing"]["mean"]) == expected_mean
 
 
 def test_from_torchvision_restores_order_under_a_wrapper_prefix():

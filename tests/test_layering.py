@@ -100,7 +100,8 @@ def imports_of(file: str, source: str) -> Iterator[Import]:
             func = node.func
             called = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
             name = node.args[0].value
-            if called in ("import_module", "__import__") and isinstance(name, str) and name.split(".")[0] == "lightnets":
+            literal = isinstance(name, str) and name.split(".")[0] == "lightnets"
+            if called in ("import_module", "__import__") and literal:
                 yield Import(file, node.lineno, name)
 
 
@@ -138,7 +139,8 @@ def private_violations(imports: list[Import]) -> list[str]:
             continue
         hidden = [p for p in imp.target.split(".") if _private(p)] + [n for n in imp.names if _private(n)]
         if hidden:
-            found.append(f"{imp.where}: imports {', '.join(hidden)} from {imp.target}, private to {package_of(imp.target)}")
+            owner = package_of(imp.target)
+            found.append(f"{imp.where}: imports {', '.join(hidden)} from {imp.target}, private to {owner}")
     return found
 
 
@@ -214,7 +216,8 @@ def test_no_private_names_imported_across_packages():
 
 def test_the_checker_flags_synthetic_violations():
     fake = {
-        "lightnets/models/zoo.py": "from ..train import fit\n\n\ndef f():\n    from lightnets.cost.latency import _percentile\n",
+        "lightnets/models/zoo.py": "from ..train import fit\n\n\ndef f():\n"
+                                   "    from lightnets.cost.latency import _percentile\n",
         "lightnets/train/a.py": "from ..export import fuse, predict\n",
         "lightnets/export/b.py": "import importlib\nimportlib.import_module('lightnets.train.loop')\n",
         "lightnets/cost/c.py": "from ..layers import conv\nfrom . import _helpers\n",  # both allowed

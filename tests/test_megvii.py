@@ -81,7 +81,8 @@ def _assert_converts(reference, name, path, size):
 
 
 def test_megvii_layout_converts_with_equal_outputs(tmp_path):
-    _assert_converts(randomise(_MegviiStyle(classes=50)), "ShuffleNetV2_1.0x", tmp_path / "ShuffleNetV2.1.0x.pth.tar", 96)
+    _assert_converts(randomise(_MegviiStyle(classes=50)), "ShuffleNetV2_1.0x",
+                     tmp_path / "ShuffleNetV2.1.0x.pth.tar", 96)
 
 
 def test_megvii_mismatch_is_named():
@@ -107,7 +108,8 @@ class _V1Unit(nn.Module):
             nn.Conv2d(inp, mid, 1, groups=groups if first_grouped else 1, bias=False), *_bn_relu(mid),
             nn.Conv2d(mid, mid, 3, stride, 1, groups=mid, bias=False), *_bn_relu(mid, relu=False),
         )
-        self.branch_main_2 = nn.Sequential(nn.Conv2d(mid, out, 1, groups=groups, bias=False), *_bn_relu(out, relu=False))
+        self.branch_main_2 = nn.Sequential(nn.Conv2d(mid, out, 1, groups=groups, bias=False),
+                                           *_bn_relu(out, relu=False))
 
     def forward(self, x):
         y = self.branch_main_2(_megvii_v1_shuffle(self.branch_main_1(x), self.groups))

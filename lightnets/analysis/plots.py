@@ -61,7 +61,8 @@ def _label_points(fig, ax, rows: Sequence[ZooRow], fontsize: float = 6.5) -> Non
     to_px = ax.transData.transform
     points = [tuple(to_px((r.madds / 1e6, r.latency.median_ms))) for r in rows]
     char_w, text_h = fontsize * 0.62 * fig.dpi / 72, fontsize * 1.3 * fig.dpi / 72
-    candidates = [(6, 3), (6, -text_h - 3), (-6, 3), (-6, -text_h - 3), (0, 8), (0, -text_h - 8), (10, -text_h / 2), (-10, -text_h / 2)]
+    candidates = [(6, 3), (6, -text_h - 3), (-6, 3), (-6, -text_h - 3),
+                  (0, 8), (0, -text_h - 8), (10, -text_h / 2), (-10, -text_h / 2)]
     placed: list[tuple[float, float, float, float]] = []
 
     def overlap(a, b) -> float:

@@ -30,7 +30,8 @@ def cmd_models(args: argparse.Namespace) -> int:
     print(
         format_table(
             rows,
-            columns=[("name", "model"), ("family", "family"), ("params", "params"), ("madds", f"MAdds@{args.resolution}")],
+            columns=[("name", "model"), ("family", "family"), ("params", "params"),
+                     ("madds", f"MAdds@{args.resolution}")],
             formats={"params": "{:,}", "madds": lambda v: f"{v / 1e6:,.1f} M"},
         )
     )
@@ -89,7 +90,9 @@ def cmd_zoo(args: argparse.Namespace) -> int:
         from ..report import pyplot
 
         pyplot()  # fail before measuring if matplotlib is missing
-    rows = run_zoo(args.resolution, threads=args.threads, runs=args.runs, warmup=args.warmup, models=models, backend=args.backend)
+    rows = run_zoo(
+        args.resolution, threads=args.threads, runs=args.runs, warmup=args.warmup, models=models, backend=args.backend
+    )
     machine = machine_info()
     title = zoo_title(args.resolution, rows[0].latency.threads, machine["cpu"], machine["torch"], args.backend)
     print(zoo_report(rows, title))
@@ -101,7 +104,8 @@ def cmd_zoo(args: argparse.Namespace) -> int:
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(
-                {"title": title, "machine": machine, "resolution": args.resolution, "models": [r.to_dict() for r in rows]},
+                {"title": title, "machine": machine, "resolution": args.resolution,
+                 "models": [r.to_dict() for r in rows]},
                 fh,
                 indent=2,
             )
@@ -182,7 +186,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             model_config={"name": args.name, "options": options}, **run_options,
         )
     if int(os.environ.get("RANK", "0")) == 0:
-        print(f"best validation top-1 {100 * result.best_top1:.2f}% at epoch {result.best_epoch}; run directory {result.run_dir}")
+        print(f"best validation top-1 {100 * result.best_top1:.2f}% at epoch {result.best_epoch}; "
+              f"run directory {result.run_dir}")
         if args.plot:
             from ..train.plots import plot_curves, read_metrics
 
@@ -208,8 +213,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
           f"top-1 {100 * result.top1:.2f}%, top-5 {100 * result.top5:.2f}%, loss {result.loss:.4f}")
     print()
     per_class = zip(result.classes, result.per_class, result.confusion.sum(1), strict=True)
-    print(format_table([{"class": c, "acc": a, "n": int(n)} for c, a, n in per_class],
-                       [("class", "class"), ("n", "images"), ("acc", "accuracy")], formats={"acc": lambda v: f"{100 * v:.1f}%"}))
+    print(
+        format_table(
+            [{"class": c, "acc": a, "n": int(n)} for c, a, n in per_class],
+            [("class", "class"), ("n", "images"), ("acc", "accuracy")],
+            formats={"acc": lambda v: f"{100 * v:.1f}%"},
+        )
+    )
     if len(result.classes) <= 20:
         print("\nconfusion matrix (rows: true class, columns: predicted)")
         rows = [{"true": c, **{p: int(v) for p, v in zip(result.classes, row, strict=True)}}
@@ -255,7 +265,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.int8:
         from ..train import calibration_batches
 
-        batches = calibration_batches(args.calibration, resolution, preprocessing=preprocessing, batches=args.calibration_batches)
+        batches = calibration_batches(
+            args.calibration, resolution, preprocessing=preprocessing, batches=args.calibration_batches
+        )
         quantize_int8(model, args.output, batches, resolution=resolution)
     elif args.format == "onnx":
         export_onnx(model, args.output, resolution=max(resolution, 32), fuse_bn=not args.no_fuse)
@@ -326,7 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
     lab = sub.add_parser("lab", help="rerun ShuffleNetV2's G1-G4 experiments and the depthwise study here")
     lab.add_argument("experiment", choices=["g1", "g2", "g3", "g4", "depthwise", "all"])
     lab.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    lab.add_argument("--threads", type=_positive_int, help="intra-op threads (default 1 on the CPU, as the paper's ARM)")
+    lab.add_argument(
+        "--threads", type=_positive_int, help="intra-op threads (default 1 on the CPU, as the paper's ARM)"
+    )
     lab.add_argument("--batch", type=_positive_int, help="batch size (default 1 on the CPU, 8 on the GPU)")
     lab.add_argument("--seconds", type=float, default=1.0, help="timing budget per network (default 1 s)")
     lab.add_argument("--plot-dir", metavar="DIR", help="write one PNG per experiment here")
@@ -335,12 +349,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train a model (digits by default, or an ImageFolder tree)")
     train.add_argument("name", help="a registered model")
-    train.add_argument("--data", default="digits", help="'digits' (built in) or PATH with train/ and val/ class folders")
-    train.add_argument("--recipe", default="small-data", help="small-data (default), mobilenet_v2, mobilenet_v3, shufflenet")
+    train.add_argument(
+        "--data", default="digits", help="'digits' (built in) or PATH with train/ and val/ class folders"
+    )
+    train.add_argument(
+        "--recipe", default="small-data", help="small-data (default), mobilenet_v2, mobilenet_v3, shufflenet"
+    )
     train.add_argument("--epochs", type=_positive_int)
     train.add_argument("--batch-size", type=_positive_int, help="per process")
     train.add_argument("--lr", type=float, help="peak learning rate (overrides the recipe)")
-    train.add_argument("--resolution", type=_positive_int, help="input size: the resolution multiplier (default 32 for digits, 224 otherwise)")
+    train.add_argument("--resolution", type=_positive_int,
+                       help="input size: the resolution multiplier (default 32 for digits, 224 otherwise)")
     train.add_argument("--width-mult", type=float)
     train.add_argument("--groups", type=int, help="ShuffleNetV1 groups")
     train.add_argument("--minimal", action="store_true", help="MobileNetV3 minimalistic")
@@ -357,9 +376,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--deterministic", action="store_true", help="deterministic algorithms (exact reruns)")
     train.add_argument("--threads", type=_positive_int)
     train.add_argument("--max-steps", type=_positive_int,
-                       help="train for this many optimizer steps, the schedule spanning them; with --epochs: stop early")
+                       help="train for this many optimizer steps, the schedule ending there; with --epochs: stop early")
     train.add_argument("--workers", type=int, default=0, help="image-reading processes for ImageFolder data")
-    train.add_argument("--bad-images", choices=["skip", "error"], default="skip", help="unreadable images: skip and count, or stop")
+    train.add_argument(
+        "--bad-images", choices=["skip", "error"], default="skip", help="unreadable images: skip and count, or stop"
+    )
     train.add_argument("--plot", action="store_true", help="write RUN_DIR/curves.png at the end")
     train.add_argument("--no-progress", action="store_true")
     train.set_defaults(func=cmd_train)
@@ -393,14 +414,20 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--minimal", action="store_true")
     ex.add_argument("--no-fuse", action="store_true", help="keep BatchNorm layers (default: folded into the convs)")
     ex.add_argument("--int8", action="store_true", help="quantize to int8 (ONNX Runtime QDQ, per-channel weights)")
-    ex.add_argument("--calibration", metavar="DATA", help="with --int8: 'digits' or an ImageFolder PATH (its train split)")
+    ex.add_argument(
+        "--calibration", metavar="DATA", help="with --int8: 'digits' or an ImageFolder PATH (its train split)"
+    )
     ex.add_argument("--calibration-batches", type=_positive_int, default=10, help="batches of 32 images (default 10)")
     ex.add_argument("-o", "--output", required=True)
     ex.set_defaults(func=cmd_export)
 
-    cv = sub.add_parser("convert", help="turn a torchvision, timm, Keras or Megvii weight file into a lightnets checkpoint")
+    cv = sub.add_parser(
+        "convert", help="turn a torchvision, timm, Keras or Megvii weight file into a lightnets checkpoint"
+    )
     cv.add_argument("source", choices=["torchvision", "timm", "keras", "megvii"])
-    cv.add_argument("name", help="the model's name there: mobilenet_v2, mobilenetv3_large_100, MobileNetV2, ShuffleNetV2_1.0x")
+    cv.add_argument(
+        "name", help="the model's name there: mobilenet_v2, mobilenetv3_large_100, MobileNetV2, ShuffleNetV2_1.0x"
+    )
     cv.add_argument("file", help=".pth/.pth.tar/.safetensors (torchvision, timm, megvii) or .h5/.weights.h5/.keras")
     cv.add_argument("-o", "--output", required=True, help="the lightnets checkpoint to write (.safetensors)")
     cv.add_argument("--width-mult", type=float, default=1.0, help="Keras only: the file's alpha")

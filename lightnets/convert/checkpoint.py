@@ -76,7 +76,9 @@ def convert_checkpoint(
         name, options = TIMM_MODELS[source_name]
         options = {**options, "num_classes": _num_classes(model)}
         tf_port = source_name.startswith("tf_")  # timm's TF ports take inception-style [-1, 1] inputs
-        pre = imagenet_preprocessing(resolution, *((KERAS_PREPROCESSING["mean"], KERAS_PREPROCESSING["std"]) if tf_port else ()))
+        pre = imagenet_preprocessing(
+            resolution, *((KERAS_PREPROCESSING["mean"], KERAS_PREPROCESSING["std"]) if tf_port else ())
+        )
     elif source == "keras":
         model = from_keras(source_name, path, width_mult=width_mult, minimal=minimal)
         name, options = KERAS_MODELS[source_name]

@@ -48,7 +48,12 @@ KERAS_MODELS: dict[str, tuple[str, dict]] = {
 KERAS_PREPROCESSING = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
 
 _KINDS = ("conv", "depthwise", "batchnorm", "dense")
-_KERAS3_CLASS = {"conv2d": "conv", "depthwise_conv2d": "depthwise", "batch_normalization": "batchnorm", "dense": "dense"}
+_KERAS3_CLASS = {
+    "conv2d": "conv",
+    "depthwise_conv2d": "depthwise",
+    "batch_normalization": "batchnorm",
+    "dense": "dense",
+}
 _BN_VARS = ("gamma", "beta", "moving_mean", "moving_variance")
 
 
@@ -91,7 +96,9 @@ def read_keras_weights(path: str | os.PathLike) -> list[KerasLayer]:
             return _read_legacy(root, path)
         if "layers" in root:
             return _read_keras3(root["layers"], path)
-    raise ValueError(f"{path!r}: neither a legacy Keras weight file (no 'layer_names') nor a Keras 3 one (no 'layers' group)")
+    raise ValueError(
+        f"{path!r}: neither a legacy Keras weight file (no 'layer_names') nor a Keras 3 one (no 'layers' group)"
+    )
 
 
 def _decode(value) -> str:
@@ -163,7 +170,12 @@ def _our_layers(model: nn.Module, classifier_kind: str) -> dict[str, list[tuple[
 def _converted(layer: KerasLayer, module: nn.Module) -> dict[str, np.ndarray]:
     a = layer.arrays
     if layer.kind == "batchnorm":
-        return {"weight": a["gamma"], "bias": a["beta"], "running_mean": a["moving_mean"], "running_var": a["moving_variance"]}
+        return {
+            "weight": a["gamma"],
+            "bias": a["beta"],
+            "running_mean": a["moving_mean"],
+            "running_var": a["moving_variance"],
+        }
     if layer.kind == "depthwise":
         kh, kw, channels, multiplier = a["kernel"].shape
         out = {"weight": a["kernel"].transpose(2, 3, 0, 1).reshape(channels * multiplier, 1, kh, kw)}

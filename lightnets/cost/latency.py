@@ -39,7 +39,8 @@ def register_backend(name: str, prepare: Callable[..., contextlib.AbstractContex
     that yields the runner to time and releases what it made (files, sessions) on exit.
     """
     if name not in BACKENDS or name in _BUILT_IN:
-        raise ValueError(f"cannot register backend {name!r}; registrable: {', '.join(b for b in BACKENDS if b not in _BUILT_IN)}")
+        allowed = ", ".join(b for b in BACKENDS if b not in _BUILT_IN)
+        raise ValueError(f"cannot register backend {name!r}; registrable: {allowed}")
     _REGISTERED[name] = prepare
 
 
@@ -130,7 +131,9 @@ def _check(runs: int, warmup: int, backend: str, input_size: tuple[int, ...]) ->
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; allowed: {', '.join(BACKENDS)}")
     if not input_size or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in input_size):
-        raise ValueError(f"input_size must be a tuple of positive integers such as (1, 3, 224, 224), got {input_size!r}")
+        raise ValueError(
+            f"input_size must be a tuple of positive integers such as (1, 3, 224, 224), got {input_size!r}"
+        )
 
 
 def measure_latency(
@@ -149,11 +152,13 @@ def measure_latency(
     denormals for the duration, restoring both afterwards, and reports both. ``backend``:
     ``"eager"``, ``"compile"`` (``torch.compile``, compiled during warm-up, which therefore
     runs at least once) or ``"onnxruntime"`` (the model exported to ONNX with BatchNorm
-    folded, shapes fixed at the timed input size, run by ONNX Runtime on the CPU with the same thread count and denormals set to
-    zero; needs ``lightnets[deploy]``) or ``"onnxruntime-int8"`` (the same, quantized to int8
-    with per-channel weights, calibrated on 8 random batches: right for timing, not for
-    accuracy, which needs real calibration data: ``lightnets export --int8 --calibration``). ``channels_last`` converts a copy of the model and the input; the
-    caller's model is never modified (its training flag is restored).
+    folded, shapes fixed at the timed input size, run by ONNX Runtime on the CPU with the same
+    thread count and denormals set to zero; needs ``lightnets[deploy]``) or
+    ``"onnxruntime-int8"`` (the same, quantized to int8 with per-channel weights, calibrated on
+    8 random batches: right for timing, not for accuracy, which needs real calibration data:
+    ``lightnets export --int8 --calibration``). The two ONNX Runtime backends come from
+    :mod:`lightnets.export.latency`. ``channels_last`` converts a copy of the model and the
+    input; the caller's model is never modified (its training flag is restored).
     """
     input_size = tuple(input_size)
     _check(runs, warmup, backend, input_size)
@@ -177,9 +182,11 @@ def measure_latency(
             runner = torch.compile(runner)
             warmup = max(warmup, 1)
         if backend in _REGISTERED:
-            runner = prepared.enter_context(_REGISTERED[backend](
-                model, input_size, threads=threads or torch.get_num_threads(), device=device, channels_last=channels_last,
-            ))
+            prepare = _REGISTERED[backend]
+            threads_used = threads or torch.get_num_threads()
+            runner = prepared.enter_context(
+                prepare(model, input_size, threads=threads_used, device=device, channels_last=channels_last)
+            )
         sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
         times: list[float] = []
         with set_threads(threads) as used_threads, denormals_flushed() as flushed, torch.inference_mode():

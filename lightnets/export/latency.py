@@ -44,7 +44,9 @@ def onnxruntime_runner(
         yield OnnxModel(path, threads=threads)
 
 
-def onnxruntime_int8_runner(model: nn.Module, input_size: tuple[int, ...], **conditions) -> contextlib.AbstractContextManager:
+def onnxruntime_int8_runner(
+    model: nn.Module, input_size: tuple[int, ...], **conditions
+) -> contextlib.AbstractContextManager:
     """:func:`onnxruntime_runner` with ``int8=True``."""
     return onnxruntime_runner(model, input_size, int8=True, **conditions)
 

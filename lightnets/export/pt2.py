@@ -10,7 +10,9 @@ from torch import nn
 from .fuse import fuse
 
 
-def export_pt2(model: nn.Module, path: str, *, resolution: int = 224, fuse_bn: bool = True, max_batch: int = 4096) -> str:
+def export_pt2(
+    model: nn.Module, path: str, *, resolution: int = 224, fuse_bn: bool = True, max_batch: int = 4096
+) -> str:
     """``torch.export`` ``model`` (eval mode, BatchNorm folded unless ``fuse_bn=False``) to ``path``.
 
     The batch axis is dynamic up to ``max_batch``; the spatial size is fixed at ``resolution``.

@@ -154,7 +154,9 @@ def load_checkpoint(path: str) -> Checkpoint:
     except Exception as err:  # noqa: BLE001 - safetensors raises its own error types for garbled files
         raise CheckpointError(f"checkpoint {path!r} is truncated or corrupted and was refused ({err})") from None
     if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path!r} is not a lightnets checkpoint (format {meta.get('format')!r}, expected {FORMAT!r})")
+        raise CheckpointError(
+            f"{path!r} is not a lightnets checkpoint (format {meta.get('format')!r}, expected {FORMAT!r})"
+        )
     if tensor_digest(tensors) != meta.get("sha256"):
         raise CheckpointError(f"checkpoint {path!r} is corrupted: its tensors do not match the stored SHA-256")
     groups: dict[str, dict[str, torch.Tensor]] = {"model": {}, "ema": {}, "optim": {}, "rng": {}}

@@ -83,7 +83,8 @@ def load_model(
     config = ckpt.config
     if "preprocessing" not in config or "classes" not in config:
         raise CheckpointError(
-            f"checkpoint {path!r} stores no preprocessing or class names; it was not written by lightnets train or convert"
+            f"checkpoint {path!r} stores no preprocessing or class names; "
+            "it was not written by lightnets train or convert"
         )
     class_names = list(config["classes"])
     name, built_options, model = _build(config.get("model") or {}, name, options or {}, class_names, path)
@@ -91,7 +92,9 @@ def load_model(
     try:
         model.load_state_dict(weights)
     except RuntimeError as err:
-        raise CheckpointError(f"checkpoint {path!r}: its weights do not fit {name} with {built_options} ({err})") from None
+        raise CheckpointError(
+            f"checkpoint {path!r}: its weights do not fit {name} with {built_options} ({err})"
+        ) from None
     return LoadedModel(
         model=model.to(device).eval(),
         name=name,

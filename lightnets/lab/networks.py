@@ -111,7 +111,8 @@ class Bottleneck(nn.Module):
 
 
 def g4_network(channels: int, relu: bool, shortcut: bool, blocks: int = BLOCKS) -> Stack:
-    return Stack([Bottleneck(channels, relu, shortcut) for _ in range(blocks)], channels, f"{channels}->{channels // 4}->{channels}")
+    units = [Bottleneck(channels, relu, shortcut) for _ in range(blocks)]
+    return Stack(units, channels, f"{channels}->{channels // 4}->{channels}")
 
 
 def standard_conv(channels: int, kernel: int = 3) -> Stack:
@@ -129,7 +130,8 @@ def depthwise_separable(channels: int, kernel: int = 3) -> Stack:
 
 
 def depthwise_only(channels: int, kernel: int = 3) -> Stack:
-    return Stack([nn.Conv2d(channels, channels, kernel, padding=kernel // 2, groups=channels, bias=False)], channels, "depthwise")
+    conv = nn.Conv2d(channels, channels, kernel, padding=kernel // 2, groups=channels, bias=False)
+    return Stack([conv], channels, "depthwise")
 
 
 def pointwise_only(channels: int) -> Stack:

@@ -18,6 +18,6 @@ from .recipes import RECIPES, Recipe, get_recipe
 
 __all__ = [
     "RECIPES", "DataSplit", "EvalResult", "FitResult", "Recipe", "calibration_batches", "check_classes",
-    "checkpoint_path", "checkpoint_preprocessing", "digits", "evaluate", "fit", "get_recipe", "image_folder", "load_data",
-    "resume",
+    "checkpoint_path", "checkpoint_preprocessing", "digits", "evaluate", "fit", "get_recipe", "image_folder",
+    "load_data", "resume",
 ]

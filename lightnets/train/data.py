@@ -70,7 +70,8 @@ class DataSplit:
         (what ``DistributedSampler`` does). ``skip`` drops the first batches (for resuming).
         ``workers`` > 0 reads image folders in that many processes (in-memory data ignores it).
         """
-        order = torch.randperm(self.size, generator=torch.Generator().manual_seed(seed * 1000 + epoch)) if shuffle else torch.arange(self.size)
+        generator = torch.Generator().manual_seed(seed * 1000 + epoch)
+        order = torch.randperm(self.size, generator=generator) if shuffle else torch.arange(self.size)
         if world > 1:
             per_rank = self.size // world if drop_last else math.ceil(self.size / world)
             order = order[rank::world][:per_rank]
@@ -80,7 +81,8 @@ class DataSplit:
         if workers > 0 and isinstance(self.loader, _FolderLoader):
             from torch.utils.data import DataLoader
 
-            yield from DataLoader(_Chunks(self.loader, chunks), batch_size=None, num_workers=workers, collate_fn=lambda b: b)
+            chunked = _Chunks(self.loader, chunks)
+            yield from DataLoader(chunked, batch_size=None, num_workers=workers, collate_fn=lambda b: b)
             return
         for chunk in chunks:
             yield self.loader.load(chunk)
@@ -107,7 +109,9 @@ class _TensorLoader:
         return Batch((x - self.mean) / self.std, self.labels[idx].long())
 
 
-def random_affine(x: torch.Tensor, degrees: float = 10.0, scale: tuple[float, float] = (0.9, 1.1), translate: float = 0.1) -> torch.Tensor:
+def random_affine(
+    x: torch.Tensor, degrees: float = 10.0, scale: tuple[float, float] = (0.9, 1.1), translate: float = 0.1
+) -> torch.Tensor:
     """Small random rotation, scale and shift per image (global torch RNG, so resumable)."""
     n = x.shape[0]
     angle = (torch.rand(n) * 2 - 1) * math.radians(degrees)
@@ -127,7 +131,9 @@ def load_digits() -> tuple[torch.Tensor, torch.Tensor]:
     return data["images"], data["labels"]
 
 
-def stratified_split(labels: torch.Tensor, test_fraction: float = 0.2, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def stratified_split(
+    labels: torch.Tensor, test_fraction: float = 0.2, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices of a fixed, stratified, seeded train/test split."""
     g = torch.Generator().manual_seed(seed)
     train, test = [], []
@@ -148,7 +154,8 @@ def digits(resolution: int = 32, augment: bool = True) -> tuple[DataSplit, DataS
     pre = Preprocessing("digits", resolution, DIGITS_MEAN, DIGITS_STD)
     classes = [str(i) for i in range(10)]
     return (
-        DataSplit("train", len(train_idx), classes, pre, _TensorLoader(images[train_idx], labels[train_idx], pre, augment)),
+        DataSplit("train", len(train_idx), classes, pre,
+                  _TensorLoader(images[train_idx], labels[train_idx], pre, augment)),
         DataSplit("test", len(test_idx), classes, pre, _TensorLoader(images[test_idx], labels[test_idx], pre, False)),
     )
 
@@ -159,7 +166,9 @@ def digits(resolution: int = 32, augment: bool = True) -> tuple[DataSplit, DataS
 def scan_folder(root: str, classes: list[str] | None = None) -> tuple[list[tuple[str, int]], list[str]]:
     """(path, class index) pairs of an ImageFolder split; raises on a missing or empty folder."""
     if not os.path.isdir(root):
-        raise ValueError(f"image folder {root!r} does not exist (expected PATH/train/<class>/... and PATH/val/<class>/...)")
+        raise ValueError(
+            f"image folder {root!r} does not exist (expected PATH/train/<class>/... and PATH/val/<class>/...)"
+        )
     found = sorted(d.name for d in os.scandir(root) if d.is_dir())
     if not found:
         raise ValueError(f"image folder {root!r} has no class sub-folders")
@@ -175,7 +184,8 @@ def scan_folder(root: str, classes: list[str] | None = None) -> tuple[list[tuple
             if f.lower().endswith(IMAGE_EXTENSIONS)
         )
         if not files:
-            raise ValueError(f"class folder {os.path.join(root, name)!r} contains no images ({', '.join(IMAGE_EXTENSIONS)})")
+            folder = os.path.join(root, name)
+            raise ValueError(f"class folder {folder!r} contains no images ({', '.join(IMAGE_EXTENSIONS)})")
         samples.extend((f, index) for f in files)
     return samples, classes
 
@@ -209,10 +219,12 @@ class _FolderLoader:
                 labels.append(label)
             except (OSError, ValueError) as err:
                 if self.bad_images == "error":
-                    raise ValueError(f"cannot read image {path!r}: {err} (use --bad-images skip to skip and count)") from None
+                    hint = "use --bad-images skip to skip and count"
+                    raise ValueError(f"cannot read image {path!r}: {err} ({hint})") from None
                 skipped += 1
         if not images:
-            return Batch(torch.empty(0, 3, self.pre.resolution, self.pre.resolution), torch.empty(0, dtype=torch.long), skipped)
+            r = self.pre.resolution
+            return Batch(torch.empty(0, 3, r, r), torch.empty(0, dtype=torch.long), skipped)
         return Batch(torch.stack(images), torch.tensor(labels), skipped)
 
 
@@ -275,7 +287,8 @@ def image_folder(
 
 
 def load_data(
-    data: str, resolution: int, bad_images: str = "skip", augment: bool = True, preprocessing: Preprocessing | None = None
+    data: str, resolution: int, bad_images: str = "skip", augment: bool = True,
+    preprocessing: Preprocessing | None = None,
 ) -> tuple[DataSplit, DataSplit]:
     """``"digits"`` or a path to an ImageFolder tree (``preprocessing``: see :func:`image_folder`)."""
     if data == "digits":

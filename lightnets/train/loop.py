@@ -130,7 +130,8 @@ def build_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
     if recipe.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov)
     if recipe.optimizer == "rmsprop":
-        return torch.optim.RMSprop(groups, lr=recipe.lr, alpha=recipe.rmsprop_decay, eps=recipe.rmsprop_eps, momentum=recipe.momentum)
+        return torch.optim.RMSprop(groups, lr=recipe.lr, alpha=recipe.rmsprop_decay, eps=recipe.rmsprop_eps,
+                                   momentum=recipe.momentum)
     if recipe.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=recipe.lr)
     raise ValueError(f"unknown optimizer {recipe.optimizer!r}; allowed: sgd, rmsprop, adamw")
@@ -148,7 +149,8 @@ class _Progress:
         self.enabled = enabled and sys.stderr.isatty()
         self.start = time.perf_counter()
 
-    def update(self, epoch: int, epochs: int, step: int, steps: int, loss: float, lr: float, ips: float, done: int, total: int) -> None:
+    def update(self, epoch: int, epochs: int, step: int, steps: int, loss: float, lr: float, ips: float, done: int,
+               total: int) -> None:
         if not self.enabled:
             return
         elapsed = time.perf_counter() - self.start
@@ -193,14 +195,16 @@ def evaluate(
             sums[0] += F.cross_entropy(logits, batch.labels, reduction="sum").item()
             c1, c5 = topk_correct(logits, batch.labels)
             sums[1:] += torch.tensor([c1, c5, len(batch.labels)], dtype=torch.float64)
-            confusion += torch.bincount(batch.labels * n_classes + logits.argmax(1), minlength=n_classes**2).view(n_classes, n_classes)
+            pairs = batch.labels * n_classes + logits.argmax(1)  # (true, predicted) as one index
+            confusion += torch.bincount(pairs, minlength=n_classes**2).view(n_classes, n_classes)
     finally:
         model.train(was_training)
     if world > 1:
         dist.all_reduce(sums)
         dist.all_reduce(confusion)
     count = max(int(sums[3]), 1)
-    return EvalResult(float(sums[1] / count), float(sums[2] / count), float(sums[0] / count), int(sums[3]), split.classes, confusion)
+    return EvalResult(float(sums[1] / count), float(sums[2] / count), float(sums[0] / count), int(sums[3]),
+                      split.classes, confusion)
 
 
 def checkpoint_path(run_dir: str, checkpoint: str = "last") -> str:
@@ -219,7 +223,8 @@ def _previous_hint(path: str, run_dir: str) -> str:
         p = load_checkpoint(previous).progress
     except CheckpointError:
         return ""
-    return f"; {previous} is intact (epoch {p['epoch']}, step {p['global_step']}): resume from it with --checkpoint previous"
+    return (f"; {previous} is intact (epoch {p['epoch']}, step {p['global_step']}): resume from it with "
+            "--checkpoint previous")
 
 
 @_restores_torch_state
@@ -307,7 +312,9 @@ def fit(
         raise ValueError(f"the model has {expected_classes} classes, the data {len(train_split.classes)}")
     steps_per_epoch = train_split.num_batches(recipe.batch_size, world, drop_last=True)
     if steps_per_epoch < 1:
-        raise ValueError(f"batch size {recipe.batch_size} x {world} process(es) exceeds the {train_split.size} training images")
+        raise ValueError(
+            f"batch size {recipe.batch_size} x {world} process(es) exceeds the {train_split.size} training images"
+        )
     if step_budget:
         recipe = recipe.with_overrides(epochs=math.ceil(max_steps / steps_per_epoch))
         total_steps = max_steps
@@ -369,7 +376,8 @@ def fit(
 
     net: nn.Module = model
     if world > 1:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if str(device).startswith("cuda") else None)
+        device_ids = [local_rank] if str(device).startswith("cuda") else None
+        net = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
     criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
     use_amp = amp
     amp_dtype = torch.float16 if str(device).startswith("cuda") else torch.bfloat16
@@ -428,7 +436,8 @@ def fit(
             if checkpoint_every and progress["global_step"] % checkpoint_every == 0:
                 progress["train_seconds"] = elapsed
                 checkpoint("last")
-                say(f"checkpoint: step {progress['global_step']} (epoch {epoch + 1}, step {step_in_epoch + 1}/{steps_per_epoch})")
+                say(f"checkpoint: step {progress['global_step']} "
+                    f"(epoch {epoch + 1}, step {step_in_epoch + 1}/{steps_per_epoch})")
                 start = time.perf_counter()
                 progress["train_seconds"] = 0.0
             if max_steps is not None and progress["global_step"] >= max_steps:
@@ -474,9 +483,11 @@ def fit(
             with open(os.path.join(run_dir, "metrics.jsonl"), "a") as fh:
                 fh.write(json.dumps(row) + "\n")
         say(
-            f"epoch {epoch + 1}/{recipe.epochs}: loss {row['train_loss']:.4f}, train top-1 {100 * row['train_top1']:.2f}%, "
+            f"epoch {epoch + 1}/{recipe.epochs}: loss {row['train_loss']:.4f}, "
+            f"train top-1 {100 * row['train_top1']:.2f}%, "
             f"val top-1 {100 * row['val_top1']:.2f}% top-5 {100 * row['val_top5']:.2f}%, lr {row['lr']:.4g}, "
-            f"{row['images_per_s']:.0f} img/s" + (f", {row['skipped_images']} unreadable images skipped" if row["skipped_images"] else "")
+            f"{row['images_per_s']:.0f} img/s"
+            + (f", {row['skipped_images']} unreadable images skipped" if row["skipped_images"] else "")
         )
         if stop:
             break
@@ -486,7 +497,8 @@ def fit(
         dist.all_gather_object(prints, _fingerprint(model))
         if writes:
             with open(os.path.join(run_dir, "replicas.json"), "w") as fh:
-                json.dump({"world_size": world, "fingerprints": prints, "identical": len(set(prints)) == 1}, fh, indent=2)
+                replicas = {"world_size": world, "fingerprints": prints, "identical": len(set(prints)) == 1}
+                json.dump(replicas, fh, indent=2)
         dist.barrier()
         dist.destroy_process_group()
     final = history[-1] if history else {}
@@ -524,7 +536,7 @@ def resume(
     show_progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> FitResult:
-    """Continue the run in ``run_dir`` exactly where its ``checkpoint`` (``last``, ``previous``, ``best``, a path) stopped.
+    """Continue the run in ``run_dir`` exactly where its ``checkpoint`` stopped (last, previous, best, or a path).
 
     Everything that decides the result comes from the checkpoint: the network (its stored name
     and options, through :func:`~lightnets.formats.load_model`), the recipe with its overrides,
@@ -541,7 +553,7 @@ def resume(
         raise CheckpointError(f"{err}{_previous_hint(path, run_dir)}") from None
     config = loaded.config
     if config.get("data") in (None, "custom"):
-        raise ValueError(f"run {run_dir!r} was trained on in-memory splits; resume it with fit(..., resume=True) and them")
+        raise ValueError(f"run {run_dir!r} was trained on in-memory splits; resume it with fit(..., resume=True)")
     recipe = _stored_recipe(config["recipe"])
     if config.get("step_budget"):
         if max_steps is not None:
@@ -550,9 +562,10 @@ def resume(
     else:
         epochs = recipe.epochs
     return fit(
-        loaded.model, config["data"], recipe, run_dir=run_dir, epochs=epochs, resolution=loaded.preprocessing.resolution,
-        resume=True, resume_checkpoint=path, checkpoint_every=checkpoint_every, seed=config.get("seed", 0), device=device,
-        amp=amp, channels_last=channels_last, sync_bn=sync_bn, deterministic=deterministic, threads=threads,
-        max_steps=max_steps, workers=workers, bad_images=bad_images,
+        loaded.model, config["data"], recipe, run_dir=run_dir, epochs=epochs,
+        resolution=loaded.preprocessing.resolution, resume=True, resume_checkpoint=path,
+        checkpoint_every=checkpoint_every, seed=config.get("seed", 0), device=device, amp=amp,
+        channels_last=channels_last, sync_bn=sync_bn, deterministic=deterministic, threads=threads, max_steps=max_steps,
+        workers=workers, bad_images=bad_images,
         model_config={"name": loaded.name, "options": loaded.options}, show_progress=show_progress, log=log,
     )

@@ -57,7 +57,8 @@ def plot_confusion(result: EvalResult, path: str, title: str) -> None:
         ax.set_yticks(range(n), result.classes, fontsize=7)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
-    ax.set_title(f"{title}\ntop-1 {100 * result.top1:.2f}%, top-5 {100 * result.top5:.2f}%, {result.count} images", fontsize=9)
+    scores = f"top-1 {100 * result.top1:.2f}%, top-5 {100 * result.top5:.2f}%, {result.count} images"
+    ax.set_title(f"{title}\n{scores}", fontsize=9)
     fig.colorbar(image, ax=ax, label="share of the true class")
     fig.tight_layout()
     fig.savefig(path)
