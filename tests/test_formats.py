@@ -51,3 +51,20 @@ def test_load_model_refuses_spec_networks_and_weights_that_do_not_fit(tmp_path):
     path, _ = _checkpoint(tmp_path, "mobilenet_v3_small_050", model_entry=wrong, num_classes=3)
     with pytest.raises(CheckpointError, match="its weights do not fit mobilenet_v3_small_075"):
         load_model(path)
+
+
+def test_export_command_rebuilds_the_stored_network_and_refuses_other_options(tmp_path, capsys):
+    """The export path used to drop the stored width and groups; it now goes through load_model."""
+    from lightnets.cli import main
+
+    path, original = _checkpoint(tmp_path, "shufflenet_v1", groups=8, width_mult=0.5, num_classes=3)
+    out = tmp_path / "m.pt2"
+    assert main(["export", "shufflenet_v1", "--checkpoint", path, "--format", "pt2", "-o", str(out)]) == 0
+    x = torch.randn(2, 3, 64, 64)  # the stored resolution
+    with torch.no_grad():
+        torch.testing.assert_close(torch.export.load(str(out)).module()(x), original.eval()(x), atol=1e-4, rtol=1e-4)
+    capsys.readouterr()
+    assert main(["export", "shufflenet_v1", "--checkpoint", path, "--groups", "3", "-o", str(out)]) == 2
+    assert "built with groups=8, not 3" in capsys.readouterr().err
+    assert main(["export", "mobilenet_v2", "--checkpoint", path, "-o", str(out)]) == 2
+    assert "holds 'shufflenet_v1', not 'mobilenet_v2'" in capsys.readouterr().err
