@@ -19,7 +19,7 @@ from _results import write_results
 
 import lightnets
 from lightnets.analysis import machine_info
-from lightnets.cli.tables import format_table
+from lightnets.report import format_table
 
 
 def median_ms(model: torch.nn.Module, x: torch.Tensor, runs: int, flush: bool) -> float:
@@ -40,7 +40,8 @@ def median_ms(model: torch.nn.Module, x: torch.Tensor, runs: int, flush: bool) -
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default="mobilenet_v1,mobilenet_v2,mobilenet_v3_large,mobilenet_v3_small,shufflenet_v1,shufflenet_v2")
+    families = "mobilenet_v1,mobilenet_v2,mobilenet_v3_large,mobilenet_v3_small,shufflenet_v1,shufflenet_v2"
+    parser.add_argument("--models", default=families)
     parser.add_argument("--runs", type=int, default=20)
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -52,7 +53,8 @@ def main() -> None:
         flushed = median_ms(model, x, args.runs, flush=True)
         rows.append({"model": name, "not_flushed_ms": plain, "flushed_ms": flushed, "ratio": plain / flushed})
     machine = machine_info()
-    print(f"random-init models, 224x224, batch 1, {torch.get_num_threads()} threads, {machine['cpu']}, torch {machine['torch']}")
+    print(f"random-init models, 224x224, batch 1, {torch.get_num_threads()} threads, {machine['cpu']}, "
+          f"torch {machine['torch']}")
     print(format_table(rows, [("model", "model"), ("not_flushed_ms", "median ms, denormals kept"),
                               ("flushed_ms", "median ms, flushed"), ("ratio", "ratio")],
                        formats={"not_flushed_ms": "{:.2f}", "flushed_ms": "{:.2f}", "ratio": "{:.2f}x"}))

@@ -26,10 +26,10 @@ from _results import write_results
 
 import lightnets
 from lightnets.analysis import machine_info
-from lightnets.cli.tables import format_table
 from lightnets.convert import from_torchvision
 from lightnets.cost import measure_latency
 from lightnets.export import fuse
+from lightnets.report import format_table
 
 MODELS = ["mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small", "shufflenet_v2_x1_0"]
 
@@ -74,13 +74,16 @@ def main() -> None:
         })
         print(f"{name}: " + ", ".join(f"{k} {v:.2f} ms" for k, v in results.items()), flush=True)
     machine = machine_info()
-    print(f"\n224x224, batch 1, {args.threads} threads, {machine['cpu']}, torch {machine['torch']}, medians of {args.runs} runs, median over {args.rounds} alternating rounds")
-    print(format_table(rows, [("model", "model"), ("backend", "backend"), ("median_ms", "median ms"), ("ratio", "x torchvision eager")],
+    print(f"\n224x224, batch 1, {args.threads} threads, {machine['cpu']}, torch {machine['torch']}, "
+          f"medians of {args.runs} runs, median over {args.rounds} alternating rounds")
+    print(format_table(rows, [("model", "model"), ("backend", "backend"), ("median_ms", "median ms"),
+                              ("ratio", "x torchvision eager")],
                        formats={"median_ms": "{:.2f}", "ratio": "{:.3f}"}))
     print()
     print(format_table(
         targets,
-        [("model", "model"), ("eager", "lightnets / torchvision eager (<= 1.0)"), ("onnx", "our ONNX / torchvision's (<= 1.05)"),
+        [("model", "model"), ("eager", "lightnets / torchvision eager (<= 1.0)"),
+         ("onnx", "our ONNX / torchvision's (<= 1.05)"),
          ("int8", "int8 speed-up over fp32 (>= 1.5)")],
         formats={"eager": "{:.3f}", "onnx": "{:.3f}", "int8": "{:.2f}x"},
     ))

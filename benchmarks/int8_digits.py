@@ -21,12 +21,13 @@ from torch import nn
 
 import lightnets
 from lightnets.analysis import machine_info
-from lightnets.cli.tables import format_table
 from lightnets.export.onnx import OnnxModel, export_onnx
 from lightnets.export.quantize import quantize_int8
+from lightnets.report import format_table
 from lightnets.train import digits, evaluate, fit
 
-MODELS = ["mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small", "shufflenet_v1_g3_x1_0", "shufflenet_v2_x1_0"]
+MODELS = ["mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small", "shufflenet_v1_g3_x1_0",
+          "shufflenet_v2_x1_0"]
 
 
 class _Session(nn.Module):
@@ -64,13 +65,17 @@ def main() -> None:
             })
             print(f"{name}: fp32 {100 * top_fp32:.2f}%, int8 {100 * top_int8:.2f}%", flush=True)
     machine = machine_info()
-    pct = lambda v: f"{100 * v:.2f}%"
-    print(f"\nint8 PTQ on digits ({args.resolution}x{args.resolution}, 359 test images), ONNX Runtime QDQ, per-channel weights; "
-          f"{machine['cpu']}, torch {machine['torch']}")
-    print(format_table(rows, [("model", "model"), ("torch_top1", "PyTorch"), ("fp32_top1", "ONNX fp32"), ("int8_top1", "ONNX int8"),
-                              ("drop_points", "drop (points)"), ("fp32_kb", "fp32 KB"), ("int8_kb", "int8 KB")],
-                       formats={"torch_top1": pct, "fp32_top1": pct, "int8_top1": pct, "drop_points": "{:.2f}", "fp32_kb": "{:,.0f}",
-                                "int8_kb": "{:,.0f}"}))
+
+    def pct(v: float) -> str:
+        return f"{100 * v:.2f}%"
+
+    print(f"\nint8 PTQ on digits ({args.resolution}x{args.resolution}, 359 test images), ONNX Runtime QDQ, "
+          f"per-channel weights; {machine['cpu']}, torch {machine['torch']}")
+    print(format_table(rows, [("model", "model"), ("torch_top1", "PyTorch"), ("fp32_top1", "ONNX fp32"),
+                              ("int8_top1", "ONNX int8"), ("drop_points", "drop (points)"), ("fp32_kb", "fp32 KB"),
+                              ("int8_kb", "int8 KB")],
+                       formats={"torch_top1": pct, "fp32_top1": pct, "int8_top1": pct, "drop_points": "{:.2f}",
+                                "fp32_kb": "{:,.0f}", "int8_kb": "{:,.0f}"}))
     print(f"every family within 1 point: {'yes' if all(r['drop_points'] <= 1.0 for r in rows) else 'NO'}")
     out = write_results("int8-digits", {"settings": vars(args), "models": rows})
     print(f"wrote {out}")

@@ -18,8 +18,8 @@ import torch
 from _results import write_results
 
 import lightnets
-from lightnets.cli.tables import format_table
 from lightnets.export.onnx import OnnxModel, export_onnx
+from lightnets.report import format_table
 from lightnets.testing import randomize_for_parity
 
 

@@ -19,10 +19,11 @@ from _results import write_results
 
 import lightnets
 from lightnets.analysis import machine_info
-from lightnets.cli.tables import format_table
+from lightnets.report import format_table
 from lightnets.train import fit
 
-MODELS = ["mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small", "shufflenet_v1_g3_x1_0", "shufflenet_v2_x1_0"]
+MODELS = ["mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small", "shufflenet_v1_g3_x1_0",
+          "shufflenet_v2_x1_0"]
 
 
 def main() -> None:
@@ -43,7 +44,8 @@ def main() -> None:
             result = fit(model, "digits", "small-data", run_dir=f"{tmp}/{name}", epochs=args.epochs,
                          resolution=args.resolution, show_progress=False, log=lambda m: None)
             wall = time.perf_counter() - start
-            ips = sum(r["images_per_s"] * r["seconds"] for r in result.history) / sum(r["seconds"] for r in result.history)
+            seconds = sum(r["seconds"] for r in result.history)
+            ips = sum(r["images_per_s"] * r["seconds"] for r in result.history) / seconds
             rows.append({
                 "model": name, "epochs": result.epochs, "wall_s": wall, "images_per_s": ips,
                 "final_top1": result.final["val_top1"], "best_top1": result.best_top1,
@@ -53,7 +55,8 @@ def main() -> None:
     total = sum(r["wall_s"] for r in rows)
     print(f"\ndigits ({args.resolution}x{args.resolution}, 1,438 train / 359 test), small-data recipe, "
           f"{torch.get_num_threads()} threads, {machine['cpu']}, torch {machine['torch']}; total {total / 60:.1f} min")
-    print(format_table(rows, [("model", "model"), ("epochs", "epochs"), ("wall_s", "wall s"), ("images_per_s", "train img/s"),
+    print(format_table(rows,
+                       [("model", "model"), ("epochs", "epochs"), ("wall_s", "wall s"), ("images_per_s", "train img/s"),
                               ("final_top1", "final top-1"), ("best_top1", "best top-1")],
                        formats={"wall_s": "{:.0f}", "images_per_s": "{:.0f}", "final_top1": lambda v: f"{100 * v:.2f}%",
                                 "best_top1": lambda v: f"{100 * v:.2f}%"}))

@@ -22,7 +22,8 @@ import lightnets
 from lightnets.analysis import machine_info
 
 
-def images_per_s(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, steps: int) -> float:
+def images_per_s(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+                 steps: int) -> float:
     start = time.perf_counter()
     for _ in range(steps):
         optimizer.zero_grad(set_to_none=True)
@@ -47,7 +48,8 @@ def main() -> None:
     torch.manual_seed(0)
     x = torch.randn(args.batch, 3, args.resolution, args.resolution)
     y = torch.randint(0, 1000, (args.batch,))
-    models = {"lightnets mobilenet_v2": lightnets.create_model("mobilenet_v2"), "timm mobilenetv2_100": timm.create_model("mobilenetv2_100")}
+    models = {"lightnets mobilenet_v2": lightnets.create_model("mobilenet_v2"),
+              "timm mobilenetv2_100": timm.create_model("mobilenetv2_100")}
     optimizers = {k: torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9) for k, m in models.items()}
     for k, m in models.items():  # warm-up
         m.train()
@@ -59,12 +61,14 @@ def main() -> None:
     medians = {k: statistics.median(v) for k, v in rates.items()}
     ratio = medians["lightnets mobilenet_v2"] / medians["timm mobilenetv2_100"]
     machine = machine_info()
-    print(f"training throughput, batch {args.batch} at {args.resolution}x{args.resolution}, SGD, {torch.get_num_threads()} threads, "
+    print(f"training throughput, batch {args.batch} at {args.resolution}x{args.resolution}, SGD, "
+          f"{torch.get_num_threads()} threads, "
           f"{machine['cpu']}, torch {machine['torch']}; median of {args.rounds} rounds x {args.steps} steps")
     for k, v in medians.items():
         print(f"  {k:24s} {v:6.1f} images/s   (rounds: {', '.join(f'{r:.1f}' for r in rates[k])})")
     print(f"  ratio ours / timm: {ratio:.3f}x (target >= 0.95x)")
-    out = write_results("train-throughput", {"settings": vars(args), "rates": rates, "medians": medians, "ratio": ratio})
+    out = write_results("train-throughput",
+                        {"settings": vars(args), "rates": rates, "medians": medians, "ratio": ratio})
     print(f"wrote {out}")
 
 

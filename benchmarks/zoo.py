@@ -33,7 +33,8 @@ def main() -> None:
 
     png = result_path(f"zoo-{args.resolution}", ".png")
     plot_zoo(rows, str(png), title)
-    out = write_results(f"zoo-{args.resolution}", {"title": title, "settings": vars(args), "models": [r.to_dict() for r in rows]})
+    out = write_results(f"zoo-{args.resolution}",
+                        {"title": title, "settings": vars(args), "models": [r.to_dict() for r in rows]})
     print(f"\nwrote {out} and {png}")
 
 

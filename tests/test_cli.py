@@ -21,7 +21,8 @@ def test_models_rejects_bad_resolution(capsys):
 
 
 def test_console_entry_point_runs():
-    result = subprocess.run([sys.executable, "-m", "lightnets", "--version"], capture_output=True, text=True, check=True)
+    result = subprocess.run([sys.executable, "-m", "lightnets", "--version"], capture_output=True,
+                            text=True, check=True)
     assert result.stdout.startswith("lightnets ")
 
 
@@ -47,7 +48,8 @@ def test_profile_passes_family_options(capsys):
 def test_zoo_command_writes_table_plot_and_json(capsys, tmp_path):
     png, js = tmp_path / "zoo.png", tmp_path / "zoo.json"
     code = main(["zoo", "--resolution", "32", "--runs", "2", "--warmup", "0", "--models",
-                 "mobilenet_v3_small_050,shufflenet_v2_x0_5,mobilenet_v2,mobilenet_v2_100", "--plot", str(png), "--json", str(js)])
+                 "mobilenet_v3_small_050,shufflenet_v2_x0_5,mobilenet_v2,mobilenet_v2_100", "--plot", str(png),
+                 "--json", str(js)])
     assert code == 0
     out = capsys.readouterr().out
     assert "median ms" in out and "MAdds/ms" in out and "32x32, batch 1" in out

@@ -28,7 +28,9 @@ def test_converter_accepts_our_model_instance():
 
 def test_converter_rejects_other_architecture():
     theirs = torchvision.models.shufflenet_v2_x1_0().state_dict()
-    with pytest.raises(ValueError, match=r"shape mismatch: torchvision 'conv1.0.weight' \(24, 3, 3, 3\) vs lightnets 'conv_stem.weight' \(32, 3, 3, 3\)"):
+    message = (r"shape mismatch: torchvision 'conv1.0.weight' \(24, 3, 3, 3\) "
+               r"vs lightnets 'conv_stem.weight' \(32, 3, 3, 3\)")
+    with pytest.raises(ValueError, match=message):
         from_torchvision("mobilenet_v2", {**theirs})
     with pytest.raises(ValueError, match="shape mismatch"):
         from_torchvision("shufflenet_v2_x0_5", theirs)
@@ -46,12 +48,13 @@ def test_converter_rejects_unknown_name():
         from_torchvision("mobilenet_v1", {})
 
 
-@pytest.mark.parametrize(("source", "name", "suffix"), [("torchvision", "shufflenet_v2_x0_5", ".safetensors"), ("timm", "tf_mobilenetv3_small_minimal_100", ".pth")])
+@pytest.mark.parametrize(("source", "name", "suffix"), [("torchvision", "shufflenet_v2_x0_5", ".safetensors"),
+                                                        ("timm", "tf_mobilenetv3_small_minimal_100", ".pth")])
 def test_convert_checkpoint_loads_like_the_source(tmp_path, source, name, suffix):
     from safetensors.torch import save_file
 
     from lightnets.convert import convert_checkpoint
-    from lightnets.train import load_weights
+    from lightnets.formats import load_model
 
     if source == "torchvision":
         reference = randomise(getattr(torchvision.models, name)(num_classes=6))
@@ -66,14 +69,13 @@ def test_convert_checkpoint_loads_like_the_source(tmp_path, source, name, suffix
     else:
         torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}}, path)
     config = convert_checkpoint(source, name, path, str(tmp_path / "out.safetensors"))
-    weights, stored = load_weights(str(tmp_path / "out.safetensors"))
-    ours = lightnets.create_model(stored["model"]["name"], **stored["model"]["options"])
-    ours.load_state_dict(weights)
+    loaded = load_model(str(tmp_path / "out.safetensors"))
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
-        torch.testing.assert_close(ours.eval()(x), reference.eval()(x), atol=1e-5, rtol=1e-5)
-    assert stored["classes"] == [str(i) for i in range(6)]
-    assert tuple(config["preprocessing"]["mean"]) == ((0.485, 0.456, 0.406) if source == "torchvision" else (0.5, 0.5, 0.5))
+        torch.testing.assert_close(loaded.model(x), reference.eval()(x), atol=1e-5, rtol=1e-5)
+    assert loaded.class_names == [str(i) for i in range(6)] and loaded.config == config
+    expected_mean = (0.485, 0.456, 0.406) if source == "torchvision" else (0.5, 0.5, 0.5)
+    assert tuple(config["preprocessing"]["mean"]) == expected_mean
 
 
 def test_from_torchvision_restores_order_under_a_wrapper_prefix():

@@ -8,7 +8,8 @@ from lightnets.export import count_batchnorms, fuse
 from lightnets.testing import randomize_for_parity as randomise
 
 
-@pytest.mark.parametrize("name", ["mobilenet_v1_025", "mobilenet_v2_035", "mobilenet_v3_small", "shufflenet_v1_g3_x0_5", "shufflenet_v2_x0_5"])
+@pytest.mark.parametrize("name", ["mobilenet_v1_025", "mobilenet_v2_035", "mobilenet_v3_small",
+                                  "shufflenet_v1_g3_x0_5", "shufflenet_v2_x0_5"])
 def test_fuse_folds_every_batchnorm_and_keeps_outputs(name):
     model = randomise(lightnets.create_model(name, num_classes=10))
     with torch.no_grad():
@@ -55,7 +56,8 @@ def test_measure_latency_onnxruntime_backend():
     pytest.importorskip("onnxruntime")
     from lightnets.cost import measure_latency
 
-    result = measure_latency(lightnets.create_model("shufflenet_v2_x0_5"), (1, 3, 64, 64), runs=3, warmup=1, backend="onnxruntime", threads=1)
+    result = measure_latency(lightnets.create_model("shufflenet_v2_x0_5"), (1, 3, 64, 64), runs=3, warmup=1,
+                             backend="onnxruntime", threads=1)
     assert result.backend == "onnxruntime" and result.median_ms > 0 and result.threads == 1
 
 
@@ -63,7 +65,8 @@ def test_export_command_onnx_and_pt2(tmp_path, capsys):
     from lightnets.cli import main
 
     assert main(["export", "mobilenet_v3_small_050", "--resolution", "64", "-o", str(tmp_path / "m.onnx")]) == 0
-    assert main(["export", "shufflenet_v2_x0_5", "--format", "pt2", "--resolution", "64", "-o", str(tmp_path / "m.pt2")]) == 0
+    assert main(["export", "shufflenet_v2_x0_5", "--format", "pt2", "--resolution", "64", "-o",
+                 str(tmp_path / "m.pt2")]) == 0
     program = torch.export.load(str(tmp_path / "m.pt2"))
     assert program.module()(torch.randn(3, 3, 64, 64)).shape == (3, 1000)  # dynamic batch
     assert "wrote" in capsys.readouterr().out
@@ -78,7 +81,8 @@ def test_predict_command_uses_stored_preprocessing(tmp_path, capsys):
 
     run = tmp_path / "run"
     model = lightnets.create_model("mobilenet_v3_small_050", num_classes=10)
-    fit(model, "digits", run_dir=str(run), epochs=1, resolution=16, max_steps=2, show_progress=False, log=lambda m: None,
+    fit(model, "digits", run_dir=str(run), epochs=1, resolution=16, max_steps=2, show_progress=False,
+        log=lambda m: None,
         model_config={"name": "mobilenet_v3_small_050", "options": {"num_classes": 10}})
     image = tmp_path / "digit.png"
     Image.new("L", (40, 40), 255).save(image)
@@ -123,12 +127,13 @@ def test_measure_latency_onnxruntime_int8_backend():
     pytest.importorskip("onnxruntime")
     from lightnets.cost import measure_latency
 
-    result = measure_latency(lightnets.create_model("mobilenet_v2_035"), (1, 3, 64, 64), runs=2, warmup=1, backend="onnxruntime-int8")
+    result = measure_latency(lightnets.create_model("mobilenet_v2_035"), (1, 3, 64, 64), runs=2, warmup=1,
+                             backend="onnxruntime-int8")
     assert result.backend == "onnxruntime-int8" and result.median_ms > 0
 
 
 def test_int8_mobilenet_v3_stays_int8_and_close_to_fp32(tmp_path):
-    """SE pools become GlobalAveragePool, h-swish an int8 Add/Mul and the SE gate an int8 Add, 1/6 folded into scales."""
+    """SE pools become GlobalAveragePool, h-swish an int8 Add/Mul, the SE gate an int8 Add, 1/6 folded into scales."""
     import onnx
 
     from lightnets.export.onnx import OnnxModel
@@ -140,14 +145,17 @@ def test_int8_mobilenet_v3_stays_int8_and_close_to_fp32(tmp_path):
     calibration = [torch.randn(4, 3, 64, 64) for _ in range(4)]
     path = quantize_int8(model, str(tmp_path / "v3.onnx"), calibration, resolution=64)
     ops = [node.op_type for node in onnx.load(path).graph.node]
-    assert "ReduceMean" not in ops and "HardSwish" not in ops and "HardSigmoid" not in ops and ops.count("GlobalAveragePool") >= 9
+    assert "ReduceMean" not in ops and "HardSwish" not in ops and "HardSigmoid" not in ops
+    assert ops.count("GlobalAveragePool") >= 9
     graph = onnx.load(path).graph
     scalars = {i.name for i in graph.initializer if int(np.prod(i.dims)) == 1}
     producer = {out: n for n in graph.node for out in n.output}
-    scalar_muls = [
-        n.name for n in graph.node if n.op_type == "Mul"
-        and any(i in scalars or (i in producer and producer[i].op_type == "DequantizeLinear" and producer[i].input[0] in scalars) for i in n.input)
-    ]
+
+    def scalar(name: str) -> bool:  # a one-element initializer, directly or through a DequantizeLinear
+        dequantized = name in producer and producer[name].op_type == "DequantizeLinear"
+        return name in scalars or (dequantized and producer[name].input[0] in scalars)
+
+    scalar_muls = [n.name for n in graph.node if n.op_type == "Mul" and any(scalar(i) for i in n.input)]
     assert scalar_muls == []  # h-swish's 1/6 lives in a quantization scale, not in a pass over the map
     with torch.no_grad():
         expected = model(calibration[0])
@@ -161,7 +169,8 @@ def _qdq_mul_graph(q_scale, mul_is_output=False):
 
     inits = [
         numpy_helper.from_array(np.array(0.1, np.float32), "s_in"), numpy_helper.from_array(np.array(0, np.uint8), "z"),
-        numpy_helper.from_array(np.array(200, np.uint8), "c_q"), numpy_helper.from_array(np.array(0.01, np.float32), "c_s"),
+        numpy_helper.from_array(np.array(200, np.uint8), "c_q"),
+        numpy_helper.from_array(np.array(0.01, np.float32), "c_s"),
         numpy_helper.from_array(np.array(q_scale, np.float32), "s_out"),
     ]
     nodes = [
@@ -188,7 +197,8 @@ def test_constant_scale_folding_is_exact_or_skipped():
     x = np.array([0.0, 3.3, 12.7, 25.5], np.float32)
 
     def run(model):
-        return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+        return ort.InferenceSession(model.SerializeToString(),
+                                    providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
 
     exact = _qdq_mul_graph(0.2)  # c = 200 * 0.01 = 2; the product, 0..51, fits the Q (255 steps of 0.2)
     expected = run(exact)

@@ -14,7 +14,9 @@ from keras.src.legacy.saving import legacy_h5_format
 from lightnets.convert import KERAS_PREPROCESSING, from_keras, read_keras_weights
 
 SIZE = 64
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn.t accept a copy keyword:DeprecationWarning")
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:__array__ implementation doesn.t accept a copy keyword:DeprecationWarning"
+)
 
 
 def _keras_model(name, **options):
@@ -62,10 +64,12 @@ def test_keras_weights_give_equal_logits(tmp_path, name, options, fmt):
     reference = _keras_model(name, **options)
     suffix = {"weights.h5": ".weights.h5", "keras": ".keras"}.get(fmt, ".h5")
     path = _save(reference, str(tmp_path / f"model{suffix}"), fmt)
-    ours = from_keras(name, path, width_mult=options.get("alpha", 1.0), minimal=options.get("minimalistic", False)).eval()
+    ours = from_keras(name, path, width_mult=options.get("alpha", 1.0),
+                      minimal=options.get("minimalistic", False)).eval()
     pixels = np.random.default_rng(1).uniform(0, 255, (2, SIZE, SIZE, 3)).astype("float32")
     # V1 and V2 take preprocess_input's [-1, 1]; V3 rescales 0..255 inside the model.
-    expected = np.asarray(reference(pixels if name.startswith("MobileNetV3") else pixels / 127.5 - 1, training=False).detach().cpu())
+    expected = np.asarray(reference(pixels if name.startswith("MobileNetV3") else pixels / 127.5 - 1,
+                                    training=False).detach().cpu())
     mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (KERAS_PREPROCESSING["mean"], KERAS_PREPROCESSING["std"]))
     x = (torch.from_numpy(pixels).permute(0, 3, 1, 2) / 255 - mean) / std
     with torch.no_grad():
@@ -78,13 +82,16 @@ def test_keras_formats_list_the_same_layers(tmp_path):
     model = _keras_model("MobileNetV3Small", alpha=1.0)
     keras3 = read_keras_weights(_save(model, str(tmp_path / "a.weights.h5"), "weights.h5"))
     legacy = read_keras_weights(_save(model, str(tmp_path / "b.h5"), "legacy.h5"))
-    assert [layer.kind for layer in keras3] == sorted((layer.kind for layer in legacy), key=["conv", "depthwise", "batchnorm", "dense"].index)
+    assert [layer.kind for layer in keras3] == sorted((layer.kind for layer in legacy),
+                                                      key=["conv", "depthwise", "batchnorm", "dense"].index)
     assert legacy[1].name == "conv_bn" and legacy[1].kind == "batchnorm"
 
 
 def test_keras_mismatch_names_layer_and_shapes(tmp_path):
     path = _save(_keras_model("MobileNetV2", alpha=0.5), str(tmp_path / "v2.h5"), "legacy.h5")
-    with pytest.raises(ValueError, match=r"Keras layer 'Conv1' gives weight of shape \(16, 3, 3, 3\), lightnets conv_stem.weight has \(32, 3, 3, 3\)"):
+    message = (r"Keras layer 'Conv1' gives weight of shape \(16, 3, 3, 3\), "
+               r"lightnets conv_stem.weight has \(32, 3, 3, 3\)")
+    with pytest.raises(ValueError, match=message):
         from_keras("MobileNetV2", path)  # the file is alpha 0.5
     with pytest.raises(ValueError, match="does not match the lightnets model"):
         from_keras("MobileNet", path, width_mult=0.5)
@@ -115,7 +122,8 @@ def test_convert_command_writes_a_checkpoint_predict_and_export_use(tmp_path, ca
 
     path = _save(_keras_model("MobileNetV3Small", alpha=0.75), str(tmp_path / "v3s.weights.h5"), "weights.h5")
     out = str(tmp_path / "v3s.safetensors")
-    assert main(["convert", "keras", "MobileNetV3Small", path, "--width-mult", "0.75", "--resolution", "64", "-o", out]) == 0
+    assert main(["convert", "keras", "MobileNetV3Small", path, "--width-mult", "0.75", "--resolution", "64",
+                 "-o", out]) == 0
     assert "lightnets mobilenet_v3_small (" in capsys.readouterr().out
     image = tmp_path / "x.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (70, 90, 3), dtype=np.uint8)).save(image)

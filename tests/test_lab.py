@@ -83,7 +83,8 @@ def test_lab_config_rejects_bad_values():
 
 
 def test_lab_command_prints_tables_verdicts_and_plots(capsys, tmp_path):
-    code = main(["lab", "depthwise", "--seconds", "0.001", "--plot-dir", str(tmp_path), "--json", str(tmp_path / "lab.json")])
+    code = main(["lab", "depthwise", "--seconds", "0.001", "--plot-dir", str(tmp_path), "--json",
+                 str(tmp_path / "lab.json")])
     assert code == 0
     out = capsys.readouterr().out
     assert "MAdds ratio (1/N+1/9)" in out and "verdicts:" in out

@@ -49,7 +49,7 @@ class _MegviiStyle(nn.Module):
         self.first_conv = nn.Sequential(nn.Conv2d(3, widths[0], 3, 2, 1, bias=False), *_bn_relu(widths[0]))
         self.maxpool = nn.MaxPool2d(3, 2, 1)
         units, inp = [], widths[0]
-        for out, repeats in zip(widths[1:4], (4, 8, 4)):
+        for out, repeats in zip(widths[1:4], (4, 8, 4), strict=True):
             for i in range(repeats):
                 units.append(_Unit(inp, out, out // 2, 2) if i == 0 else _Unit(inp // 2, out, out // 2, 1))
                 inp = out
@@ -81,7 +81,8 @@ def _assert_converts(reference, name, path, size):
 
 
 def test_megvii_layout_converts_with_equal_outputs(tmp_path):
-    _assert_converts(randomise(_MegviiStyle(classes=50)), "ShuffleNetV2_1.0x", tmp_path / "ShuffleNetV2.1.0x.pth.tar", 96)
+    _assert_converts(randomise(_MegviiStyle(classes=50)), "ShuffleNetV2_1.0x",
+                     tmp_path / "ShuffleNetV2.1.0x.pth.tar", 96)
 
 
 def test_megvii_mismatch_is_named():
@@ -107,7 +108,8 @@ class _V1Unit(nn.Module):
             nn.Conv2d(inp, mid, 1, groups=groups if first_grouped else 1, bias=False), *_bn_relu(mid),
             nn.Conv2d(mid, mid, 3, stride, 1, groups=mid, bias=False), *_bn_relu(mid, relu=False),
         )
-        self.branch_main_2 = nn.Sequential(nn.Conv2d(mid, out, 1, groups=groups, bias=False), *_bn_relu(out, relu=False))
+        self.branch_main_2 = nn.Sequential(nn.Conv2d(mid, out, 1, groups=groups, bias=False),
+                                           *_bn_relu(out, relu=False))
 
     def forward(self, x):
         y = self.branch_main_2(_megvii_v1_shuffle(self.branch_main_1(x), self.groups))
@@ -121,7 +123,7 @@ class _MegviiV1Style(nn.Module):
         super().__init__()
         self.first_conv = nn.Sequential(nn.Conv2d(3, widths[0], 3, 2, 1, bias=False), *_bn_relu(widths[0]))
         units, inp = [], widths[0]
-        for stage, (out, repeats) in enumerate(zip(widths[1:], (4, 8, 4))):
+        for stage, (out, repeats) in enumerate(zip(widths[1:], (4, 8, 4), strict=True)):
             for i in range(repeats):
                 units.append(_V1Unit(inp, out, groups, 2 if i == 0 else 1, first_grouped=stage > 0 or i > 0))
                 inp = out
@@ -172,8 +174,8 @@ def test_converted_megvii_checkpoint_predicts_like_the_bgr_original(tmp_path):
     from PIL import Image
 
     from lightnets.convert import convert_checkpoint
-    from lightnets.export.predict import predict, preprocess
-    from lightnets.train.data import Preprocessing
+    from lightnets.export import predict
+    from lightnets.formats import Preprocessing, load_image
 
     reference = randomise(_MegviiV1Style(8, (16, 192, 384, 768), classes=7)).eval()
     source = tmp_path / "snet.pth.tar"
@@ -185,7 +187,7 @@ def test_converted_megvii_checkpoint_predicts_like_the_bgr_original(tmp_path):
     image = tmp_path / "img.png"
     Image.fromarray((torch.rand(80, 100, 3) * 255).to(torch.uint8).numpy()).save(image)
     [prediction] = predict("shufflenet_v1_g8_x0_5_official", str(out), [str(image)], top=3)
-    rgb01 = preprocess(str(image), Preprocessing("imagenet", 64, (0.0,) * 3, (1.0,) * 3, resize=73))
+    rgb01 = load_image(str(image), Preprocessing("imagenet", 64, (0.0,) * 3, (1.0,) * 3, resize=73))
     with torch.no_grad():
         expected = reference(rgb01.flip(0).unsqueeze(0) * 255).softmax(1)[0]  # what Megvii's code is fed: BGR 0..255
     top = expected.topk(3)

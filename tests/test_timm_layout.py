@@ -67,7 +67,8 @@ def test_from_timm_names_the_first_mismatch():
     state = timm.create_model("mobilenetv2_100").state_dict()
     state.pop("blocks.1.0.conv_dw.weight")
     state["extra.weight"] = torch.zeros(3)
-    with pytest.raises(ValueError, match=r"first missing key 'blocks.1.0.conv_dw.weight' \(96, 1, 3, 3\).*first unexpected key 'extra.weight'"):
+    message = r"first missing key 'blocks.1.0.conv_dw.weight' \(96, 1, 3, 3\).*first unexpected key 'extra.weight'"
+    with pytest.raises(ValueError, match=message):
         from_timm("mobilenetv2_100", state)
     with pytest.raises(ValueError, match="no timm converter for 'resnet50'"):
         from_timm("resnet50", {})

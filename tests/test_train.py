@@ -10,7 +10,8 @@ import torch
 
 import lightnets
 from lightnets.cli import main
-from lightnets.train import CheckpointError, digits, fit, get_recipe, image_folder, load_checkpoint, save_checkpoint
+from lightnets.formats import CheckpointError, Preprocessing, load_checkpoint, save_checkpoint
+from lightnets.train import digits, fit, get_recipe, image_folder
 from lightnets.train.data import load_digits, stratified_split
 
 TINY = "mobilenet_v3_small_050"
@@ -55,7 +56,8 @@ def test_recipe_schedules():
     v2 = get_recipe("mobilenet_v2")  # x0.98 per epoch
     assert v2.lr_at(30, 10, 1000) == pytest.approx(0.045 * 0.98**3)
     v3 = get_recipe("mobilenet_v3")  # x0.99 every 3 epochs
-    assert v3.lr_at(59, 10, 1000) == pytest.approx(v3.lr * 0.99) and v3.lr_at(60, 10, 1000) == pytest.approx(v3.lr * 0.99**2)
+    assert v3.lr_at(59, 10, 1000) == pytest.approx(v3.lr * 0.99)
+    assert v3.lr_at(60, 10, 1000) == pytest.approx(v3.lr * 0.99**2)
     shuffle = get_recipe("shufflenet")  # linear to 0
     assert shuffle.lr_at(50, 10, 100) == pytest.approx(shuffle.lr / 2)
     with pytest.raises(ValueError, match="unknown recipe 'adam'; allowed: mobilenet_v2"):
@@ -99,7 +101,8 @@ def test_corrupted_and_truncated_checkpoints_are_refused_previous_still_usable(t
 
 def test_resume_from_corrupted_last_names_the_intact_previous(tmp_path):
     model = lightnets.create_model(TINY, num_classes=10)
-    fit(model, "digits", run_dir=str(tmp_path), epochs=1, resolution=16, max_steps=4, checkpoint_every=2, show_progress=False, log=lambda m: None)
+    fit(model, "digits", run_dir=str(tmp_path), epochs=1, resolution=16, max_steps=4, checkpoint_every=2,
+        show_progress=False, log=lambda m: None)
     last = tmp_path / "last.safetensors"
     last.write_bytes(last.read_bytes()[:100])
     with pytest.raises(CheckpointError, match="previous.safetensors is intact .* --checkpoint previous"):
@@ -110,7 +113,8 @@ def test_resume_from_corrupted_last_names_the_intact_previous(tmp_path):
 
 def test_fit_writes_metrics_and_checkpoints(tmp_path):
     model = lightnets.create_model(TINY, num_classes=10)
-    result = fit(model, "digits", run_dir=str(tmp_path), epochs=1, resolution=16, max_steps=3, show_progress=False, log=lambda m: None)
+    result = fit(model, "digits", run_dir=str(tmp_path), epochs=1, resolution=16, max_steps=3, show_progress=False,
+                 log=lambda m: None)
     row = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
     assert row["step"] == 3 and 0 <= row["val_top1"] <= 1 and row["images_per_s"] > 0
     assert {"last.safetensors", "best.safetensors", "config.json"} <= set(os.listdir(tmp_path))
@@ -120,14 +124,16 @@ def test_fit_writes_metrics_and_checkpoints(tmp_path):
 
 
 def _train_cmd(out, *extra):
-    return [sys.executable, "-m", "lightnets", "train", TINY, "--resolution", "16", "--epochs", "2", "--batch-size", "32",
+    return [sys.executable, "-m", "lightnets", "train", TINY, "--resolution", "16", "--epochs", "2",
+            "--batch-size", "32",
             "--deterministic", "--threads", "1", "--no-progress", "--out", str(out), *extra]
 
 
 def test_killed_run_resumes_to_identical_weights(tmp_path):
     reference, interrupted = tmp_path / "reference", tmp_path / "interrupted"
     subprocess.run(_train_cmd(reference), check=True, capture_output=True, env=ENV, timeout=300)
-    proc = subprocess.Popen(_train_cmd(interrupted, "--checkpoint-every", "10"), stdout=subprocess.PIPE, text=True, env=ENV)
+    proc = subprocess.Popen(_train_cmd(interrupted, "--checkpoint-every", "10"), stdout=subprocess.PIPE,
+                            text=True, env=ENV)
     for line in proc.stdout:
         if line.startswith("checkpoint: step 20"):  # mid-epoch 0 (44 steps per epoch)
             proc.send_signal(signal.SIGKILL)
@@ -135,7 +141,8 @@ def test_killed_run_resumes_to_identical_weights(tmp_path):
     proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL
     assert not (interrupted / "metrics.jsonl").exists()  # killed before the first epoch ended
-    resumed = subprocess.run(_train_cmd(interrupted, "--resume", str(interrupted)), capture_output=True, text=True, env=ENV, timeout=300, check=False)
+    resumed = subprocess.run(_train_cmd(interrupted, "--resume", str(interrupted)), capture_output=True, text=True,
+                             env=ENV, timeout=300, check=False)
     assert resumed.returncode == 0, resumed.stderr
     assert "resumed" in resumed.stdout and "at epoch 0, step" in resumed.stdout
     ours = load_checkpoint(str(interrupted / "last.safetensors")).model
@@ -146,13 +153,15 @@ def test_killed_run_resumes_to_identical_weights(tmp_path):
 
 def test_torchrun_two_processes_identical_weights_rank0_writes(tmp_path):
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "lightnets", "train", TINY,
-           "--resolution", "16", "--epochs", "1", "--max-steps", "3", "--batch-size", "16", "--threads", "1", "--no-progress", "--out", str(out)]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+           "lightnets", "train", TINY, "--resolution", "16", "--epochs", "1", "--max-steps", "3", "--batch-size", "16",
+           "--threads", "1", "--no-progress", "--out", str(out)]
     result = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=300, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
     replicas = json.loads((out / "replicas.json").read_text())
     assert replicas["world_size"] == 2 and len(replicas["fingerprints"]) == 2 and replicas["identical"]
-    assert sorted(os.listdir(out)) == ["best.safetensors", "config.json", "last.safetensors", "metrics.jsonl", "replicas.json"]
+    assert sorted(os.listdir(out)) == ["best.safetensors", "config.json", "last.safetensors", "metrics.jsonl",
+                                       "replicas.json"]
     assert load_checkpoint(str(out / "last.safetensors")).config["world_size"] == 2
     assert result.stdout.count("epoch 1/1:") == 1  # only rank 0 logs
 
@@ -183,13 +192,12 @@ def test_image_folder_training_and_bad_images(tmp_path):
     with pytest.raises(ValueError, match="cannot read image .*broken.jpg"):
         list(strict.batches(13, shuffle=False))
     model = lightnets.create_model(TINY, num_classes=3)
-    result = fit(model, str(tmp_path), run_dir=str(tmp_path / "run"), epochs=1, batch_size=4, resolution=16, show_progress=False, log=lambda m: None)
+    result = fit(model, str(tmp_path), run_dir=str(tmp_path / "run"), epochs=1, batch_size=4, resolution=16,
+                 show_progress=False, log=lambda m: None)
     assert result.final["skipped_images"] == 1
 
 
 def test_image_folder_takes_a_checkpoints_preprocessing(tmp_path):
-    from lightnets.train import Preprocessing
-
     _image_tree(tmp_path)
     keras_like = Preprocessing("imagenet", 224, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), resize=256)
     _, default = image_folder(str(tmp_path), resolution=16)
@@ -197,7 +205,8 @@ def test_image_folder_takes_a_checkpoints_preprocessing(tmp_path):
     assert val.preprocessing == Preprocessing("imagenet", 16, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), resize=18)
     red = 200 / 255  # the cat images are (200, 30, 30)
     assert next(val.batches(4, shuffle=False)).images[0, 0, 0, 0].item() == pytest.approx((red - 0.5) / 0.5, abs=1e-5)
-    assert next(default.batches(4, shuffle=False)).images[0, 0, 0, 0].item() == pytest.approx((red - 0.485) / 0.229, abs=1e-5)
+    imagenet_red = (red - 0.485) / 0.229
+    assert next(default.batches(4, shuffle=False)).images[0, 0, 0, 0].item() == pytest.approx(imagenet_red, abs=1e-5)
     plain, _ = image_folder(str(tmp_path), resolution=16, augment=False)  # int8 calibration: no random crops
     first, second = (next(plain.batches(12, shuffle=False)).images for _ in range(2))
     assert torch.equal(first, second)
@@ -216,7 +225,8 @@ def test_image_folder_errors(tmp_path):
 
 def test_train_and_eval_commands(tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["train", TINY, "--resolution", "16", "--epochs", "1", "--max-steps", "5", "--out", str(run), "--no-progress", "--plot"]) == 0
+    assert main(["train", TINY, "--resolution", "16", "--epochs", "1", "--max-steps", "5", "--out", str(run),
+                 "--no-progress", "--plot"]) == 0
     assert (run / "curves.png").read_bytes()[:4] == b"\x89PNG"
     capsys.readouterr()
     png = tmp_path / "confusion.png"
@@ -237,3 +247,107 @@ def test_lr_is_finite_for_all_recipes():
     for name in ("mobilenet_v2", "mobilenet_v3", "shufflenet", "small-data"):
         recipe = get_recipe(name)
         assert all(math.isfinite(recipe.lr_at(s, 10, 1000)) for s in range(0, 1000, 97))
+
+
+def _count_training_forwards(model):
+    calls = []
+    model.register_forward_pre_hook(lambda module, args: calls.append(module.training))
+    return calls
+
+
+def test_fit_in_memory_writes_nothing_and_stops_at_the_step_budget(tmp_path, monkeypatch):
+    import builtins
+
+    import lightnets.train.loop
+
+    monkeypatch.chdir(tmp_path)
+    written, real_open = [], builtins.open
+
+    def spying_open(file, mode="r", *args, **kwargs):
+        if any(flag in mode for flag in "wax+"):
+            written.append(file)
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", spying_open)
+    monkeypatch.setattr(lightnets.train.loop, "save_checkpoint", lambda *a, **k: written.append("checkpoint"))
+    import dataclasses
+
+    train, test = digits(16)
+    splits = dataclasses.replace(train, size=256), dataclasses.replace(test, size=64)  # the first digits: seconds
+    recipe = get_recipe("small-data").with_overrides(warmup_epochs=0.0, batch_size=32)  # 8 steps an epoch
+    model = lightnets.create_model(TINY, num_classes=10)
+    calls = _count_training_forwards(model)
+    result = fit(model, splits, recipe, run_dir=None, max_steps=20, show_progress=False, log=lambda m: None)
+    assert written == [] and list(tmp_path.iterdir()) == []
+    assert sum(calls) == 20 and result.final["step"] == 20  # optimizer steps: the budget crosses two epochs
+    assert result.epochs == 3 and [row["epoch"] for row in result.history] == [1, 2, 3]
+    assert result.run_dir is None and result.model is model and 0 <= result.final["val_top1"] <= 1
+    # the schedule ends with the budget: cosine near zero at its last step ...
+    assert result.final["lr"] < 0.01 * recipe.lr
+    capped = fit(lightnets.create_model(TINY, num_classes=10), splits, recipe, run_dir=None, epochs=15, max_steps=20,
+                 show_progress=False, log=lambda m: None)
+    # ... whereas with epochs it is a cap: 20 steps into a 120-step cosine, the rate has hardly moved
+    assert capped.final["step"] == 20 and capped.final["lr"] > 0.9 * recipe.lr
+    with pytest.raises(ValueError, match="resume and checkpoint_every need a run_dir"):
+        fit(model, "digits", run_dir=None, resume=True)
+
+
+def test_fit_restores_the_global_torch_state_also_when_it_raises():
+    import random
+
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    try:
+        model = lightnets.create_model(TINY, num_classes=10)
+        torch.set_num_threads(3)
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.manual_seed(123)
+        random.seed(123)
+        rng, python_rng = torch.get_rng_state(), random.getstate()
+
+        def check():
+            assert torch.get_num_threads() == 3
+            assert torch.are_deterministic_algorithms_enabled()
+            assert torch.is_deterministic_algorithms_warn_only_enabled()
+            assert torch.equal(torch.get_rng_state(), rng) and random.getstate() == python_rng
+
+        result = fit(model, "digits", run_dir=None, resolution=16, max_steps=2, threads=1, deterministic=True, seed=7,
+                     show_progress=False, log=lambda m: None)
+        assert result.final["step"] == 2
+        check()
+        calls = _count_training_forwards(model)
+        model.register_forward_pre_hook(lambda module, args: None if len(calls) < 2 else 1 / 0)
+        with pytest.raises(ZeroDivisionError):
+            fit(model, "digits", run_dir=None, resolution=16, max_steps=5, threads=1, deterministic=True,
+                show_progress=False, log=lambda m: None)
+        assert calls[:2] == [True, True]  # it failed inside the training loop, after setting threads and seeds
+        check()
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+
+
+def test_resume_takes_the_network_seed_and_data_from_the_checkpoint(tmp_path):
+    from lightnets.train import resume
+
+    fit(lightnets.create_model(TINY, num_classes=10), "digits", run_dir=str(tmp_path), epochs=2, batch_size=64,
+        resolution=16, max_steps=3, seed=5, model_config={"name": TINY, "options": {"num_classes": 10}},
+        show_progress=False, log=lambda m: None)
+    with pytest.raises(ValueError, match=f"holds '{TINY}', not 'mobilenet_v2'"):
+        resume(str(tmp_path), "mobilenet_v2")
+    messages = []
+    result = resume(str(tmp_path), TINY, max_steps=5, show_progress=False, log=messages.append)
+    assert messages[0].startswith("resumed") and "at epoch 0, step 3" in messages[0]
+    assert result.final["step"] == 5
+    config = load_checkpoint(str(tmp_path / "last.safetensors")).config
+    assert config["seed"] == 5 and config["preprocessing"]["resolution"] == 16 and config["recipe"]["epochs"] == 2
+
+
+def test_calibration_batches_are_fixed_and_unaugmented():
+    from lightnets.train import calibration_batches
+
+    first = calibration_batches("digits", 16, batches=3, batch_size=8)
+    again = calibration_batches("digits", 16, batches=3, batch_size=8)
+    assert [b.shape for b in first] == [(8, 3, 16, 16)] * 3
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+    with pytest.raises(ValueError, match="batches must be an integer >= 1, got 0"):
+        calibration_batches("digits", 16, batches=0)

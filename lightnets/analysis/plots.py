@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ..report import pyplot
 from .zoo import ZooRow
 
 FAMILY_COLOURS = {
@@ -16,22 +17,11 @@ FAMILY_COLOURS = {
 }
 
 
-def _pyplot():
-    try:
-        import matplotlib
-    except ImportError:
-        raise ValueError('plotting needs matplotlib: pip install "lightnets[plot]"') from None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_zoo(rows: Sequence[ZooRow], path: str, title: str) -> None:
     """Scatter median latency against MAdds, one labelled point per model, p10-p90 bars."""
     if not rows:
         raise ValueError("nothing to plot: no rows")
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(13, 9), dpi=110)
     for family, colour in FAMILY_COLOURS.items():
         fam = [r for r in rows if r.family == family]
@@ -71,7 +61,8 @@ def _label_points(fig, ax, rows: Sequence[ZooRow], fontsize: float = 6.5) -> Non
     to_px = ax.transData.transform
     points = [tuple(to_px((r.madds / 1e6, r.latency.median_ms))) for r in rows]
     char_w, text_h = fontsize * 0.62 * fig.dpi / 72, fontsize * 1.3 * fig.dpi / 72
-    candidates = [(6, 3), (6, -text_h - 3), (-6, 3), (-6, -text_h - 3), (0, 8), (0, -text_h - 8), (10, -text_h / 2), (-10, -text_h / 2)]
+    candidates = [(6, 3), (6, -text_h - 3), (-6, 3), (-6, -text_h - 3),
+                  (0, 8), (0, -text_h - 8), (10, -text_h / 2), (-10, -text_h / 2)]
     placed: list[tuple[float, float, float, float]] = []
 
     def overlap(a, b) -> float:

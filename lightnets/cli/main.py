@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..models import FAMILIES
-from .tables import format_table
+from ..report import format_table
 
 
 def _positive_int(text: str) -> int:
@@ -30,7 +30,8 @@ def cmd_models(args: argparse.Namespace) -> int:
     print(
         format_table(
             rows,
-            columns=[("name", "model"), ("family", "family"), ("params", "params"), ("madds", f"MAdds@{args.resolution}")],
+            columns=[("name", "model"), ("family", "family"), ("params", "params"),
+                     ("madds", f"MAdds@{args.resolution}")],
             formats={"params": "{:,}", "madds": lambda v: f"{v / 1e6:,.1f} M"},
         )
     )
@@ -86,10 +87,12 @@ def cmd_zoo(args: argparse.Namespace) -> int:
 
     models = [m.strip() for m in args.models.split(",")] if args.models else None
     if args.plot:
-        from ..analysis.plots import _pyplot
+        from ..report import pyplot
 
-        _pyplot()  # fail before measuring if matplotlib is missing
-    rows = run_zoo(args.resolution, threads=args.threads, runs=args.runs, warmup=args.warmup, models=models, backend=args.backend)
+        pyplot()  # fail before measuring if matplotlib is missing
+    rows = run_zoo(
+        args.resolution, threads=args.threads, runs=args.runs, warmup=args.warmup, models=models, backend=args.backend
+    )
     machine = machine_info()
     title = zoo_title(args.resolution, rows[0].latency.threads, machine["cpu"], machine["torch"], args.backend)
     print(zoo_report(rows, title))
@@ -101,7 +104,8 @@ def cmd_zoo(args: argparse.Namespace) -> int:
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(
-                {"title": title, "machine": machine, "resolution": args.resolution, "models": [r.to_dict() for r in rows]},
+                {"title": title, "machine": machine, "resolution": args.resolution,
+                 "models": [r.to_dict() for r in rows]},
                 fh,
                 indent=2,
             )
@@ -118,9 +122,9 @@ def cmd_lab(args: argparse.Namespace) -> int:
     names = list(EXPERIMENTS) if args.experiment == "all" else [args.experiment]
     config = LabConfig(device=args.device, threads=args.threads, batch=args.batch, seconds_per_network=args.seconds)
     if args.plot_dir:
-        from ..analysis.plots import _pyplot
+        from ..report import pyplot
 
-        _pyplot()
+        pyplot()  # fail before measuring if matplotlib is missing
         os.makedirs(args.plot_dir, exist_ok=True)
     show = sys.stderr.isatty()
     results = run_lab(names, config, progress=(lambda msg: print(f"  {msg}", file=sys.stderr)) if show else None)
@@ -153,96 +157,73 @@ def _model_options(args: argparse.Namespace) -> dict:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    import time as _time
+    import time
 
     from ..models import create_model
-    from ..train import fit, get_recipe, load_data
+    from ..train import fit, get_recipe, load_data, resume
 
-    resolution = args.resolution or (32 if args.data == "digits" else 224)
+    run_options = dict(
+        checkpoint_every=args.checkpoint_every, device=args.device, amp=args.amp, channels_last=args.channels_last,
+        sync_bn=args.sync_bn, deterministic=args.deterministic, threads=args.threads, max_steps=args.max_steps,
+        workers=args.workers, bad_images=args.bad_images, show_progress=not args.no_progress,
+    )
     if args.resume:
-        config_path = os.path.join(args.resume, "config.json")
-        if not os.path.isfile(config_path):
-            raise ValueError(f"--resume {args.resume!r}: no config.json there; is it a lightnets run directory?")
-        with open(config_path) as fh:
-            stored = json.load(fh)
-        if stored["model"].get("name") != args.name:
-            raise ValueError(f"run {args.resume!r} trains {stored['model'].get('name')!r}, not {args.name!r}")
-        run_dir, options = args.resume, stored["model"]["options"]
-        recipe = get_recipe(stored["recipe"]["name"]).with_overrides(**stored["recipe"])
-        resolution, data = stored["preprocessing"]["resolution"], stored["data"]
+        result = resume(args.resume, args.name, checkpoint=args.checkpoint, **run_options)
     else:
         recipe = get_recipe(args.recipe)
         if args.dropout is None and recipe.dropout is not None:
             args.dropout = recipe.dropout
-        run_dir = args.out or os.path.join("runs", f"{args.name}-{_time.strftime('%Y%m%d-%H%M%S')}")
-        data = args.data
-        train_split, _ = load_data(data, resolution, args.bad_images)  # fail early on bad data, learn the classes
+        resolution = args.resolution or (32 if args.data == "digits" else 224)
+        run_dir = args.out or os.path.join("runs", f"{args.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+        train_split, _ = load_data(args.data, resolution, args.bad_images)  # fail early on bad data, learn the classes
         options = {**_model_options(args), "num_classes": len(train_split.classes)}
-    import torch
+        import torch
 
-    torch.manual_seed(args.seed)  # the initial weights depend on the seed too
-    model = create_model(args.name, **options)
-    result = fit(
-        model, data, recipe, run_dir=run_dir, epochs=None if args.resume else args.epochs,
-        batch_size=None if args.resume else args.batch_size, lr=None if args.resume else args.lr,
-        resolution=resolution, resume=bool(args.resume), resume_checkpoint=args.checkpoint,
-        checkpoint_every=args.checkpoint_every, seed=args.seed, device=args.device, amp=args.amp,
-        channels_last=args.channels_last, sync_bn=args.sync_bn, deterministic=args.deterministic,
-        threads=args.threads, max_steps=args.max_steps, workers=args.workers, bad_images=args.bad_images,
-        model_config={"name": args.name, "options": options}, show_progress=not args.no_progress,
-    )
+        torch.manual_seed(args.seed)  # the initial weights depend on the seed too
+        result = fit(
+            create_model(args.name, **options), args.data, recipe, run_dir=run_dir, epochs=args.epochs,
+            batch_size=args.batch_size, lr=args.lr, resolution=resolution, seed=args.seed,
+            model_config={"name": args.name, "options": options}, **run_options,
+        )
     if int(os.environ.get("RANK", "0")) == 0:
-        print(f"best validation top-1 {100 * result.best_top1:.2f}% at epoch {result.best_epoch}; run directory {result.run_dir}")
+        print(f"best validation top-1 {100 * result.best_top1:.2f}% at epoch {result.best_epoch}; "
+              f"run directory {result.run_dir}")
         if args.plot:
             from ..train.plots import plot_curves, read_metrics
 
-            path = os.path.join(run_dir, "curves.png")
-            plot_curves(read_metrics(os.path.join(run_dir, "metrics.jsonl")), path, f"{args.name} on {data}")
+            path = os.path.join(result.run_dir, "curves.png")
+            title = f"{args.name}: {args.resume}" if args.resume else f"{args.name} on {args.data}"
+            plot_curves(read_metrics(os.path.join(result.run_dir, "metrics.jsonl")), path, title)
             print(f"wrote {path}")
     return 0
 
 
-def _folder_preprocessing(config: dict, data: str):
-    """A checkpoint's stored preprocessing, for an ImageFolder ``data`` (None for digits).
-
-    A converted checkpoint's mean and std (Keras, Megvii) must reach the folder's images too.
-    """
-    from ..train.data import Preprocessing
-
-    stored = Preprocessing.from_dict(config["preprocessing"])
-    return stored if data != "digits" and stored.kind == "imagenet" else None
-
-
 def cmd_eval(args: argparse.Namespace) -> int:
-    from ..models import create_model
-    from ..train import evaluate, load_data, load_weights
+    from ..formats import load_model
+    from ..train import check_classes, checkpoint_preprocessing, evaluate, load_data
 
-    weights, config = load_weights(args.checkpoint)
-    stored = config.get("model", {})
-    if stored.get("name") not in (None, args.name):
-        raise ValueError(f"checkpoint {args.checkpoint!r} holds {stored.get('name')!r}, not {args.name!r}")
-    resolution = args.resolution or config["preprocessing"]["resolution"]
-    data = args.data or config.get("data", "digits")
-    _, val = load_data(data, resolution, args.bad_images, augment=False, preprocessing=_folder_preprocessing(config, data))
-    stored_classes = config.get("classes", val.classes)
-    if val.classes != stored_classes:
-        pairs = [(i, a, b) for i, (a, b) in enumerate(zip(val.classes, stored_classes)) if a != b][:3]
-        raise ValueError(
-            f"the data's {len(val.classes)} classes differ from the checkpoint's {len(stored_classes)}"
-            + (f"; first differences (index, data, checkpoint): {pairs}" if pairs else "")
-            + " (a converted checkpoint takes its class names from `lightnets convert --classes FILE`)"
-        )
-    model = create_model(args.name, **stored.get("options", {"num_classes": len(val.classes)}))
-    model.load_state_dict(weights)
-    result = evaluate(model, val, batch_size=args.batch_size, device=args.device)
+    loaded = load_model(args.checkpoint, args.name, device=args.device)
+    resolution = args.resolution or loaded.preprocessing.resolution
+    data = args.data or loaded.config.get("data", "digits")
+    pre = checkpoint_preprocessing(data, loaded.preprocessing)
+    _, val = load_data(data, resolution, args.bad_images, augment=False, preprocessing=pre)
+    check_classes(val, loaded.class_names)
+    result = evaluate(loaded.model, val, batch_size=args.batch_size, device=args.device)
     print(f"{args.name} on {data} ({val.name}, {result.count} images, {resolution}x{resolution}): "
           f"top-1 {100 * result.top1:.2f}%, top-5 {100 * result.top5:.2f}%, loss {result.loss:.4f}")
     print()
-    print(format_table([{"class": c, "acc": a, "n": int(n)} for c, a, n in zip(result.classes, result.per_class, result.confusion.sum(1))],
-                       [("class", "class"), ("n", "images"), ("acc", "accuracy")], formats={"acc": lambda v: f"{100 * v:.1f}%"}))
+    per_class = zip(result.classes, result.per_class, result.confusion.sum(1), strict=True)
+    print(
+        format_table(
+            [{"class": c, "acc": a, "n": int(n)} for c, a, n in per_class],
+            [("class", "class"), ("n", "images"), ("acc", "accuracy")],
+            formats={"acc": lambda v: f"{100 * v:.1f}%"},
+        )
+    )
     if len(result.classes) <= 20:
         print("\nconfusion matrix (rows: true class, columns: predicted)")
-        rows = [{"true": c, **{p: int(v) for p, v in zip(result.classes, row)}} for c, row in zip(result.classes, result.confusion.tolist())]
+        rows = [{"true": c, **{p: int(v) for p, v in zip(result.classes, row, strict=True)}}
+                for c, row in zip(result.classes, result.confusion.tolist(), strict=True)]
         print(format_table(rows, [("true", "true")] + [(c, c) for c in result.classes]))
     if args.plot:
         from ..train.plots import plot_confusion
@@ -257,7 +238,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from ..export.predict import predict
+    from ..export import predict
 
     for prediction in predict(args.name, args.checkpoint, args.images, top=args.top):
         print(prediction.path)
@@ -267,42 +248,31 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from ..export.onnx import export_onnx
+    from ..export import export_onnx, export_pt2, quantize_int8
+    from ..formats import load_model
     from ..models import create_model
 
+    if args.int8 and (args.format != "onnx" or not args.calibration):
+        raise ValueError("--int8 needs --format onnx and --calibration DATA ('digits' or an ImageFolder PATH)")
     options = _model_options(args)
     if args.checkpoint:
-        from ..train import load_weights
-
-        weights, config = load_weights(args.checkpoint)
-        options = config.get("model", {}).get("options", options)
-        model = create_model(args.name, **options)
-        model.load_state_dict(weights)
-        resolution = args.resolution or config["preprocessing"]["resolution"]
+        loaded = load_model(args.checkpoint, args.name, options=options)
+        model, preprocessing = loaded.model, loaded.preprocessing
+        resolution = args.resolution or preprocessing.resolution
     else:
-        model = create_model(args.name, **options)
+        model, preprocessing = create_model(args.name, **options).eval(), None
         resolution = args.resolution or 224
-    model.eval()
     if args.int8:
-        if args.format != "onnx" or not args.calibration:
-            raise ValueError("--int8 needs --format onnx and --calibration DATA ('digits' or an ImageFolder PATH)")
-        from ..export.quantize import quantize_int8
-        from ..train import load_data
-        pre = _folder_preprocessing(config, args.calibration) if args.checkpoint else None
-        train, _ = load_data(args.calibration, resolution, augment=False, preprocessing=pre)
-        batches = [b.images for b, _ in zip(train.batches(32, shuffle=True, seed=0), range(args.calibration_batches))]
+        from ..train import calibration_batches
+
+        batches = calibration_batches(
+            args.calibration, resolution, preprocessing=preprocessing, batches=args.calibration_batches
+        )
         quantize_int8(model, args.output, batches, resolution=resolution)
     elif args.format == "onnx":
         export_onnx(model, args.output, resolution=max(resolution, 32), fuse_bn=not args.no_fuse)
     else:
-        import torch
-
-        from ..export import fuse
-
-        net = model if args.no_fuse else fuse(model)
-        x = torch.randn(2, model.in_chans, resolution, resolution)
-        batch = torch.export.Dim("batch", min=1, max=4096)
-        torch.export.save(torch.export.export(net, (x,), dynamic_shapes={"x": {0: batch}}), args.output)
+        export_pt2(model, args.output, resolution=resolution, fuse_bn=not args.no_fuse)
     print(f"wrote {args.output} ({os.path.getsize(args.output) / 1024:.0f} KB)")
     return 0
 
@@ -368,7 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
     lab = sub.add_parser("lab", help="rerun ShuffleNetV2's G1-G4 experiments and the depthwise study here")
     lab.add_argument("experiment", choices=["g1", "g2", "g3", "g4", "depthwise", "all"])
     lab.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    lab.add_argument("--threads", type=_positive_int, help="intra-op threads (default 1 on the CPU, as the paper's ARM)")
+    lab.add_argument(
+        "--threads", type=_positive_int, help="intra-op threads (default 1 on the CPU, as the paper's ARM)"
+    )
     lab.add_argument("--batch", type=_positive_int, help="batch size (default 1 on the CPU, 8 on the GPU)")
     lab.add_argument("--seconds", type=float, default=1.0, help="timing budget per network (default 1 s)")
     lab.add_argument("--plot-dir", metavar="DIR", help="write one PNG per experiment here")
@@ -377,12 +349,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train a model (digits by default, or an ImageFolder tree)")
     train.add_argument("name", help="a registered model")
-    train.add_argument("--data", default="digits", help="'digits' (built in) or PATH with train/ and val/ class folders")
-    train.add_argument("--recipe", default="small-data", help="small-data (default), mobilenet_v2, mobilenet_v3, shufflenet")
+    train.add_argument(
+        "--data", default="digits", help="'digits' (built in) or PATH with train/ and val/ class folders"
+    )
+    train.add_argument(
+        "--recipe", default="small-data", help="small-data (default), mobilenet_v2, mobilenet_v3, shufflenet"
+    )
     train.add_argument("--epochs", type=_positive_int)
     train.add_argument("--batch-size", type=_positive_int, help="per process")
     train.add_argument("--lr", type=float, help="peak learning rate (overrides the recipe)")
-    train.add_argument("--resolution", type=_positive_int, help="input size: the resolution multiplier (default 32 for digits, 224 otherwise)")
+    train.add_argument("--resolution", type=_positive_int,
+                       help="input size: the resolution multiplier (default 32 for digits, 224 otherwise)")
     train.add_argument("--width-mult", type=float)
     train.add_argument("--groups", type=int, help="ShuffleNetV1 groups")
     train.add_argument("--minimal", action="store_true", help="MobileNetV3 minimalistic")
@@ -398,9 +375,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across GPU processes")
     train.add_argument("--deterministic", action="store_true", help="deterministic algorithms (exact reruns)")
     train.add_argument("--threads", type=_positive_int)
-    train.add_argument("--max-steps", type=_positive_int, help="stop after this many optimizer steps")
+    train.add_argument("--max-steps", type=_positive_int,
+                       help="train for this many optimizer steps, the schedule ending there; with --epochs: stop early")
     train.add_argument("--workers", type=int, default=0, help="image-reading processes for ImageFolder data")
-    train.add_argument("--bad-images", choices=["skip", "error"], default="skip", help="unreadable images: skip and count, or stop")
+    train.add_argument(
+        "--bad-images", choices=["skip", "error"], default="skip", help="unreadable images: skip and count, or stop"
+    )
     train.add_argument("--plot", action="store_true", help="write RUN_DIR/curves.png at the end")
     train.add_argument("--no-progress", action="store_true")
     train.set_defaults(func=cmd_train)
@@ -434,14 +414,20 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--minimal", action="store_true")
     ex.add_argument("--no-fuse", action="store_true", help="keep BatchNorm layers (default: folded into the convs)")
     ex.add_argument("--int8", action="store_true", help="quantize to int8 (ONNX Runtime QDQ, per-channel weights)")
-    ex.add_argument("--calibration", metavar="DATA", help="with --int8: 'digits' or an ImageFolder PATH (its train split)")
+    ex.add_argument(
+        "--calibration", metavar="DATA", help="with --int8: 'digits' or an ImageFolder PATH (its train split)"
+    )
     ex.add_argument("--calibration-batches", type=_positive_int, default=10, help="batches of 32 images (default 10)")
     ex.add_argument("-o", "--output", required=True)
     ex.set_defaults(func=cmd_export)
 
-    cv = sub.add_parser("convert", help="turn a torchvision, timm, Keras or Megvii weight file into a lightnets checkpoint")
+    cv = sub.add_parser(
+        "convert", help="turn a torchvision, timm, Keras or Megvii weight file into a lightnets checkpoint"
+    )
     cv.add_argument("source", choices=["torchvision", "timm", "keras", "megvii"])
-    cv.add_argument("name", help="the model's name there: mobilenet_v2, mobilenetv3_large_100, MobileNetV2, ShuffleNetV2_1.0x")
+    cv.add_argument(
+        "name", help="the model's name there: mobilenet_v2, mobilenetv3_large_100, MobileNetV2, ShuffleNetV2_1.0x"
+    )
     cv.add_argument("file", help=".pth/.pth.tar/.safetensors (torchvision, timm, megvii) or .h5/.weights.h5/.keras")
     cv.add_argument("-o", "--output", required=True, help="the lightnets checkpoint to write (.safetensors)")
     cv.add_argument("--width-mult", type=float, default=1.0, help="Keras only: the file's alpha")

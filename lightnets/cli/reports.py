@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from ..analysis.zoo import ZooRow
 from ..cost import Profile
-from .tables import format_table
+from ..report import format_table
 
 
 def _shape(shape: Sequence[int]) -> str:
@@ -108,7 +108,8 @@ def zoo_report(rows: Sequence[ZooRow], title: str) -> str:
                     ("name", "model"), ("params", "params"), ("madds", "MAdds (M)"), ("mac", "MAC (M elems)"),
                     ("median", "median ms"), ("spread", "p10-p90 ms"), ("madds_per_ms", "MAdds/ms (M)"),
                 ],
-                formats={"params": "{:,}", "madds": "{:.1f}", "mac": "{:.1f}", "median": "{:.2f}", "madds_per_ms": "{:.1f}"},
+                formats={"params": "{:,}", "madds": "{:.1f}", "mac": "{:.1f}", "median": "{:.2f}",
+                         "madds_per_ms": "{:.1f}"},
             ),
         ]
     )

@@ -17,9 +17,9 @@ import os
 import torch
 from torch import nn
 
+from ..formats.checkpoint import save_checkpoint
+from ..formats.preprocessing import imagenet_preprocessing
 from ..models import create_model
-from ..train.checkpoint import save_checkpoint
-from ..train.data import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from .files import read_state_dict
 from .keras import KERAS_MODELS, KERAS_PREPROCESSING, from_keras
 from .megvii import MEGVII_MODELS, from_megvii, load_megvii_file
@@ -33,10 +33,6 @@ def load_state_file(path: str) -> dict[str, torch.Tensor]:
     """A state dict from ``.safetensors`` or a PyTorch file (see :func:`read_state_dict`), without
     DataParallel's ``module.`` prefix."""
     return {k.removeprefix("module."): v for k, v in read_state_dict(path).items()}
-
-
-def _imagenet(resolution: int, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> Preprocessing:
-    return Preprocessing("imagenet", resolution, tuple(mean), tuple(std), resize=round(resolution / 0.875))
 
 
 def _num_classes(model: nn.Module) -> int:
@@ -74,27 +70,29 @@ def convert_checkpoint(
         options["num_classes"] = converted["classifier.weight"].shape[0]
         model = create_model(name, **options)
         model.load_state_dict(converted)
-        pre = _imagenet(resolution)
+        pre = imagenet_preprocessing(resolution)
     elif source == "timm":
         model = from_timm(source_name, load_state_file(path))
         name, options = TIMM_MODELS[source_name]
         options = {**options, "num_classes": _num_classes(model)}
         tf_port = source_name.startswith("tf_")  # timm's TF ports take inception-style [-1, 1] inputs
-        pre = _imagenet(resolution, *((KERAS_PREPROCESSING["mean"], KERAS_PREPROCESSING["std"]) if tf_port else ()))
+        pre = imagenet_preprocessing(
+            resolution, *((KERAS_PREPROCESSING["mean"], KERAS_PREPROCESSING["std"]) if tf_port else ())
+        )
     elif source == "keras":
         model = from_keras(source_name, path, width_mult=width_mult, minimal=minimal)
         name, options = KERAS_MODELS[source_name]
         options = {**options, "width_mult": width_mult, "num_classes": _num_classes(model)}
         if minimal:
             options["minimal"] = True
-        pre = _imagenet(resolution, KERAS_PREPROCESSING["mean"], KERAS_PREPROCESSING["std"])
+        pre = imagenet_preprocessing(resolution, KERAS_PREPROCESSING["mean"], KERAS_PREPROCESSING["std"])
     else:
         model = from_megvii(source_name, load_megvii_file(path))
         name = MEGVII_MODELS.get(source_name, source_name)
         options = {"num_classes": _num_classes(model)}
         with torch.no_grad():  # trained on BGR: reorder the stem's inputs so RGB images go in
             model.conv_stem.weight.copy_(model.conv_stem.weight.flip(1))
-        pre = _imagenet(resolution, (0.0, 0.0, 0.0), (1 / 255, 1 / 255, 1 / 255))
+        pre = imagenet_preprocessing(resolution, (0.0, 0.0, 0.0), (1 / 255, 1 / 255, 1 / 255))
     num_classes = options["num_classes"]
     classes = list(classes) if classes is not None else [str(i) for i in range(num_classes)]
     if len(classes) != num_classes:

@@ -48,7 +48,12 @@ KERAS_MODELS: dict[str, tuple[str, dict]] = {
 KERAS_PREPROCESSING = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
 
 _KINDS = ("conv", "depthwise", "batchnorm", "dense")
-_KERAS3_CLASS = {"conv2d": "conv", "depthwise_conv2d": "depthwise", "batch_normalization": "batchnorm", "dense": "dense"}
+_KERAS3_CLASS = {
+    "conv2d": "conv",
+    "depthwise_conv2d": "depthwise",
+    "batch_normalization": "batchnorm",
+    "dense": "dense",
+}
 _BN_VARS = ("gamma", "beta", "moving_mean", "moving_variance")
 
 
@@ -91,7 +96,9 @@ def read_keras_weights(path: str | os.PathLike) -> list[KerasLayer]:
             return _read_legacy(root, path)
         if "layers" in root:
             return _read_keras3(root["layers"], path)
-    raise ValueError(f"{path!r}: neither a legacy Keras weight file (no 'layer_names') nor a Keras 3 one (no 'layers' group)")
+    raise ValueError(
+        f"{path!r}: neither a legacy Keras weight file (no 'layer_names') nor a Keras 3 one (no 'layers' group)"
+    )
 
 
 def _decode(value) -> str:
@@ -141,7 +148,7 @@ def _read_keras3(layers_group, path: str) -> list[KerasLayer]:
         names = _BN_VARS if kind == "batchnorm" else ("kernel", "bias")
         if len(values) > len(names):
             raise ValueError(f"{path!r}: layer {key!r} has {len(values)} variables, expected at most {len(names)}")
-        found.append((kind, int(match[2] or 0), KerasLayer(key, kind, dict(zip(names, values)))))
+        found.append((kind, int(match[2] or 0), KerasLayer(key, kind, dict(zip(names, values, strict=False)))))
     # Keras 3 numbers layers per class, in build order; dense layers close the network.
     order = {kind: i for i, kind in enumerate(_KINDS)}
     return [layer for _, _, layer in sorted(found, key=lambda item: (order[item[0]], item[1]))]
@@ -163,7 +170,12 @@ def _our_layers(model: nn.Module, classifier_kind: str) -> dict[str, list[tuple[
 def _converted(layer: KerasLayer, module: nn.Module) -> dict[str, np.ndarray]:
     a = layer.arrays
     if layer.kind == "batchnorm":
-        return {"weight": a["gamma"], "bias": a["beta"], "running_mean": a["moving_mean"], "running_var": a["moving_variance"]}
+        return {
+            "weight": a["gamma"],
+            "bias": a["beta"],
+            "running_mean": a["moving_mean"],
+            "running_var": a["moving_variance"],
+        }
     if layer.kind == "depthwise":
         kh, kw, channels, multiplier = a["kernel"].shape
         out = {"weight": a["kernel"].transpose(2, 3, 0, 1).reshape(channels * multiplier, 1, kh, kw)}
@@ -223,7 +235,7 @@ def from_keras(
     state: dict[str, torch.Tensor] = {}
     for kind in _KINDS:
         theirs, mine = by_kind[kind], ours[kind]
-        for (name, module), layer in zip(mine, theirs):
+        for (name, module), layer in zip(mine, theirs, strict=False):  # unequal counts: the clearer error below
             for key, value in _converted(layer, module).items():
                 target = getattr(module, key)
                 if tuple(value.shape) != tuple(target.shape):

@@ -24,7 +24,11 @@ from .timm import check_state_dict
 _SIZES = ("0.5x", "1.0x", "1.5x", "2.0x")
 #: Their names (model size as in their README) -> ours.
 MEGVII_MODELS = {
-    **{f"ShuffleNetV1_group{g}_{w}": f"shufflenet_v1_g{g}_x{w.replace('.', '_')[:-1]}_official" for g in (3, 8) for w in _SIZES},
+    **{
+        f"ShuffleNetV1_group{g}_{w}": f"shufflenet_v1_g{g}_x{w.replace('.', '_')[:-1]}_official"
+        for g in (3, 8)
+        for w in _SIZES
+    },
     **{f"ShuffleNetV2_{w}": f"shufflenet_v2_x{w.replace('.', '_')[:-1]}_official" for w in _SIZES},
 }
 _V2_MAIN = {"0": "conv_pw", "1": "bn1", "3": "conv_dw", "4": "bn2", "5": "conv_pwl", "6": "bn3"}
@@ -56,15 +60,27 @@ def _rename(key: str, family: str) -> str:
     )
     if family == "ShuffleNetV1":
         units = (
-            (r"features\.(\d+)\.branch_main_1\.(\d)\.(.+)", lambda m: f"{_block_index(int(m[1]), family)}.{_V1_MAIN_1[m[2]]}.{m[3]}"),
-            (r"features\.(\d+)\.branch_main_2\.(\d)\.(.+)", lambda m: f"{_block_index(int(m[1]), family)}.{_V1_MAIN_2[m[2]]}.{m[3]}"),
+            (
+                r"features\.(\d+)\.branch_main_1\.(\d)\.(.+)",
+                lambda m: f"{_block_index(int(m[1]), family)}.{_V1_MAIN_1[m[2]]}.{m[3]}",
+            ),
+            (
+                r"features\.(\d+)\.branch_main_2\.(\d)\.(.+)",
+                lambda m: f"{_block_index(int(m[1]), family)}.{_V1_MAIN_2[m[2]]}.{m[3]}",
+            ),
         )
     else:
         units = (
             (r"conv_last\.0\.(.+)", lambda m: f"conv_head.{m[1]}"),
             (r"conv_last\.1\.(.+)", lambda m: f"bn2.{m[1]}"),
-            (r"features\.(\d+)\.branch_main\.(\d)\.(.+)", lambda m: f"{_block_index(int(m[1]), family)}.branch_main.{_V2_MAIN[m[2]]}.{m[3]}"),
-            (r"features\.(\d+)\.branch_proj\.(\d)\.(.+)", lambda m: f"{_block_index(int(m[1]), family)}.branch_proj.{_V2_PROJ[m[2]]}.{m[3]}"),
+            (
+                r"features\.(\d+)\.branch_main\.(\d)\.(.+)",
+                lambda m: f"{_block_index(int(m[1]), family)}.branch_main.{_V2_MAIN[m[2]]}.{m[3]}",
+            ),
+            (
+                r"features\.(\d+)\.branch_proj\.(\d)\.(.+)",
+                lambda m: f"{_block_index(int(m[1]), family)}.branch_proj.{_V2_PROJ[m[2]]}.{m[3]}",
+            ),
         )
     for pattern, replace in common + units:
         match = re.fullmatch(pattern, key)

@@ -41,7 +41,8 @@ def check_state_dict(ours: Mapping[str, torch.Tensor], theirs: Mapping[str, torc
         if missing:
             parts.append(f"first missing key {missing[0]!r} {tuple(ours[missing[0]].shape)} ({len(missing)} missing)")
         if unexpected:
-            parts.append(f"first unexpected key {unexpected[0]!r} {tuple(theirs[unexpected[0]].shape)} ({len(unexpected)} unexpected)")
+            first = unexpected[0]
+            parts.append(f"first unexpected key {first!r} {tuple(theirs[first].shape)} ({len(unexpected)} unexpected)")
         raise ValueError(f"{source} checkpoint does not match the lightnets model: " + "; ".join(parts))
     for key, value in ours.items():
         if tuple(theirs[key].shape) != tuple(value.shape):

@@ -76,14 +76,16 @@ def from_torchvision(name_or_model: str | nn.Module, state_dict: Mapping[str, to
         model = name_or_model
     ours = model.state_dict()
     converted: dict[str, torch.Tensor] = {}
-    for (their_key, tensor), (our_key, target) in zip(state_dict.items(), ours.items()):
+    # strict=False: unequal counts get the clearer error below, naming the first extra key
+    for (their_key, tensor), (our_key, target) in zip(state_dict.items(), ours.items(), strict=False):
         if _suffix(their_key) != _suffix(our_key):
             raise ValueError(
                 f"torchvision key {their_key!r} {tuple(tensor.shape)} does not match lightnets key "
                 f"{our_key!r} {tuple(target.shape)}: not the same architecture"
             )
         if tensor.shape != target.shape:
-            if tensor.numel() == target.numel() and tuple(target.shape[tensor.dim():]) == (1,) * (target.dim() - tensor.dim()):
+            trailing_ones = tuple(target.shape[tensor.dim():]) == (1,) * (target.dim() - tensor.dim())
+            if tensor.numel() == target.numel() and trailing_ones:
                 tensor = tensor.reshape(target.shape)  # Linear -> 1x1 conv
             else:
                 raise ValueError(
@@ -96,6 +98,10 @@ def from_torchvision(name_or_model: str | nn.Module, state_dict: Mapping[str, to
         extra_ours = list(ours)[len(converted):]
         raise ValueError(
             f"torchvision checkpoint has {len(state_dict)} tensors, the lightnets model has {len(ours)}; "
-            + (f"first unexpected key: {extra_theirs[0]!r}" if extra_theirs else f"first missing key: {extra_ours[0]!r}")
+            + (
+                f"first unexpected key: {extra_theirs[0]!r}"
+                if extra_theirs
+                else f"first missing key: {extra_ours[0]!r}"
+            )
         )
     return converted

@@ -20,18 +20,36 @@ def _ops(*names: str) -> frozenset:
 
 CONV = _ops("convolution.default", "_convolution.default", "conv2d.default")
 LINEAR = _ops("addmm.default", "mm.default", "linear.default")
-BATCHNORM = _ops("native_batch_norm.default", "_native_batch_norm_legit.default", "_native_batch_norm_legit_no_training.default", "_native_batch_norm_legit_functional.default", "batch_norm.default", "cudnn_batch_norm.default")
-ACTIVATION = _ops("relu.default", "relu_.default", "hardtanh.default", "hardtanh_.default", "hardswish.default", "hardswish_.default", "hardsigmoid.default", "hardsigmoid_.default", "sigmoid.default", "silu.default", "gelu.default", "clamp.default", "clamp_min.default")
-POOL = _ops("max_pool2d_with_indices.default", "max_pool2d.default", "avg_pool2d.default", "_adaptive_avg_pool2d.default", "adaptive_avg_pool2d.default", "mean.dim", "mean.default")
+BATCHNORM = _ops(
+    "native_batch_norm.default", "_native_batch_norm_legit.default", "_native_batch_norm_legit_no_training.default",
+    "_native_batch_norm_legit_functional.default", "batch_norm.default", "cudnn_batch_norm.default",
+)
+ACTIVATION = _ops(
+    "relu.default", "relu_.default", "hardtanh.default", "hardtanh_.default", "hardswish.default", "hardswish_.default",
+    "hardsigmoid.default", "hardsigmoid_.default", "sigmoid.default", "silu.default", "gelu.default", "clamp.default",
+    "clamp_min.default",
+)
+POOL = _ops(
+    "max_pool2d_with_indices.default", "max_pool2d.default", "avg_pool2d.default", "_adaptive_avg_pool2d.default",
+    "adaptive_avg_pool2d.default", "mean.dim", "mean.default",
+)
 CONCAT = _ops("cat.default")
-SPLIT = _ops("split.Tensor", "split_with_sizes.default", "chunk.default", "slice.Tensor", "narrow.default", "unbind.int")
+SPLIT = _ops(
+    "split.Tensor", "split_with_sizes.default", "chunk.default", "slice.Tensor", "narrow.default", "unbind.int",
+)
 ADD = _ops("add.Tensor", "add_.Tensor")
 MULTIPLY = _ops("mul.Tensor", "mul_.Tensor")
 #: A copy into a new memory layout: how reshape -> transpose -> reshape (channel shuffle)
 #: materialises. Plain views move no data and are not rows.
 LAYOUT_COPY = _ops("clone.default", "contiguous.default", "copy_.default", "_reshape_copy.default")
 #: Operators that neither compute nor move data (views, allocations, metadata).
-IGNORED = _ops("view.default", "_unsafe_view.default", "reshape.default", "transpose.int", "permute.default", "t.default", "expand.default", "squeeze.dim", "squeeze.dims", "unsqueeze.default", "flatten.using_ints", "detach.default", "alias.default", "empty.memory_format", "empty.default", "zeros.default", "ones.default", "randn.default", "lift_fresh.default", "_to_copy.default", "as_strided.default", "dropout.default", "native_dropout.default", "sym_size.int")
+IGNORED = _ops(
+    "view.default", "_unsafe_view.default", "reshape.default", "transpose.int", "permute.default", "t.default",
+    "expand.default", "squeeze.dim", "squeeze.dims", "unsqueeze.default", "flatten.using_ints", "detach.default",
+    "alias.default", "empty.memory_format", "empty.default", "zeros.default", "ones.default", "randn.default",
+    "lift_fresh.default", "_to_copy.default", "as_strided.default", "dropout.default", "native_dropout.default",
+    "sym_size.int",
+)
 
 KINDS = (
     "standard conv", "depthwise conv", "grouped conv", "pointwise conv", "linear", "batchnorm", "activation",

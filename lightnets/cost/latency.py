@@ -6,6 +6,10 @@ magnitude slower than normal floats; torchvision's mobilenet_v2 was seen at 300 
 random weights against 25 ms with trained ones on the same machine. Such a figure says
 nothing about the architecture, so every measurement here runs with denormals flushed to
 zero and reports that it did.
+
+Backends that run a converted model (ONNX Runtime) are registered by the package that does the
+converting (:mod:`lightnets.export`, which ``import lightnets`` loads): cost sits below export,
+times whatever runner it is handed and never imports the exporter itself.
 """
 
 from __future__ import annotations
@@ -13,16 +17,31 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-import os
 import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
 
 BACKENDS = ("eager", "compile", "onnxruntime", "onnxruntime-int8")
+_BUILT_IN = ("eager", "compile")
+# backend name -> prepare(model, input_size, *, threads, device, channels_last): a context
+# manager yielding the callable to time (tensor in, tensor out), cleaned up on exit.
+_REGISTERED: dict[str, Callable[..., contextlib.AbstractContextManager]] = {}
+
+
+def register_backend(name: str, prepare: Callable[..., contextlib.AbstractContextManager]) -> None:
+    """Provide ``measure_latency(backend=name)`` from a package above cost (see the module docstring).
+
+    ``prepare(model, input_size, *, threads, device, channels_last)`` returns a context manager
+    that yields the runner to time and releases what it made (files, sessions) on exit.
+    """
+    if name not in BACKENDS or name in _BUILT_IN:
+        allowed = ", ".join(b for b in BACKENDS if b not in _BUILT_IN)
+        raise ValueError(f"cannot register backend {name!r}; registrable: {allowed}")
+    _REGISTERED[name] = prepare
 
 
 def flushing_denormals() -> bool:
@@ -112,7 +131,9 @@ def _check(runs: int, warmup: int, backend: str, input_size: tuple[int, ...]) ->
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; allowed: {', '.join(BACKENDS)}")
     if not input_size or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in input_size):
-        raise ValueError(f"input_size must be a tuple of positive integers such as (1, 3, 224, 224), got {input_size!r}")
+        raise ValueError(
+            f"input_size must be a tuple of positive integers such as (1, 3, 224, 224), got {input_size!r}"
+        )
 
 
 def measure_latency(
@@ -131,11 +152,13 @@ def measure_latency(
     denormals for the duration, restoring both afterwards, and reports both. ``backend``:
     ``"eager"``, ``"compile"`` (``torch.compile``, compiled during warm-up, which therefore
     runs at least once) or ``"onnxruntime"`` (the model exported to ONNX with BatchNorm
-    folded, shapes fixed at the timed input size, run by ONNX Runtime on the CPU with the same thread count and denormals set to
-    zero; needs ``lightnets[deploy]``) or ``"onnxruntime-int8"`` (the same, quantized to int8
-    with per-channel weights, calibrated on 8 random batches: right for timing, not for
-    accuracy, which needs real calibration data: ``lightnets export --int8 --calibration``). ``channels_last`` converts a copy of the model and the input; the
-    caller's model is never modified (its training flag is restored).
+    folded, shapes fixed at the timed input size, run by ONNX Runtime on the CPU with the same
+    thread count and denormals set to zero; needs ``lightnets[deploy]``) or
+    ``"onnxruntime-int8"`` (the same, quantized to int8 with per-channel weights, calibrated on
+    8 random batches: right for timing, not for accuracy, which needs real calibration data:
+    ``lightnets export --int8 --calibration``). The two ONNX Runtime backends come from
+    :mod:`lightnets.export.latency`. ``channels_last`` converts a copy of the model and the
+    input; the caller's model is never modified (its training flag is restored).
     """
     input_size = tuple(input_size)
     _check(runs, warmup, backend, input_size)
@@ -144,11 +167,13 @@ def measure_latency(
     if device.type == "meta":
         raise ValueError("cannot time a model on the 'meta' device; build it on a real device")
     dtype = param.dtype if param is not None else torch.float32
+    if backend not in _BUILT_IN and backend not in _REGISTERED:
+        raise ValueError(f"backend {backend!r} is provided by lightnets.export, which registers it when imported")
     was_training = model.training
     model.eval()
-    tmpdir = None
+    prepared = contextlib.ExitStack()
     try:
-        runner: nn.Module = model
+        runner: Callable[[torch.Tensor], torch.Tensor] = model
         x = torch.randn(input_size, generator=torch.Generator().manual_seed(0)).to(device=device, dtype=dtype)
         if channels_last:
             runner = copy.deepcopy(model).to(memory_format=torch.channels_last)
@@ -156,24 +181,12 @@ def measure_latency(
         if backend == "compile":
             runner = torch.compile(runner)
             warmup = max(warmup, 1)
-        if backend.startswith("onnxruntime"):
-            import tempfile
-
-            from ..export.onnx import OnnxModel, export_onnx
-            from ..export.quantize import quantize_int8
-
-            if device.type != "cpu" or channels_last:
-                raise ValueError("the onnxruntime backends run on the CPU, without channels_last")
-            tmpdir = tempfile.TemporaryDirectory()
-            path = os.path.join(tmpdir.name, "model.onnx")
-            if backend == "onnxruntime-int8":
-                generator = torch.Generator().manual_seed(1)
-                calibration = [torch.randn(input_size, generator=generator) for _ in range(8)]
-                quantize_int8(model, path, calibration, resolution=input_size[-1])
-            else:
-                # a fixed size, like the int8 graph: ONNX Runtime plans static shapes better (~3% here)
-                export_onnx(model, path, resolution=input_size[-1], in_chans=input_size[1], dynamic_size=False)
-            runner = OnnxModel(path, threads=threads or torch.get_num_threads())
+        if backend in _REGISTERED:
+            prepare = _REGISTERED[backend]
+            threads_used = threads or torch.get_num_threads()
+            runner = prepared.enter_context(
+                prepare(model, input_size, threads=threads_used, device=device, channels_last=channels_last)
+            )
         sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
         times: list[float] = []
         with set_threads(threads) as used_threads, denormals_flushed() as flushed, torch.inference_mode():
@@ -187,8 +200,7 @@ def measure_latency(
                 times.append((time.perf_counter() - start) * 1e3)
     finally:
         model.train(was_training)
-        if tmpdir is not None:
-            tmpdir.cleanup()
+        prepared.close()
     ordered = sorted(times)
     return LatencyResult(
         backend=backend,

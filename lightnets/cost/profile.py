@@ -282,7 +282,9 @@ class _CostMode(TorchDispatchMode):
 def _check_input_size(input_size: Iterable[int]) -> tuple[int, ...]:
     size = tuple(input_size)
     if not size or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in size):
-        raise ValueError(f"input_size must be a tuple of positive integers such as (1, 3, 224, 224), got {input_size!r}")
+        raise ValueError(
+            f"input_size must be a tuple of positive integers such as (1, 3, 224, 224), got {input_size!r}"
+        )
     return size
 
 

@@ -1,5 +1,18 @@
-"""Deployment: BatchNorm folding, ONNX export, ONNX Runtime inference."""
+"""Deployment: BatchNorm folding, ONNX and torch.export files, int8 quantization, ONNX Runtime inference.
+
+:func:`~lightnets.export.latency.register_backends` provides the ``onnxruntime`` and
+``onnxruntime-int8`` backends of :func:`lightnets.cost.measure_latency`; ``import lightnets``
+calls it, because cost sits below export and cannot import it.
+"""
 
 from .fuse import count_batchnorms, fuse
+from .latency import register_backends
+from .onnx import OnnxModel, export_onnx
+from .predict import Prediction, predict
+from .pt2 import export_pt2
+from .quantize import quantize_int8
 
-__all__ = ["count_batchnorms", "fuse"]
+__all__ = [
+    "OnnxModel", "Prediction", "count_batchnorms", "export_onnx", "export_pt2", "fuse", "predict", "quantize_int8",
+    "register_backends",
+]

@@ -157,7 +157,9 @@ def _fold_constant_scales(model) -> int:
         if raw.ndim > 1 or raw.size != 1:  # a scalar or shape [1]: broadcasting keeps t's shape
             continue
         c_scale, c_zero = dq_params(c_dq)
-        c_value = float((raw.astype("float64") - c_zero.astype("float64")).reshape(-1)[0] * float(c_scale.reshape(-1)[0]))
+        c_value = float(
+            (raw.astype("float64") - c_zero.astype("float64")).reshape(-1)[0] * float(c_scale.reshape(-1)[0])
+        )
         t_scale, t_zero = dq_params(t_dq)
         if t_scale.size != 1 or not c_value > 0:
             continue
@@ -173,7 +175,10 @@ def _fold_constant_scales(model) -> int:
         # every value t can hold, times c, must be representable by the Q (no clamping lost)
         t_info, q_zero = np.iinfo(t_zero.dtype), inits[quant.input[2]]
         q_info, q_scale = np.iinfo(q_zero.dtype), float(inits[quant.input[1]].reshape(-1)[0])
-        t_lo, t_hi = ((t_info.min - float(t_zero)) * float(t_scale) * c_value, (t_info.max - float(t_zero)) * float(t_scale) * c_value)
+        t_lo, t_hi = (
+            (t_info.min - float(t_zero)) * float(t_scale) * c_value,
+            (t_info.max - float(t_zero)) * float(t_scale) * c_value,
+        )
         q_lo, q_hi = (q_info.min - float(q_zero)) * q_scale, (q_info.max - float(q_zero)) * q_scale
         if t_lo < q_lo - q_scale / 2 or t_hi > q_hi + q_scale / 2:
             continue
@@ -221,7 +226,9 @@ def quantize_int8(
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     with tempfile.TemporaryDirectory() as tmp:
-        fp32 = export_onnx(_for_int8_export(model), os.path.join(tmp, "fp32.onnx"), resolution=resolution, dynamic_size=False)
+        fp32 = export_onnx(
+            _for_int8_export(model), os.path.join(tmp, "fp32.onnx"), resolution=resolution, dynamic_size=False
+        )
         graph = onnx.load(fp32)
         if _global_pools(graph):
             onnx.save(graph, fp32)

@@ -175,7 +175,8 @@ def _time_network(net: Stack, config: LabConfig, input_hw: int | None = None) ->
     madds = profile(net, (1, net.in_chs, hw, hw)).total.madds
     # One untimed pass sizes the run count so each network gets about the same wall time.
     probe = measure_latency(net, size, threads=config.threads, runs=1, warmup=1)
-    runs = int(min(config.max_runs, max(config.min_runs, math.ceil(config.seconds_per_network * 1e3 / probe.median_ms))))
+    in_budget = math.ceil(config.seconds_per_network * 1e3 / probe.median_ms)
+    runs = int(min(config.max_runs, max(config.min_runs, in_budget)))
     result = measure_latency(net, size, threads=config.threads, runs=runs, warmup=1)
     return madds, result
 
@@ -374,8 +375,9 @@ def run_g4(config: LabConfig, progress: Callable[[str], None] | None = None) -> 
     slowdowns = {col: 1 - lookup[(full, col)] / lookup[(bare, col)] for col in columns}
     cost = ", ".join(f"{100 * s:.0f}% at {col}" for col, s in slowdowns.items())
     return ExperimentResult(
-        "g4", "G4: ResNet bottleneck x10 with and without ReLU / shortcut", "G4 (element-wise operations are non-negligible)",
-        config.setting, variants, columns, cells, claims, _conditions(config),
+        "g4", "G4: ResNet bottleneck x10 with and without ReLU / shortcut",
+        "G4 (element-wise operations are non-negligible)", config.setting, variants, columns, cells, claims,
+        _conditions(config),
         notes=[
             ("c is the unit's input/output width, the bottleneck c/4 (as in ResNet); each row without ReLU or "
             "shortcut should be faster than the full unit (first row)"),
@@ -412,15 +414,15 @@ def run_depthwise(
                 madds, lat = _time_network(net, config, input_hw=size)
                 timed[label] = (madds, lat)
                 if label in variants:
-                    cells.append(
-                        Cell(label, column, net.label, madds, lat.median_ms, lat.p10_ms, lat.p90_ms, lat.runs, 1e3 / lat.median_ms)
-                    )
+                    cells.append(Cell(label, column, net.label, madds, lat.median_ms, lat.p10_ms, lat.p90_ms, lat.runs,
+                                      1e3 / lat.median_ms))
             std_madds, std_lat = timed["standard 3x3"]
             sep_madds, sep_lat = timed["depthwise separable"]
             madds_ratio = sep_madds / std_madds
             time_ratio = sep_lat.median_ms / std_lat.median_ms
             gflops = {k: 2 * m * config.batch / (lat.median_ms * 1e6) for k, (m, lat) in timed.items()}
-            rates.append({"channels": n, "size": size, "madds_ratio": madds_ratio, "time_ratio": time_ratio, "gflops": gflops})
+            rates.append({"channels": n, "size": size, "madds_ratio": madds_ratio, "time_ratio": time_ratio,
+                          "gflops": gflops})
             # The finding under test: the separable layer is slower than its MAdds predict.
             claims.append(Claim(column, "MAdds prediction", "depthwise separable", time_ratio / madds_ratio))
             if progress:
@@ -428,10 +430,12 @@ def run_depthwise(
     columns = [c.column for c in cells if c.variant == variants[0]]
     dw_vs_pw = [r["gflops"]["depthwise 3x3"] / r["gflops"]["pointwise 1x1"] for r in rates]
     return ExperimentResult(
-        "depthwise", "Depthwise separable vs standard 3x3 conv", "Depthwise convolution is slower than its MAdds promise",
-        config.setting, variants, columns, cells, claims, _conditions(config),
+        "depthwise", "Depthwise separable vs standard 3x3 conv",
+        "Depthwise convolution is slower than its MAdds promise", config.setting, variants, columns, cells, claims,
+        _conditions(config),
         notes=[
-            f"a comparison 'agrees' when the separable layer's time ratio exceeds its MAdds ratio by > {100 * TOLERANCE:.0f}%",
+            "a comparison 'agrees' when the separable layer's time ratio exceeds its MAdds ratio by "
+            f"> {100 * TOLERANCE:.0f}%",
             f"depthwise 3x3 reaches {100 * min(dw_vs_pw):.0f}%-{100 * max(dw_vs_pw):.0f}% of the pointwise 1x1 GFLOP/s",
         ],
         extra={"grid": rates},
@@ -443,7 +447,9 @@ RUNNERS: dict[str, Callable[..., ExperimentResult]] = {
 }
 
 
-def run_lab(names: Sequence[str], config: LabConfig, progress: Callable[[str], None] | None = None) -> list[ExperimentResult]:
+def run_lab(
+    names: Sequence[str], config: LabConfig, progress: Callable[[str], None] | None = None
+) -> list[ExperimentResult]:
     """Run the named experiments (``g1``, ``g2``, ``g3``, ``g4``, ``depthwise``) in order."""
     for name in names:
         if name not in RUNNERS:

@@ -77,11 +77,16 @@ def g3_network(variant: str, channels: int, blocks: int = BLOCKS) -> Stack:
     if variant.endswith("parallel"):
         if channels % fragments:
             raise ValueError(f"channels {channels} must be divisible by {fragments} fragments")
-        block = lambda: _Parallel([_conv1x1(channels, channels // fragments) for _ in range(fragments)])
-        return Stack([block() for _ in range(blocks)], channels, f"{fragments} x {channels}->{channels // fragments}, concat")
+        def parallel() -> nn.Module:
+            return _Parallel([_conv1x1(channels, channels // fragments) for _ in range(fragments)])
+
+        return Stack([parallel() for _ in range(blocks)], channels,
+                     f"{fragments} x {channels}->{channels // fragments}, concat")
     width = round(channels / math.sqrt(fragments))
-    block = lambda: nn.Sequential(*[_conv1x1(width, width) for _ in range(fragments)])
-    return Stack([block() for _ in range(blocks)], width, f"{fragments} x {width}->{width}")
+    def series() -> nn.Module:
+        return nn.Sequential(*[_conv1x1(width, width) for _ in range(fragments)])
+
+    return Stack([series() for _ in range(blocks)], width, f"{fragments} x {width}->{width}")
 
 
 class Bottleneck(nn.Module):
@@ -106,7 +111,8 @@ class Bottleneck(nn.Module):
 
 
 def g4_network(channels: int, relu: bool, shortcut: bool, blocks: int = BLOCKS) -> Stack:
-    return Stack([Bottleneck(channels, relu, shortcut) for _ in range(blocks)], channels, f"{channels}->{channels // 4}->{channels}")
+    units = [Bottleneck(channels, relu, shortcut) for _ in range(blocks)]
+    return Stack(units, channels, f"{channels}->{channels // 4}->{channels}")
 
 
 def standard_conv(channels: int, kernel: int = 3) -> Stack:
@@ -124,7 +130,8 @@ def depthwise_separable(channels: int, kernel: int = 3) -> Stack:
 
 
 def depthwise_only(channels: int, kernel: int = 3) -> Stack:
-    return Stack([nn.Conv2d(channels, channels, kernel, padding=kernel // 2, groups=channels, bias=False)], channels, "depthwise")
+    conv = nn.Conv2d(channels, channels, kernel, padding=kernel // 2, groups=channels, bias=False)
+    return Stack([conv], channels, "depthwise")
 
 
 def pointwise_only(channels: int) -> Stack:

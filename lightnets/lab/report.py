@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..cli.tables import format_table
+from ..report import format_table, pyplot
 from . import paper
 from .experiments import ExperimentResult
 
@@ -46,7 +46,8 @@ def result_table(result: ExperimentResult) -> str:
         columns = [c for c in columns if not c[0].startswith("paper")]
     return format_table(
         rows, columns,
-        formats={"madds": "{:.1f}", "paper": "{:g}", "paper_norm": "{:.2f}", "here": "{:.1f}", "here_norm": "{:.2f}", "ms": "{:.2f}"},
+        formats={"madds": "{:.1f}", "paper": "{:g}", "paper_norm": "{:.2f}", "here": "{:.1f}", "here_norm": "{:.2f}",
+                 "ms": "{:.2f}"},
     )
 
 
@@ -67,9 +68,11 @@ def depthwise_table(result: ExperimentResult) -> str:
         rows,
         [
             ("config", "layer"), ("madds_ratio", "MAdds ratio (1/N+1/9)"), ("time_ratio", "time ratio"),
-            ("std", "standard GFLOP/s"), ("sep", "separable GFLOP/s"), ("dw", "depthwise GFLOP/s"), ("pw", "pointwise GFLOP/s"),
+            ("std", "standard GFLOP/s"), ("sep", "separable GFLOP/s"), ("dw", "depthwise GFLOP/s"),
+            ("pw", "pointwise GFLOP/s"),
         ],
-        formats={"madds_ratio": "{:.3f}", "time_ratio": "{:.3f}", "std": "{:.1f}", "sep": "{:.1f}", "dw": "{:.1f}", "pw": "{:.1f}"},
+        formats={"madds_ratio": "{:.3f}", "time_ratio": "{:.3f}", "std": "{:.1f}", "sep": "{:.1f}", "dw": "{:.1f}",
+                 "pw": "{:.1f}"},
     )
 
 
@@ -81,9 +84,7 @@ def report(result: ExperimentResult) -> str:
 
 
 def plot(result: ExperimentResult, path: str) -> None:
-    from ..analysis.plots import _pyplot
-
-    plt = _pyplot()
+    plt = pyplot()
     if result.name == "depthwise":
         _plot_depthwise(plt, result, path)
         return
@@ -114,9 +115,10 @@ def _plot_depthwise(plt, result: ExperimentResult, path: str) -> None:
     grid = result.extra["grid"]
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 6), dpi=110)
     sizes = sorted({g["size"] for g in grid}, reverse=True)
-    for marker, size in zip("osD^v", sizes):
+    for marker, size in zip("osD^v", sizes, strict=False):
         pts = sorted((g for g in grid if g["size"] == size), key=lambda g: g["channels"])
-        left.plot([g["channels"] for g in pts], [g["time_ratio"] / g["madds_ratio"] for g in pts], "-" + marker, label=f"{size}x{size} maps")
+        left.plot([g["channels"] for g in pts], [g["time_ratio"] / g["madds_ratio"] for g in pts], "-" + marker,
+                  label=f"{size}x{size} maps")
     left.axhline(1.0, color="grey", lw=0.8, ls="--", label="time falls as far as MAdds (1/N + 1/9)")
     left.set_xscale("log", base=2)
     left.set_xticks(sorted({g["channels"] for g in grid}))
@@ -129,8 +131,8 @@ def _plot_depthwise(plt, result: ExperimentResult, path: str) -> None:
     labels = [f"C={g['channels']}\n{g['size']}²" for g in grid]
     xs = range(len(grid))
     width = 0.27
-    for k, (key, name) in enumerate((("standard 3x3", "standard 3x3"), ("depthwise 3x3", "depthwise 3x3"), ("pointwise 1x1", "pointwise 1x1"))):
-        right.bar([x + (k - 1) * width for x in xs], [g["gflops"][key] for g in grid], width, label=name)
+    for k, key in enumerate(("standard 3x3", "depthwise 3x3", "pointwise 1x1")):
+        right.bar([x + (k - 1) * width for x in xs], [g["gflops"][key] for g in grid], width, label=key)
     right.set_xticks(list(xs))
     right.set_xticklabels(labels, fontsize=7)
     right.set_ylabel("achieved GFLOP/s (2 x MAdds / time)")

@@ -1,12 +1,23 @@
-"""Training and evaluation: ``fit``, ``evaluate``, recipes, data, checkpoints."""
+"""Training and evaluation: ``fit``, ``resume``, ``evaluate``, recipes, data.
 
-from .checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint
-from .data import DataSplit, Preprocessing, digits, image_folder, load_data
-from .loop import FitResult, evaluate, fit
+The checkpoint format these write and read lives below, in :mod:`lightnets.formats`.
+"""
+
+from .data import (
+    DataSplit,
+    calibration_batches,
+    check_classes,
+    checkpoint_preprocessing,
+    digits,
+    image_folder,
+    load_data,
+)
+from .loop import FitResult, checkpoint_path, evaluate, fit, resume
 from .metrics import EvalResult
 from .recipes import RECIPES, Recipe, get_recipe
 
 __all__ = [
-    "RECIPES", "CheckpointError", "DataSplit", "EvalResult", "FitResult", "Preprocessing", "Recipe", "digits",
-    "evaluate", "fit", "get_recipe", "image_folder", "load_checkpoint", "load_data", "load_weights", "save_checkpoint",
+    "RECIPES", "DataSplit", "EvalResult", "FitResult", "Recipe", "calibration_batches", "check_classes",
+    "checkpoint_path", "checkpoint_preprocessing", "digits", "evaluate", "fit", "get_recipe", "image_folder",
+    "load_data", "resume",
 ]

@@ -14,6 +14,7 @@ crop (ratio 0.875) for evaluation, then mean/std normalisation. They need Pillow
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import random
@@ -25,10 +26,16 @@ import torch
 import torch.nn.functional as F
 import torch.utils.data
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-DIGITS_MEAN = (0.5, 0.5, 0.5)
-DIGITS_STD = (0.5, 0.5, 0.5)
+from ..formats.preprocessing import (
+    DIGITS_MEAN,
+    DIGITS_STD,
+    Preprocessing,
+    imagenet_preprocessing,
+    pillow,
+    resize_center_crop,
+    rgb_to_tensor,
+)
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
 
@@ -36,24 +43,6 @@ def check_resolution(resolution: object) -> int:
     if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1:
         raise ValueError(f"resolution must be a positive integer (the input size in pixels), got {resolution!r}")
     return resolution
-
-
-@dataclass
-class Preprocessing:
-    """What an image goes through before the network; stored with every checkpoint."""
-
-    kind: str  # "digits" or "imagenet"
-    resolution: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    resize: int | None = None  # eval: shorter side resized to this, then centre crop
-
-    def to_dict(self) -> dict:
-        return {"kind": self.kind, "resolution": self.resolution, "mean": list(self.mean), "std": list(self.std), "resize": self.resize}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> Preprocessing:
-        return cls(d["kind"], int(d["resolution"]), tuple(d["mean"]), tuple(d["std"]), d.get("resize"))
 
 
 @dataclass
@@ -81,7 +70,8 @@ class DataSplit:
         (what ``DistributedSampler`` does). ``skip`` drops the first batches (for resuming).
         ``workers`` > 0 reads image folders in that many processes (in-memory data ignores it).
         """
-        order = torch.randperm(self.size, generator=torch.Generator().manual_seed(seed * 1000 + epoch)) if shuffle else torch.arange(self.size)
+        generator = torch.Generator().manual_seed(seed * 1000 + epoch)
+        order = torch.randperm(self.size, generator=generator) if shuffle else torch.arange(self.size)
         if world > 1:
             per_rank = self.size // world if drop_last else math.ceil(self.size / world)
             order = order[rank::world][:per_rank]
@@ -91,7 +81,8 @@ class DataSplit:
         if workers > 0 and isinstance(self.loader, _FolderLoader):
             from torch.utils.data import DataLoader
 
-            yield from DataLoader(_Chunks(self.loader, chunks), batch_size=None, num_workers=workers, collate_fn=lambda b: b)
+            chunked = _Chunks(self.loader, chunks)
+            yield from DataLoader(chunked, batch_size=None, num_workers=workers, collate_fn=lambda b: b)
             return
         for chunk in chunks:
             yield self.loader.load(chunk)
@@ -118,7 +109,9 @@ class _TensorLoader:
         return Batch((x - self.mean) / self.std, self.labels[idx].long())
 
 
-def random_affine(x: torch.Tensor, degrees: float = 10.0, scale: tuple[float, float] = (0.9, 1.1), translate: float = 0.1) -> torch.Tensor:
+def random_affine(
+    x: torch.Tensor, degrees: float = 10.0, scale: tuple[float, float] = (0.9, 1.1), translate: float = 0.1
+) -> torch.Tensor:
     """Small random rotation, scale and shift per image (global torch RNG, so resumable)."""
     n = x.shape[0]
     angle = (torch.rand(n) * 2 - 1) * math.radians(degrees)
@@ -138,7 +131,9 @@ def load_digits() -> tuple[torch.Tensor, torch.Tensor]:
     return data["images"], data["labels"]
 
 
-def stratified_split(labels: torch.Tensor, test_fraction: float = 0.2, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def stratified_split(
+    labels: torch.Tensor, test_fraction: float = 0.2, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices of a fixed, stratified, seeded train/test split."""
     g = torch.Generator().manual_seed(seed)
     train, test = [], []
@@ -159,7 +154,8 @@ def digits(resolution: int = 32, augment: bool = True) -> tuple[DataSplit, DataS
     pre = Preprocessing("digits", resolution, DIGITS_MEAN, DIGITS_STD)
     classes = [str(i) for i in range(10)]
     return (
-        DataSplit("train", len(train_idx), classes, pre, _TensorLoader(images[train_idx], labels[train_idx], pre, augment)),
+        DataSplit("train", len(train_idx), classes, pre,
+                  _TensorLoader(images[train_idx], labels[train_idx], pre, augment)),
         DataSplit("test", len(test_idx), classes, pre, _TensorLoader(images[test_idx], labels[test_idx], pre, False)),
     )
 
@@ -167,18 +163,12 @@ def digits(resolution: int = 32, augment: bool = True) -> tuple[DataSplit, DataS
 # ---- ImageFolder ----------------------------------------------------------------------
 
 
-def _pil():
-    try:
-        from PIL import Image
-    except ImportError:
-        raise ValueError('image folders need Pillow: pip install "lightnets[images]"') from None
-    return Image
-
-
 def scan_folder(root: str, classes: list[str] | None = None) -> tuple[list[tuple[str, int]], list[str]]:
     """(path, class index) pairs of an ImageFolder split; raises on a missing or empty folder."""
     if not os.path.isdir(root):
-        raise ValueError(f"image folder {root!r} does not exist (expected PATH/train/<class>/... and PATH/val/<class>/...)")
+        raise ValueError(
+            f"image folder {root!r} does not exist (expected PATH/train/<class>/... and PATH/val/<class>/...)"
+        )
     found = sorted(d.name for d in os.scandir(root) if d.is_dir())
     if not found:
         raise ValueError(f"image folder {root!r} has no class sub-folders")
@@ -194,7 +184,8 @@ def scan_folder(root: str, classes: list[str] | None = None) -> tuple[list[tuple
             if f.lower().endswith(IMAGE_EXTENSIONS)
         )
         if not files:
-            raise ValueError(f"class folder {os.path.join(root, name)!r} contains no images ({', '.join(IMAGE_EXTENSIONS)})")
+            folder = os.path.join(root, name)
+            raise ValueError(f"class folder {folder!r} contains no images ({', '.join(IMAGE_EXTENSIONS)})")
         samples.extend((f, index) for f in files)
     return samples, classes
 
@@ -204,11 +195,9 @@ class _FolderLoader:
 
     def __init__(self, samples: list[tuple[str, int]], pre: Preprocessing, train: bool, bad_images: str) -> None:
         self.samples, self.pre, self.train, self.bad_images = samples, pre, train, bad_images
-        self.mean = torch.tensor(pre.mean).view(3, 1, 1)
-        self.std = torch.tensor(pre.std).view(3, 1, 1)
 
     def transform(self, img) -> torch.Tensor:
-        Image = _pil()
+        Image = pillow()
         img = img.convert("RGB")
         r = self.pre.resolution
         if self.train:
@@ -216,17 +205,11 @@ class _FolderLoader:
             if random.random() < 0.5:
                 img = img.transpose(Image.FLIP_LEFT_RIGHT)
         else:
-            w, h = img.size
-            short = self.pre.resize or round(r / 0.875)
-            img = img.resize((max(1, round(w * short / min(w, h))), max(1, round(h * short / min(w, h)))), Image.BILINEAR)
-            w, h = img.size
-            left, top = (w - r) // 2, (h - r) // 2
-            img = img.crop((left, top, left + r, top + r))
-        x = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(r, r, 3).permute(2, 0, 1).float() / 255
-        return (x - self.mean) / self.std
+            img = resize_center_crop(img, r, self.pre.resize)
+        return rgb_to_tensor(img, self.pre)
 
     def load(self, idx: torch.Tensor) -> Batch:
-        Image = _pil()
+        Image = pillow()
         images, labels, skipped = [], [], 0
         for i in idx.tolist():
             path, label = self.samples[i]
@@ -236,10 +219,12 @@ class _FolderLoader:
                 labels.append(label)
             except (OSError, ValueError) as err:
                 if self.bad_images == "error":
-                    raise ValueError(f"cannot read image {path!r}: {err} (use --bad-images skip to skip and count)") from None
+                    hint = "use --bad-images skip to skip and count"
+                    raise ValueError(f"cannot read image {path!r}: {err} ({hint})") from None
                 skipped += 1
         if not images:
-            return Batch(torch.empty(0, 3, self.pre.resolution, self.pre.resolution), torch.empty(0, dtype=torch.long), skipped)
+            r = self.pre.resolution
+            return Batch(torch.empty(0, 3, r, r), torch.empty(0, dtype=torch.long), skipped)
         return Batch(torch.stack(images), torch.tensor(labels), skipped)
 
 
@@ -288,10 +273,10 @@ def image_folder(
     check_resolution(resolution)
     if bad_images not in ("skip", "error"):
         raise ValueError(f"bad_images must be 'skip' or 'error', got {bad_images!r}")
-    _pil()
+    pillow()
     train_samples, classes = scan_folder(os.path.join(path, "train"))
     val_samples, _ = scan_folder(os.path.join(path, "val"), classes)
-    pre = Preprocessing("imagenet", resolution, IMAGENET_MEAN, IMAGENET_STD, resize=round(resolution / 0.875))
+    pre = imagenet_preprocessing(resolution)
     if preprocessing is not None:
         resize = round(resolution * preprocessing.resize / preprocessing.resolution) if preprocessing.resize else None
         pre = Preprocessing("imagenet", resolution, tuple(preprocessing.mean), tuple(preprocessing.std), resize=resize)
@@ -302,9 +287,61 @@ def image_folder(
 
 
 def load_data(
-    data: str, resolution: int, bad_images: str = "skip", augment: bool = True, preprocessing: Preprocessing | None = None
+    data: str, resolution: int, bad_images: str = "skip", augment: bool = True,
+    preprocessing: Preprocessing | None = None,
 ) -> tuple[DataSplit, DataSplit]:
     """``"digits"`` or a path to an ImageFolder tree (``preprocessing``: see :func:`image_folder`)."""
     if data == "digits":
         return digits(resolution, augment=augment)
     return image_folder(data, resolution, bad_images, preprocessing, augment=augment)
+
+
+def checkpoint_preprocessing(data: str, stored: Preprocessing) -> Preprocessing | None:
+    """A checkpoint's ``stored`` preprocessing where it applies to ``data``, for :func:`load_data`.
+
+    It applies to an ImageFolder tree when it is an ``imagenet``-kind record: a converted
+    checkpoint's mean and std (Keras, Megvii) must reach the folder's images too. It does not
+    apply to the digits, which prepare themselves, nor does a digits record describe photographs
+    (None: the folder's ImageNet default).
+    """
+    return stored if data != "digits" and stored.kind == "imagenet" else None
+
+
+def calibration_batches(
+    data: str,
+    resolution: int,
+    *,
+    preprocessing: Preprocessing | None = None,
+    batches: int = 10,
+    batch_size: int = 32,
+    seed: int = 0,
+) -> list[torch.Tensor]:
+    """Int8 calibration inputs: ``batches`` batches of ``data``'s train split, prepared as for evaluation.
+
+    No augmentation: random crops and flips would widen the activation ranges the quantizer
+    measures beyond what inference sees. Shuffled with a fixed ``seed`` so that the batches mix
+    the classes and the quantized file is reproducible. ``preprocessing`` is the checkpoint's,
+    used where it applies (see :func:`checkpoint_preprocessing`).
+    """
+    for name, value in (("batches", batches), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    pre = checkpoint_preprocessing(data, preprocessing) if preprocessing is not None else None
+    train, _ = load_data(data, resolution, augment=False, preprocessing=pre)
+    return [batch.images for batch in itertools.islice(train.batches(batch_size, shuffle=True, seed=seed), batches)]
+
+
+def check_classes(split: DataSplit, class_names: list[str]) -> None:
+    """Raise a ValueError when ``split``'s classes are not a checkpoint's ``class_names``, in order.
+
+    A model's output i means class_names[i]; evaluating it on data whose folders sort into
+    another order would report a wrong accuracy without any error.
+    """
+    if split.classes == list(class_names):
+        return
+    pairs = [(i, a, b) for i, (a, b) in enumerate(zip(split.classes, class_names, strict=False)) if a != b][:3]
+    raise ValueError(
+        f"the data's {len(split.classes)} classes differ from the checkpoint's {len(class_names)}"
+        + (f"; first differences (index, data, checkpoint): {pairs}" if pairs else "")
+        + " (a converted checkpoint takes its class names from `lightnets convert --classes FILE`)"
+    )

@@ -25,9 +25,9 @@ class ModelEMA:
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        for shadow, p in zip(self.module.parameters(), model.parameters()):
+        for shadow, p in zip(self.module.parameters(), model.parameters(), strict=True):
             shadow.lerp_(p.detach(), 1.0 - self.decay)
-        for shadow, b in zip(self.module.buffers(), model.buffers()):
+        for shadow, b in zip(self.module.buffers(), model.buffers(), strict=True):
             shadow.copy_(b)
 
     def state_dict(self) -> dict[str, torch.Tensor]:

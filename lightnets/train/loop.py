@@ -1,15 +1,21 @@
-"""``fit`` and ``evaluate``: the training loop the CLI calls.
+"""``fit``, ``resume`` and ``evaluate``: the training loop the CLI calls.
 
 Runs on one CPU or GPU, or on many processes under ``torchrun`` (DistributedDataParallel,
 gloo on CPU, nccl on GPU). Only rank 0 writes logs and checkpoints. The learning rate is a
 pure function of the step and every RNG is saved, so a run resumed from any checkpoint,
-mid-epoch included, continues exactly as if it had not stopped.
+mid-epoch included, continues exactly as if it had not stopped. Without a run directory
+nothing is written at all: the in-memory mode for the many short fine-tunes of NetAdapt and
+architecture search.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
+import math
 import os
+import random
 import sys
 import time
 from collections.abc import Callable
@@ -20,21 +26,86 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import CheckpointError, _digest, load_checkpoint, restore_rng, save_checkpoint
+from ..formats.checkpoint import CheckpointError, load_checkpoint, restore_rng, save_checkpoint, tensor_digest
+from ..formats.loading import load_model
 from .data import DataSplit, load_data
 from .ema import ModelEMA
 from .metrics import EvalResult, topk_correct
-from .recipes import Recipe, get_recipe
+from .recipes import RECIPES, Recipe, get_recipe
 
 
 @dataclass
 class FitResult:
-    run_dir: str
+    """What a run achieved: the last epoch's metrics (``final``), the best top-1, and the network.
+
+    ``model`` is the network the metrics were measured on: the EMA copy when the recipe
+    averages weights, the trained model itself otherwise. ``run_dir`` is None for an in-memory run.
+    """
+
+    run_dir: str | None
     epochs: int
     best_top1: float
     best_epoch: int
     final: dict
     history: list[dict] = field(default_factory=list)
+    model: nn.Module | None = field(default=None, repr=False)
+
+
+@dataclass
+class _TorchState:
+    """The process-wide torch state ``fit`` changes, captured to be put back when it returns or raises.
+
+    A library call must not leave the caller's process different: a NAS loop running hundreds
+    of fits, or a test suite, would otherwise inherit one run's thread count, deterministic mode
+    and seeded RNGs.
+    """
+
+    threads: int
+    deterministic: bool
+    deterministic_warn_only: bool
+    torch_rng: torch.Tensor
+    python_rng: tuple
+    cuda_rng: list[torch.Tensor] | None
+    cuda_device: int | None
+    distributed: bool
+
+    @classmethod
+    def capture(cls) -> _TorchState:
+        cuda = torch.cuda.is_initialized()
+        return cls(
+            threads=torch.get_num_threads(),
+            deterministic=torch.are_deterministic_algorithms_enabled(),
+            deterministic_warn_only=torch.is_deterministic_algorithms_warn_only_enabled(),
+            torch_rng=torch.get_rng_state(),
+            python_rng=random.getstate(),
+            cuda_rng=torch.cuda.get_rng_state_all() if cuda else None,
+            cuda_device=torch.cuda.current_device() if cuda else None,
+            distributed=dist.is_available() and dist.is_initialized(),
+        )
+
+    def restore(self) -> None:
+        if not self.distributed and dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()  # fit started it and stopped on an error before its own teardown
+        torch.set_num_threads(self.threads)
+        torch.use_deterministic_algorithms(self.deterministic, warn_only=self.deterministic_warn_only)
+        torch.set_rng_state(self.torch_rng)
+        random.setstate(self.python_rng)
+        if self.cuda_rng is not None:
+            torch.cuda.set_rng_state_all(self.cuda_rng)
+        if self.cuda_device is not None:
+            torch.cuda.set_device(self.cuda_device)
+
+
+def _restores_torch_state(fn: Callable) -> Callable:
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        saved = _TorchState.capture()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            saved.restore()
+
+    return wrapper
 
 
 def _distributed() -> tuple[int, int, int]:
@@ -59,7 +130,8 @@ def build_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
     if recipe.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov)
     if recipe.optimizer == "rmsprop":
-        return torch.optim.RMSprop(groups, lr=recipe.lr, alpha=recipe.rmsprop_decay, eps=recipe.rmsprop_eps, momentum=recipe.momentum)
+        return torch.optim.RMSprop(groups, lr=recipe.lr, alpha=recipe.rmsprop_decay, eps=recipe.rmsprop_eps,
+                                   momentum=recipe.momentum)
     if recipe.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=recipe.lr)
     raise ValueError(f"unknown optimizer {recipe.optimizer!r}; allowed: sgd, rmsprop, adamw")
@@ -67,7 +139,7 @@ def build_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
 
 def _fingerprint(model: nn.Module) -> str:
     """SHA-256 of every weight and buffer: equal on two ranks iff the replicas are identical."""
-    return _digest({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()})
+    return tensor_digest({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()})
 
 
 class _Progress:
@@ -77,7 +149,8 @@ class _Progress:
         self.enabled = enabled and sys.stderr.isatty()
         self.start = time.perf_counter()
 
-    def update(self, epoch: int, epochs: int, step: int, steps: int, loss: float, lr: float, ips: float, done: int, total: int) -> None:
+    def update(self, epoch: int, epochs: int, step: int, steps: int, loss: float, lr: float, ips: float, done: int,
+               total: int) -> None:
         if not self.enabled:
             return
         elapsed = time.perf_counter() - self.start
@@ -122,22 +195,45 @@ def evaluate(
             sums[0] += F.cross_entropy(logits, batch.labels, reduction="sum").item()
             c1, c5 = topk_correct(logits, batch.labels)
             sums[1:] += torch.tensor([c1, c5, len(batch.labels)], dtype=torch.float64)
-            confusion += torch.bincount(batch.labels * n_classes + logits.argmax(1), minlength=n_classes**2).view(n_classes, n_classes)
+            pairs = batch.labels * n_classes + logits.argmax(1)  # (true, predicted) as one index
+            confusion += torch.bincount(pairs, minlength=n_classes**2).view(n_classes, n_classes)
     finally:
         model.train(was_training)
     if world > 1:
         dist.all_reduce(sums)
         dist.all_reduce(confusion)
     count = max(int(sums[3]), 1)
-    return EvalResult(float(sums[1] / count), float(sums[2] / count), float(sums[0] / count), int(sums[3]), split.classes, confusion)
+    return EvalResult(float(sums[1] / count), float(sums[2] / count), float(sums[0] / count), int(sums[3]),
+                      split.classes, confusion)
 
 
+def checkpoint_path(run_dir: str, checkpoint: str = "last") -> str:
+    """The file a run's ``checkpoint`` names: ``last``, ``previous``, ``best``, or a path as it is."""
+    if os.path.sep in checkpoint or checkpoint.endswith(".safetensors"):
+        return checkpoint
+    return os.path.join(run_dir, f"{checkpoint}.safetensors")
+
+
+def _previous_hint(path: str, run_dir: str) -> str:
+    """When ``path`` is unusable: where the intact ``previous`` checkpoint is, if there is one."""
+    previous = os.path.join(run_dir, "previous.safetensors")
+    if path == previous or not os.path.exists(previous):
+        return ""
+    try:
+        p = load_checkpoint(previous).progress
+    except CheckpointError:
+        return ""
+    return (f"; {previous} is intact (epoch {p['epoch']}, step {p['global_step']}): resume from it with "
+            "--checkpoint previous")
+
+
+@_restores_torch_state
 def fit(
     model: nn.Module,
     data: str | tuple[DataSplit, DataSplit] = "digits",
     recipe: str | Recipe = "small-data",
     *,
-    run_dir: str,
+    run_dir: str | None,
     epochs: int | None = None,
     batch_size: int | None = None,
     lr: float | None = None,
@@ -161,21 +257,42 @@ def fit(
 ) -> FitResult:
     """Train ``model`` on ``data`` with ``recipe``; checkpoints and ``metrics.jsonl`` go to ``run_dir``.
 
-    ``data`` is ``"digits"``, an ImageFolder path, or (train, val) splits. ``resume=True``
-    continues ``run_dir`` from its ``resume_checkpoint`` (``last``, ``previous``, ``best`` or a
-    path). ``checkpoint_every`` also checkpoints every N optimizer steps. ``max_steps`` stops
-    early (for smoke tests). ``model_config`` (registry name and options) is stored with the
-    checkpoints so ``lightnets eval`` and ``predict`` can rebuild the model.
+    ``data`` is ``"digits"``, an ImageFolder path, or (train, val) splits. ``run_dir=None``
+    trains in memory and writes nothing at all (no checkpoints, config, metrics or replica
+    record): the mode for the many short fine-tunes of NetAdapt and architecture search, whose
+    caller reads the metrics and the trained network from the returned :class:`FitResult`.
+    ``run_dir`` has no default so that choosing not to keep a run is explicit.
+
+    ``resume=True`` continues ``run_dir`` from its ``resume_checkpoint`` (``last``,
+    ``previous``, ``best`` or a path); :func:`resume` does so from the checkpoint alone.
+    ``checkpoint_every`` also checkpoints every N optimizer steps. ``max_steps`` without
+    ``epochs`` is a step budget: the run lasts ``max_steps`` optimizer steps, over as many epochs
+    as that takes, and the learning-rate schedule ends at the last of them (after the recipe's
+    warm-up epochs), so a short fine-tune still anneals. With ``epochs`` it is a cap: the schedule spans the
+    epochs and the run stops early, resumable to its end (smoke tests). ``model_config``
+    (registry name and options) is stored with the checkpoints so that
+    :func:`lightnets.formats.load_model` can rebuild the model.
+
+    The global torch state this changes (thread count, deterministic algorithms, the seeded
+    torch and Python RNGs, the CUDA device, a process group it started) is restored when it
+    returns or raises.
     """
     recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
     recipe = recipe.with_overrides(epochs=epochs, batch_size=batch_size, lr=lr)
     for name, value in (("epochs", recipe.epochs), ("batch_size", recipe.batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1):
+        raise ValueError(f"max_steps must be an integer >= 1 or None, got {max_steps!r}")
     if checkpoint_every < 0:
         raise ValueError(f"checkpoint_every must be >= 0, got {checkpoint_every!r}")
+    in_memory = run_dir is None
+    if in_memory and (resume or checkpoint_every):
+        raise ValueError("resume and checkpoint_every need a run_dir; run_dir=None trains in memory and writes nothing")
+    step_budget = epochs is None and max_steps is not None
     rank, world, local_rank = _distributed()
     is_main = rank == 0
+    writes = is_main and not in_memory
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device == "cuda" else "gloo")
     if device == "cuda":
@@ -190,12 +307,19 @@ def fit(
     say = log if is_main else (lambda _msg: None)
 
     train_split, val_split = load_data(data, resolution, bad_images, recipe.augment) if isinstance(data, str) else data
-    if model_config is not None and model_config.get("num_classes") not in (None, len(train_split.classes)):
-        raise ValueError(f"the model has {model_config['num_classes']} classes, the data {len(train_split.classes)}")
+    expected_classes = (model_config or {}).get("options", {}).get("num_classes")
+    if expected_classes not in (None, len(train_split.classes)):
+        raise ValueError(f"the model has {expected_classes} classes, the data {len(train_split.classes)}")
     steps_per_epoch = train_split.num_batches(recipe.batch_size, world, drop_last=True)
     if steps_per_epoch < 1:
-        raise ValueError(f"batch size {recipe.batch_size} x {world} process(es) exceeds the {train_split.size} training images")
-    total_steps = steps_per_epoch * recipe.epochs
+        raise ValueError(
+            f"batch size {recipe.batch_size} x {world} process(es) exceeds the {train_split.size} training images"
+        )
+    if step_budget:
+        recipe = recipe.with_overrides(epochs=math.ceil(max_steps / steps_per_epoch))
+        total_steps = max_steps
+    else:
+        total_steps = steps_per_epoch * recipe.epochs
 
     if sync_bn:
         if world == 1 or not str(device).startswith("cuda"):
@@ -217,6 +341,8 @@ def fit(
         "preprocessing": train_split.preprocessing.to_dict(),
         "classes": train_split.classes,
         "seed": seed,
+        "max_steps": max_steps,
+        "step_budget": step_budget,
         "world_size": world,
         "torch": torch.__version__,
     }
@@ -229,20 +355,11 @@ def fit(
             if hasattr(module, "zero_init_last"):
                 module.zero_init_last()
     if resume:
-        path = resume_checkpoint if os.path.sep in resume_checkpoint or resume_checkpoint.endswith(".safetensors") else os.path.join(run_dir, f"{resume_checkpoint}.safetensors")
+        path = checkpoint_path(run_dir, resume_checkpoint)
         try:
             ckpt = load_checkpoint(path)
         except CheckpointError as err:
-            previous = os.path.join(run_dir, "previous.safetensors")
-            hint = ""
-            if path != previous and os.path.exists(previous):
-                try:
-                    p = load_checkpoint(previous).progress
-                    hint = (f"; {previous} is intact (epoch {p['epoch']}, step {p['global_step']}): resume from it with "
-                            f"--checkpoint previous")
-                except CheckpointError:
-                    pass
-            raise CheckpointError(f"{err}{hint}") from None
+            raise CheckpointError(f"{err}{_previous_hint(path, run_dir)}") from None
         if ckpt.optimizer is None or ckpt.rng is None:
             raise CheckpointError(f"{path!r} holds weights only and cannot resume training")
         model.load_state_dict(ckpt.model)
@@ -252,14 +369,15 @@ def fit(
         progress = ckpt.progress
         restore_rng(ckpt.rng["tensors"], ckpt.rng["python"])
         say(f"resumed {path} at epoch {progress['epoch']}, step {progress['global_step']}")
-    os.makedirs(run_dir, exist_ok=True)
-    if is_main:
+    if writes:
+        os.makedirs(run_dir, exist_ok=True)
         with open(os.path.join(run_dir, "config.json"), "w") as fh:
             json.dump(config, fh, indent=2)
 
     net: nn.Module = model
     if world > 1:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if str(device).startswith("cuda") else None)
+        device_ids = [local_rank] if str(device).startswith("cuda") else None
+        net = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
     criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
     use_amp = amp
     amp_dtype = torch.float16 if str(device).startswith("cuda") else torch.bfloat16
@@ -268,7 +386,7 @@ def fit(
     history: list[dict] = []
 
     def checkpoint(name: str, keep_previous: bool = True) -> None:
-        if is_main:
+        if writes:
             save_checkpoint(
                 os.path.join(run_dir, f"{name}.safetensors"), model.state_dict(), config=config, progress=progress,
                 ema=ema.state_dict() if ema else None, optimizer=optimizer.state_dict(), keep_previous=keep_previous,
@@ -276,6 +394,8 @@ def fit(
 
     stop = False
     for epoch in range(progress["epoch"], recipe.epochs):
+        if max_steps is not None and progress["global_step"] >= max_steps:
+            break  # resumed from a run that had already used its steps
         net.train()
         skip = progress["step_in_epoch"]
         running = torch.tensor(progress["running"], dtype=torch.float64)  # loss sum, top-1, top-5, count, skipped
@@ -316,7 +436,8 @@ def fit(
             if checkpoint_every and progress["global_step"] % checkpoint_every == 0:
                 progress["train_seconds"] = elapsed
                 checkpoint("last")
-                say(f"checkpoint: step {progress['global_step']} (epoch {epoch + 1}, step {step_in_epoch + 1}/{steps_per_epoch})")
+                say(f"checkpoint: step {progress['global_step']} "
+                    f"(epoch {epoch + 1}, step {step_in_epoch + 1}/{steps_per_epoch})")
                 start = time.perf_counter()
                 progress["train_seconds"] = 0.0
             if max_steps is not None and progress["global_step"] >= max_steps:
@@ -358,13 +479,15 @@ def fit(
         checkpoint("last")
         if improved:
             checkpoint("best", keep_previous=False)
-        if is_main:
+        if writes:
             with open(os.path.join(run_dir, "metrics.jsonl"), "a") as fh:
                 fh.write(json.dumps(row) + "\n")
         say(
-            f"epoch {epoch + 1}/{recipe.epochs}: loss {row['train_loss']:.4f}, train top-1 {100 * row['train_top1']:.2f}%, "
+            f"epoch {epoch + 1}/{recipe.epochs}: loss {row['train_loss']:.4f}, "
+            f"train top-1 {100 * row['train_top1']:.2f}%, "
             f"val top-1 {100 * row['val_top1']:.2f}% top-5 {100 * row['val_top5']:.2f}%, lr {row['lr']:.4g}, "
-            f"{row['images_per_s']:.0f} img/s" + (f", {row['skipped_images']} unreadable images skipped" if row["skipped_images"] else "")
+            f"{row['images_per_s']:.0f} img/s"
+            + (f", {row['skipped_images']} unreadable images skipped" if row["skipped_images"] else "")
         )
         if stop:
             break
@@ -372,10 +495,77 @@ def fit(
     if world > 1:
         prints = [None] * world
         dist.all_gather_object(prints, _fingerprint(model))
-        if is_main:
+        if writes:
             with open(os.path.join(run_dir, "replicas.json"), "w") as fh:
-                json.dump({"world_size": world, "fingerprints": prints, "identical": len(set(prints)) == 1}, fh, indent=2)
+                replicas = {"world_size": world, "fingerprints": prints, "identical": len(set(prints)) == 1}
+                json.dump(replicas, fh, indent=2)
         dist.barrier()
         dist.destroy_process_group()
     final = history[-1] if history else {}
-    return FitResult(run_dir, len(history), progress["best_top1"], progress["best_epoch"], final, history)
+    return FitResult(run_dir, len(history), progress["best_top1"], progress["best_epoch"], final, history,
+                     model=ema.module if ema else model)
+
+
+def _stored_recipe(stored: dict) -> Recipe:
+    """The recipe a run stored, exactly: its named preset with every stored field put back.
+
+    Starting from the preset keeps a checkpoint written before a field existed readable (the
+    field takes the preset's value); a recipe that is not a preset is rebuilt from its fields.
+    """
+    fields = {f.name for f in dataclasses.fields(Recipe)}
+    known = {k: v for k, v in stored.items() if k in fields}
+    base = RECIPES.get(stored.get("name", ""))
+    return dataclasses.replace(base, **known) if base is not None else Recipe(**known)
+
+
+def resume(
+    run_dir: str,
+    name: str | None = None,
+    *,
+    checkpoint: str = "last",
+    device: str = "cpu",
+    amp: bool = False,
+    channels_last: bool = False,
+    sync_bn: bool = False,
+    deterministic: bool = False,
+    threads: int | None = None,
+    max_steps: int | None = None,
+    checkpoint_every: int = 0,
+    workers: int = 0,
+    bad_images: str = "skip",
+    show_progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> FitResult:
+    """Continue the run in ``run_dir`` exactly where its ``checkpoint`` stopped (last, previous, best, or a path).
+
+    Everything that decides the result comes from the checkpoint: the network (its stored name
+    and options, through :func:`~lightnets.formats.load_model`), the recipe with its overrides,
+    the data, the resolution, the seed (another seed would draw other batches: a different run,
+    not the same one continued) and a step budget. ``name``, when given, is the network the caller
+    expects; a run of another raises. The arguments are the ones that decide only how the run
+    executes (device, threads, precision, workers) or where it may stop early (``max_steps``,
+    not allowed when the run itself is a step budget).
+    """
+    path = checkpoint_path(run_dir, checkpoint)
+    try:
+        loaded = load_model(path, name, prefer_ema=False)  # fit loads the raw weights, EMA and optimizer next
+    except CheckpointError as err:
+        raise CheckpointError(f"{err}{_previous_hint(path, run_dir)}") from None
+    config = loaded.config
+    if config.get("data") in (None, "custom"):
+        raise ValueError(f"run {run_dir!r} was trained on in-memory splits; resume it with fit(..., resume=True)")
+    recipe = _stored_recipe(config["recipe"])
+    if config.get("step_budget"):
+        if max_steps is not None:
+            raise ValueError(f"run {run_dir!r} is a budget of {config['max_steps']} steps; max_steps cannot change it")
+        epochs, max_steps = None, config["max_steps"]
+    else:
+        epochs = recipe.epochs
+    return fit(
+        loaded.model, config["data"], recipe, run_dir=run_dir, epochs=epochs,
+        resolution=loaded.preprocessing.resolution, resume=True, resume_checkpoint=path,
+        checkpoint_every=checkpoint_every, seed=config.get("seed", 0), device=device, amp=amp,
+        channels_last=channels_last, sync_bn=sync_bn, deterministic=deterministic, threads=threads, max_steps=max_steps,
+        workers=workers, bad_images=bad_images,
+        model_config={"name": loaded.name, "options": loaded.options}, show_progress=show_progress, log=log,
+    )

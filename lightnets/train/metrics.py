@@ -34,5 +34,5 @@ class EvalResult:
     def to_dict(self) -> dict:
         return {
             "top1": self.top1, "top5": self.top5, "loss": self.loss, "count": self.count, "classes": self.classes,
-            "per_class": dict(zip(self.classes, self.per_class)), "confusion": self.confusion.tolist(),
+            "per_class": dict(zip(self.classes, self.per_class, strict=True)), "confusion": self.confusion.tolist(),
         }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from ..analysis.plots import _pyplot
+from ..report import pyplot
 from .metrics import EvalResult
 
 
@@ -16,7 +16,7 @@ def read_metrics(path: str) -> list[dict]:
 def plot_curves(rows: list[dict], path: str, title: str) -> None:
     if not rows:
         raise ValueError("no metrics to plot")
-    plt = _pyplot()
+    plt = pyplot()
     epochs = [r["epoch"] for r in rows]
     fig, (ax_loss, ax_acc, ax_lr) = plt.subplots(1, 3, figsize=(15, 4.5), dpi=100)
     ax_loss.plot(epochs, [r["train_loss"] for r in rows], "-o", ms=3, label="train")
@@ -40,7 +40,7 @@ def plot_curves(rows: list[dict], path: str, title: str) -> None:
 
 
 def plot_confusion(result: EvalResult, path: str, title: str) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     n = len(result.classes)
     size = min(14, 3 + 0.45 * n)
     fig, ax = plt.subplots(figsize=(size, size * 0.9), dpi=100)
@@ -57,7 +57,8 @@ def plot_confusion(result: EvalResult, path: str, title: str) -> None:
         ax.set_yticks(range(n), result.classes, fontsize=7)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
-    ax.set_title(f"{title}\ntop-1 {100 * result.top1:.2f}%, top-5 {100 * result.top5:.2f}%, {result.count} images", fontsize=9)
+    scores = f"top-1 {100 * result.top1:.2f}%, top-5 {100 * result.top5:.2f}%, {result.count} images"
+    ax.set_title(f"{title}\n{scores}", fontsize=9)
     fig.colorbar(image, ax=ax, label="share of the true class")
     fig.tight_layout()
     fig.savefig(path)

@@ -6,6 +6,9 @@ configuration, progress and a SHA-256 of all tensors. Nothing is ever unpickled:
 stores only tensors and strings. Writing goes to a temporary file that is fsync'ed and then
 renamed over the old one, and the old one is kept as ``previous.safetensors``, so a crash or
 a corrupted file never loses the last good state.
+
+The format lives here, below ``train``, ``convert`` and ``export``, because all three write or
+read it: a trained run, a converted weight file and an exported model share one file format.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ class CheckpointError(ValueError):
 
 @dataclass
 class Checkpoint:
+    """A verified checkpoint's contents: tensors by group, and its config and progress as stored."""
+
     model: dict[str, torch.Tensor]
     ema: dict[str, torch.Tensor] | None
     optimizer: dict | None
@@ -36,7 +41,8 @@ class Checkpoint:
     path: str = ""
 
 
-def _digest(tensors: dict[str, torch.Tensor]) -> str:
+def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of the tensors as safetensors serialises them: what a checkpoint stores to verify itself."""
     from safetensors.torch import save
 
     return hashlib.sha256(save(tensors)).hexdigest()
@@ -74,6 +80,7 @@ def rng_state() -> dict:
 
 
 def restore_rng(tensors: dict, python_state: list | None) -> None:
+    """Put back the RNG states :func:`rng_state` (and ``random.getstate``) captured."""
     torch.set_rng_state(tensors["torch"])
     cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("cuda"))]
     if cuda and torch.cuda.is_available():
@@ -106,7 +113,7 @@ def save_checkpoint(
         meta["optimizer"] = json.dumps(optim_meta)
         tensors.update({f"rng.{k}": v for k, v in rng_state().items()})
         meta["python_random"] = json.dumps(random.getstate())
-    meta["sha256"] = _digest(tensors)
+    meta["sha256"] = tensor_digest(tensors)
     payload = save(tensors, metadata=meta)
 
     directory = os.path.dirname(os.path.abspath(path))
@@ -147,8 +154,10 @@ def load_checkpoint(path: str) -> Checkpoint:
     except Exception as err:  # noqa: BLE001 - safetensors raises its own error types for garbled files
         raise CheckpointError(f"checkpoint {path!r} is truncated or corrupted and was refused ({err})") from None
     if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path!r} is not a lightnets checkpoint (format {meta.get('format')!r}, expected {FORMAT!r})")
-    if _digest(tensors) != meta.get("sha256"):
+        raise CheckpointError(
+            f"{path!r} is not a lightnets checkpoint (format {meta.get('format')!r}, expected {FORMAT!r})"
+        )
+    if tensor_digest(tensors) != meta.get("sha256"):
         raise CheckpointError(f"checkpoint {path!r} is corrupted: its tensors do not match the stored SHA-256")
     groups: dict[str, dict[str, torch.Tensor]] = {"model": {}, "ema": {}, "optim": {}, "rng": {}}
     for key, value in tensors.items():
@@ -168,8 +177,3 @@ def load_checkpoint(path: str) -> Checkpoint:
         path=path,
     )
 
-
-def load_weights(path: str, prefer_ema: bool = True) -> tuple[dict[str, torch.Tensor], dict]:
-    """The model weights of a checkpoint (EMA weights when present and preferred) and its config."""
-    ckpt = load_checkpoint(path)
-    return (ckpt.ema if prefer_ema and ckpt.ema else ckpt.model), ckpt.config

@@ -1,4 +1,4 @@
-"""Plain-text tables for the terminal."""
+"""Plain-text tables for the terminal: aligned columns, numbers right, text left."""
 
 from __future__ import annotations
 
@@ -32,7 +32,8 @@ def format_table(
     numeric = [all(isinstance(row.get(key), (int, float)) for row in rows) and rows for key, _ in columns]
 
     def line(cells: Sequence[str]) -> str:
-        return "  ".join(c.rjust(w) if num else c.ljust(w) for c, w, num in zip(cells, widths, numeric)).rstrip()
+        aligned = (c.rjust(w) if num else c.ljust(w) for c, w, num in zip(cells, widths, numeric, strict=True))
+        return "  ".join(aligned).rstrip()
 
     out = [line(headers), line(["-" * w for w in widths])]
     out.extend(line(r) for r in body)

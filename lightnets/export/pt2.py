@@ -1,0 +1,38 @@
+"""``torch.export`` programs (``.pt2``): the model as a graph that runs without lightnets installed."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+
+from .fuse import fuse
+
+
+def export_pt2(
+    model: nn.Module, path: str, *, resolution: int = 224, fuse_bn: bool = True, max_batch: int = 4096
+) -> str:
+    """``torch.export`` ``model`` (eval mode, BatchNorm folded unless ``fuse_bn=False``) to ``path``.
+
+    The batch axis is dynamic up to ``max_batch``; the spatial size is fixed at ``resolution``.
+    The example batch has two images because torch.export specialises a dimension whose
+    example size is 1. The program is written to a temporary file and renamed, so a failed
+    export leaves no partial file at ``path``. Returns ``path``.
+    """
+    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1:
+        raise ValueError(f"resolution must be a positive integer (the input size in pixels), got {resolution!r}")
+    net = fuse(model) if fuse_bn else model.eval()
+    x = torch.randn(2, getattr(model, "in_chans", 3), resolution, resolution)
+    batch = torch.export.Dim("batch", min=1, max=max_batch)
+    program = torch.export.export(net, (x,), dynamic_shapes={"x": {0: batch}})
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    partial = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(partial, "wb") as fh:
+            torch.export.save(program, fh)
+        os.replace(partial, path)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+    return path

@@ -1,0 +1,29 @@
+"""What a trained network is on disk and how it is read back: the checkpoint format, preprocessing, the loader.
+
+Below ``train``, ``convert`` and ``export``, which all write or read checkpoints: a package that
+loads checkpoints is used by many, so it lives below them. Imports only ``models``.
+
+- :func:`save_checkpoint`, :func:`load_checkpoint`: one safetensors file, written atomically,
+  verified on load, never unpickled.
+- :class:`Preprocessing`: what an image goes through before the network; stored with every
+  checkpoint. :func:`load_image` reads one image file that way.
+- :func:`load_model`: a checkpoint to a ready model with its preprocessing and class names.
+"""
+
+from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
+from .loading import LoadedModel, load_model
+from .preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, imagenet_preprocessing, load_image
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "Checkpoint",
+    "CheckpointError",
+    "LoadedModel",
+    "Preprocessing",
+    "imagenet_preprocessing",
+    "load_checkpoint",
+    "load_image",
+    "load_model",
+    "save_checkpoint",
+]

@@ -1,0 +1,107 @@
+"""One call from a checkpoint file to a ready model: :func:`load_model`.
+
+``eval``, ``predict``, ``export`` and ``resume`` all start from a checkpoint. Each used to
+rebuild the model its own way, and the copies drifted: one dropped the stored width multiplier
+and groups, one never checked the stored model name. Here the model is rebuilt once, from the
+stored name and every stored option, and its weights are loaded strictly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ..models import create_model
+from .checkpoint import CheckpointError, load_checkpoint
+from .preprocessing import Preprocessing
+
+
+@dataclass
+class LoadedModel:
+    """A checkpoint's network, ready to run, with what is needed to feed it and to read its output."""
+
+    model: nn.Module  # in eval mode, on the requested device
+    name: str  # the registered model name it was rebuilt from
+    options: dict  # every option it was built with (num_classes included)
+    preprocessing: Preprocessing
+    class_names: list[str]
+    path: str
+    config: dict = field(repr=False)  # everything the checkpoint stores beside the tensors
+    progress: dict = field(repr=False)
+
+
+def _build(
+    stored: Mapping, name: str | None, expected: Mapping[str, object], class_names: list[str], path: str
+) -> tuple[str, dict, nn.Module]:
+    """The registered name, options and freshly built network a checkpoint's ``model`` entry describes."""
+    if "spec" in stored:
+        # The one place a network stored as a spec string is rebuilt: with lightnets.build(spec) once
+        # the models package provides it. Until then such a checkpoint is refused, not guessed at.
+        raise CheckpointError(
+            f"checkpoint {path!r} stores its network as a spec ({stored['spec']!r}); this version of lightnets "
+            "cannot build networks from specs"
+        )
+    stored_name = stored.get("name")
+    if stored_name is None:
+        # Written by fit() without a model_config: the caller names the network, the classes size it.
+        if name is None:
+            raise ValueError(f"checkpoint {path!r} stores no model name; pass the registered name it was trained as")
+        options = {"num_classes": len(class_names), **stored.get("options", {}), **expected}
+        return name, options, create_model(name, **options)
+    if name is not None and name != stored_name:
+        raise ValueError(f"checkpoint {path!r} holds {stored_name!r}, not {name!r}")
+    options = dict(stored.get("options", {"num_classes": len(class_names)}))
+    wrong = [f"{k}={options.get(k)!r}, not {v!r}" for k, v in expected.items() if options.get(k) != v]
+    if wrong:
+        raise ValueError(f"checkpoint {path!r} holds {stored_name} built with {', '.join(wrong)}")
+    return stored_name, options, create_model(stored_name, **options)
+
+
+def load_model(
+    path: str,
+    name: str | None = None,
+    *,
+    options: Mapping[str, object] | None = None,
+    device: str | torch.device = "cpu",
+    prefer_ema: bool = True,
+) -> LoadedModel:
+    """Read the checkpoint at ``path`` and return its network, built and loaded, in eval mode.
+
+    The network is rebuilt from the stored registered name and all stored options (width
+    multiplier, groups, minimal, number of classes, ...). ``name``, when given, is the network
+    the caller expects: a checkpoint holding another raises a ValueError naming both. ``options``,
+    when given, are options the caller expects (a command line's ``--width-mult``): any that
+    differ from the stored ones raise rather than being silently overridden. ``device`` plays
+    ``torch.load``'s ``map_location`` role; nothing is unpickled (safetensors). The EMA weights
+    are loaded when the checkpoint has them, unless ``prefer_ema=False`` (resuming needs the raw
+    weights). Raises :class:`CheckpointError` for unreadable files and weights that do not fit.
+    """
+    ckpt = load_checkpoint(path)
+    config = ckpt.config
+    if "preprocessing" not in config or "classes" not in config:
+        raise CheckpointError(
+            f"checkpoint {path!r} stores no preprocessing or class names; "
+            "it was not written by lightnets train or convert"
+        )
+    class_names = list(config["classes"])
+    name, built_options, model = _build(config.get("model") or {}, name, options or {}, class_names, path)
+    weights = ckpt.ema if prefer_ema and ckpt.ema else ckpt.model
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as err:
+        raise CheckpointError(
+            f"checkpoint {path!r}: its weights do not fit {name} with {built_options} ({err})"
+        ) from None
+    return LoadedModel(
+        model=model.to(device).eval(),
+        name=name,
+        options=built_options,
+        preprocessing=Preprocessing.from_dict(config["preprocessing"]),
+        class_names=class_names,
+        path=path,
+        config=config,
+        progress=ckpt.progress,
+    )
