@@ -61,3 +61,25 @@ def test_zoo_command_writes_table_plot_and_json(capsys, tmp_path):
 def test_zoo_rejects_unknown_model(capsys):
     assert main(["zoo", "--models", "resnet50"]) == 2
     assert "unknown model 'resnet50'" in capsys.readouterr().err
+
+
+def test_spec_command_prints_walks_and_writes_a_spec_profile_reads(capsys, tmp_path):
+    import lightnets
+
+    out_json = tmp_path / "v2.json"
+    assert main(["spec", "mobilenet_v2", "--width-mult", "0.5", "--walk", "96", "--channel-groups",
+                 "--json", str(out_json)]) == 0
+    out = capsys.readouterr().out
+    spec = lightnets.create_model("mobilenet_v2_050").spec
+    assert out.startswith("\n".join(spec.lines()))
+    assert "blocks.6.0  ir_k3_s1_m480_c160_nores_r6" in out and "3x3 -> 3x3" in out
+    assert "blocks.2.0" in out and "channel groups" in out
+    assert lightnets.NetSpec.from_json(out_json.read_text()) == spec
+    assert main(["profile", str(out_json), "--resolution", "64"]) == 0
+    assert "mobilenet" not in capsys.readouterr().err
+    assert main(["profile", str(spec.replace_block(3, 1, mid_chs=52)), "--resolution", "64"]) == 0
+    capsys.readouterr()
+    assert main(["profile", "nonsense"]) == 2
+    assert "unknown model 'nonsense'" in capsys.readouterr().err
+    assert main(["profile", str(out_json), "--width-mult", "0.5"]) == 2
+    assert "options ['width_mult'] do not apply" in capsys.readouterr().err

@@ -43,9 +43,31 @@ def test_load_model_without_a_stored_name_needs_one(tmp_path):
     assert load_model(path, "mobilenet_v3_small_050").options == {"num_classes": 3}  # sized by the stored classes
 
 
-def test_load_model_refuses_spec_networks_and_weights_that_do_not_fit(tmp_path):
+def test_load_model_builds_a_network_stored_as_its_spec(tmp_path):
+    from lightnets.models import inherit_weights, resize_group
+
+    parent = lightnets.create_model("mobilenet_v3_small_050", num_classes=3).eval()
+    child = inherit_weights(parent, resize_group(parent.spec, "blocks.2.1.mid", 40)).eval()
+    path = str(tmp_path / "pruned.safetensors")
+    config = {"model": {"spec": str(child.spec)}, "classes": ["cat", "dog", "fox"], "preprocessing": PRE.to_dict()}
+    save_checkpoint(path, child.state_dict(), config=config, progress={}, keep_previous=False)
+    loaded = load_model(path)
+    assert loaded.name == "spec" and loaded.model.spec == child.spec
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(loaded.model(x), child(x))
+    with pytest.raises(ValueError, match="stored as its spec, not a registered model"):
+        load_model(path, "mobilenet_v3_small_050")
+
+
+def test_load_model_refuses_bad_specs_and_weights_that_do_not_fit(tmp_path):
     path, _ = _checkpoint(tmp_path, "mobilenet_v3_small_050", model_entry={"spec": "ir_r1_k3_s2_e1_c16"}, num_classes=3)
-    with pytest.raises(CheckpointError, match="stores its network as a spec"):
+    with pytest.raises(CheckpointError, match="stored network spec does not build"):
+        load_model(path)
+    entry = {"name": "mobilenet_v3_small_050", "options": {"num_classes": 3},
+             "spec": str(lightnets.create_model("mobilenet_v3_small_075", num_classes=3).spec)}
+    path, _ = _checkpoint(tmp_path, "mobilenet_v3_small_050", model_entry=entry, num_classes=3)
+    with pytest.raises(CheckpointError, match="builds another network than the one stored"):
         load_model(path)
     wrong = {"name": "mobilenet_v3_small_075", "options": {"num_classes": 3}}
     path, _ = _checkpoint(tmp_path, "mobilenet_v3_small_050", model_entry=wrong, num_classes=3)

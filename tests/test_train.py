@@ -351,3 +351,21 @@ def test_calibration_batches_are_fixed_and_unaugmented():
     assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
     with pytest.raises(ValueError, match="batches must be an integer >= 1, got 0"):
         calibration_batches("digits", 16, batches=0)
+
+
+def test_a_pruned_network_trains_saves_and_resumes_from_its_spec(tmp_path):
+    """No registered name builds a pruned child: the checkpoint's spec does, for load_model and resume."""
+    from lightnets.formats import load_model
+    from lightnets.models import inherit_weights, resize_group
+    from lightnets.train import resume
+
+    parent = lightnets.create_model(TINY, num_classes=10)
+    child = inherit_weights(parent, resize_group(parent.spec, "blocks.3.0.mid", 48))
+    fit(child, "digits", run_dir=str(tmp_path), epochs=2, resolution=16, max_steps=3, show_progress=False,
+        log=lambda m: None)
+    stored = load_checkpoint(str(tmp_path / "last.safetensors")).config["model"]
+    assert stored == {"spec": str(child.spec)}
+    loaded = load_model(str(tmp_path / "last.safetensors"))
+    assert loaded.name == "spec" and loaded.model.blocks[3][0].conv_pw.out_channels == 48
+    result = resume(str(tmp_path), max_steps=5, show_progress=False, log=lambda m: None)
+    assert result.final["step"] == 5

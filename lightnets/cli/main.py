@@ -45,8 +45,6 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def _build_from_args(args: argparse.Namespace):
-    from ..models import create_model
-
     options = {}
     if args.width_mult is not None:
         options["width_mult"] = args.width_mult
@@ -54,7 +52,54 @@ def _build_from_args(args: argparse.Namespace):
         options["groups"] = args.groups
     if args.minimal:
         options["minimal"] = True
-    return create_model(args.name, **options)
+    return _model(args.name, options)
+
+
+def _model(name: str, options: dict):
+    """A registered model, or the network a spec (file or string, see ``lightnets spec``) describes."""
+    from ..models import build, create_model, list_models, read_spec
+
+    if name in list_models():
+        return create_model(name, **options)
+    if not (name.lstrip().startswith(("stem", "{")) or os.path.isfile(name)):
+        raise ValueError(
+            f"unknown model {name!r}: give a registered name (see 'lightnets models'), a spec file or a spec string"
+        )
+    if options:
+        raise ValueError(f"a network spec states every width; options {sorted(options)} do not apply to it")
+    return build(read_spec(name))
+
+
+def cmd_spec(args: argparse.Namespace) -> int:
+    from ..models import channel_groups, walk
+
+    model = _build_from_args(args)
+    spec = model.spec
+    print("\n".join(spec.lines()))
+    if args.walk:
+        sites = walk(spec, args.walk)
+        rows = [
+            {"site": s.name, "spec": str(s.spec), "in": s.in_chs, "out": s.out_chs,
+             "size": f"{s.in_size[0]}x{s.in_size[1]} -> {s.out_size[0]}x{s.out_size[1]}"}
+            for s in sites
+        ]
+        print(f"\nsites at {args.walk}x{args.walk}")
+        print(format_table(rows, [("site", "site"), ("spec", "spec"), ("in", "in"), ("out", "out"), ("size", "size")]))
+    if args.channel_groups:
+        groups = channel_groups(spec)
+        rows = [
+            {"group": g.name, "width": g.width, "members": len(g.members),
+             "prunable": "yes" if g.prunable else f"no: {g.note.split(';')[0]}"}
+            for g in groups
+        ]
+        print(f"\n{len(groups)} channel groups")
+        columns = [("group", "group"), ("width", "channels"), ("members", "layers"), ("prunable", "prunable")]
+        print(format_table(rows, columns))
+    if args.json:
+        with open(args.json, "w", encoding="utf8") as fh:
+            fh.write(spec.to_json(indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
@@ -250,7 +295,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from ..export import export_onnx, export_pt2, quantize_int8
     from ..formats import load_model
-    from ..models import create_model
 
     if args.int8 and (args.format != "onnx" or not args.calibration):
         raise ValueError("--int8 needs --format onnx and --calibration DATA ('digits' or an ImageFolder PATH)")
@@ -260,7 +304,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         model, preprocessing = loaded.model, loaded.preprocessing
         resolution = args.resolution or preprocessing.resolution
     else:
-        model, preprocessing = create_model(args.name, **options).eval(), None
+        model, preprocessing = _model(args.name, options).eval(), None
         resolution = args.resolution or 224
     if args.int8:
         from ..train import calibration_batches
@@ -310,8 +354,18 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--json", metavar="FILE", help="also write the table as JSON")
     models.set_defaults(func=cmd_models)
 
+    spec = sub.add_parser("spec", help="a model as a network spec: every width stated; sites and channel groups")
+    spec.add_argument("name", help="a registered model, a spec file (JSON or text) or a spec string")
+    spec.add_argument("--width-mult", type=float, help="width multiplier alpha")
+    spec.add_argument("--groups", type=int, help="ShuffleNetV1 groups")
+    spec.add_argument("--minimal", action="store_true", help="MobileNetV3 minimalistic variant")
+    spec.add_argument("--walk", type=_positive_int, metavar="RES", help="also list every site at RES x RES input")
+    spec.add_argument("--channel-groups", action="store_true", help="also list the channels pruned together")
+    spec.add_argument("--json", metavar="FILE", help="write the spec as JSON (lightnets profile FILE reads it)")
+    spec.set_defaults(func=cmd_spec)
+
     prof = sub.add_parser("profile", help="per-layer params, MAdds, MAC and (with --latency) time")
-    prof.add_argument("name", help="a registered model (see 'lightnets models')")
+    prof.add_argument("name", help="a registered model (see 'lightnets models'), a spec file or a spec string")
     prof.add_argument("--width-mult", type=float, help="width multiplier alpha")
     prof.add_argument("--resolution", type=_positive_int, default=224, help="input size (default 224)")
     prof.add_argument("--groups", type=int, help="ShuffleNetV1 groups")
@@ -386,7 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=cmd_train)
 
     ev = sub.add_parser("eval", help="top-1/top-5, per-class accuracy and confusion matrix of a checkpoint")
-    ev.add_argument("name")
+    ev.add_argument("name", help="the network the checkpoint holds ('spec' for one stored as its spec)")
     ev.add_argument("--checkpoint", required=True, help="a .safetensors checkpoint written by lightnets train")
     ev.add_argument("--data", help="'digits' or PATH (default: the data the checkpoint was trained on)")
     ev.add_argument("--resolution", type=_positive_int, help="default: the checkpoint's")
@@ -398,14 +452,15 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(func=cmd_eval)
 
     pr = sub.add_parser("predict", help="top-5 classes of image files, with a trained checkpoint")
-    pr.add_argument("name")
+    pr.add_argument("name", help="the network the checkpoint holds ('spec' for one stored as its spec)")
     pr.add_argument("--checkpoint", required=True)
     pr.add_argument("images", nargs="+", metavar="IMAGE")
     pr.add_argument("--top", type=_positive_int, default=5)
     pr.set_defaults(func=cmd_predict)
 
     ex = sub.add_parser("export", help="export a model to ONNX or torch.export (.pt2)")
-    ex.add_argument("name")
+    ex.add_argument("name", help="a registered model, a spec file or string; with --checkpoint the network it holds "
+                    "('spec' for one stored as its spec)")
     ex.add_argument("--checkpoint", help="weights from lightnets train (default: random weights)")
     ex.add_argument("--format", choices=["onnx", "pt2"], default="onnx")
     ex.add_argument("--resolution", type=_positive_int, help="example input size (default: the checkpoint's, or 224)")

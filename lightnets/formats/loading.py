@@ -14,9 +14,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..models import create_model
+from ..models import build, create_model
 from .checkpoint import CheckpointError, load_checkpoint
 from .preprocessing import Preprocessing
+
+#: ``LoadedModel.name`` of a network stored only as its spec (pruned, searched: no registered name).
+SPEC_NAME = "spec"
 
 
 @dataclass
@@ -24,7 +27,7 @@ class LoadedModel:
     """A checkpoint's network, ready to run, with what is needed to feed it and to read its output."""
 
     model: nn.Module  # in eval mode, on the requested device
-    name: str  # the registered model name it was rebuilt from
+    name: str  # the registered model name it was rebuilt from, or SPEC_NAME
     options: dict  # every option it was built with (num_classes included)
     preprocessing: Preprocessing
     class_names: list[str]
@@ -37,14 +40,20 @@ def _build(
     stored: Mapping, name: str | None, expected: Mapping[str, object], class_names: list[str], path: str
 ) -> tuple[str, dict, nn.Module]:
     """The registered name, options and freshly built network a checkpoint's ``model`` entry describes."""
-    if "spec" in stored:
-        # The one place a network stored as a spec string is rebuilt: with lightnets.build(spec) once
-        # the models package provides it. Until then such a checkpoint is refused, not guessed at.
-        raise CheckpointError(
-            f"checkpoint {path!r} stores its network as a spec ({stored['spec']!r}); this version of lightnets "
-            "cannot build networks from specs"
-        )
     stored_name = stored.get("name")
+    spec = stored.get("spec")
+    if stored_name is None and spec is not None:
+        # A network with no registered name (pruned, searched): its spec is the whole network.
+        if name not in (None, SPEC_NAME) or expected:
+            raise ValueError(
+                f"checkpoint {path!r} holds a network stored as its spec, not a registered model; "
+                f"expect it as {SPEC_NAME!r} (got {name!r}), with no options (got {dict(expected)})"
+            )
+        try:
+            model = build(spec)
+        except ValueError as err:
+            raise CheckpointError(f"checkpoint {path!r}: its stored network spec does not build: {err}") from None
+        return SPEC_NAME, {}, model
     if stored_name is None:
         # Written by fit() without a model_config: the caller names the network, the classes size it.
         if name is None:
@@ -57,7 +66,13 @@ def _build(
     wrong = [f"{k}={options.get(k)!r}, not {v!r}" for k, v in expected.items() if options.get(k) != v]
     if wrong:
         raise ValueError(f"checkpoint {path!r} holds {stored_name} built with {', '.join(wrong)}")
-    return stored_name, options, create_model(stored_name, **options)
+    model = create_model(stored_name, **options)
+    if spec is not None and str(getattr(model, "spec", spec)) != spec:
+        raise CheckpointError(
+            f"checkpoint {path!r}: {stored_name} with {options} builds another network than the one stored "
+            f"(stored spec {spec!r}, built {str(model.spec)!r})"
+        )
+    return stored_name, options, model
 
 
 def load_model(
@@ -71,10 +86,13 @@ def load_model(
     """Read the checkpoint at ``path`` and return its network, built and loaded, in eval mode.
 
     The network is rebuilt from the stored registered name and all stored options (width
-    multiplier, groups, minimal, number of classes, ...). ``name``, when given, is the network
-    the caller expects: a checkpoint holding another raises a ValueError naming both. ``options``,
-    when given, are options the caller expects (a command line's ``--width-mult``): any that
-    differ from the stored ones raise rather than being silently overridden. ``device`` plays
+    multiplier, groups, minimal, number of classes, ...) and checked against the stored network
+    spec when there is one; a network stored only as its spec (a pruned or searched one) is
+    built from it (``LoadedModel.name`` is then ``"spec"``, and ``name="spec"`` expects one).
+    ``name``, when given, is the network the caller expects: a checkpoint holding another raises
+    a ValueError naming both. ``options``, when given, are options the caller expects (a command
+    line's ``--width-mult``): any that differ from the stored ones raise rather than being
+    silently overridden. ``device`` plays
     ``torch.load``'s ``map_location`` role; nothing is unpickled (safetensors). The EMA weights
     are loaded when the checkpoint has them, unless ``prefer_ema=False`` (resuming needs the raw
     weights). Raises :class:`CheckpointError` for unreadable files and weights that do not fit.

@@ -14,7 +14,7 @@ from .registry import FAMILIES, create_model, get_entry, list_models
 from .resolve import resolve
 from .shufflenet_v1 import shufflenet_v1
 from .shufflenet_v2 import shufflenet_v2
-from .spec import BlockSpec, BuildSettings, HeadSpec, NetSpec, StemSpec, parse_stages
+from .spec import BlockSpec, BuildSettings, HeadSpec, NetSpec, StemSpec, parse_stages, read_spec
 
 __all__ = [
     "FAMILIES",
@@ -40,6 +40,7 @@ __all__ = [
     "mobilenet_v3_large",
     "mobilenet_v3_small",
     "parse_stages",
+    "read_spec",
     "resize_group",
     "resolve",
     "shufflenet_v1",

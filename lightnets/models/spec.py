@@ -567,6 +567,25 @@ class NetSpec:
         return self.replace(stages=tuple(tuple(s) for s in stages))
 
 
+def read_spec(source: str) -> NetSpec:
+    """A network spec from a file (JSON, or the string form, one part per line) or a string.
+
+    A string is taken as a spec when it starts with ``stem`` or ``{``; anything else must be a
+    path to a readable file.
+    """
+    import os
+
+    if not isinstance(source, str) or not source.strip():
+        raise ValueError(f"a network spec is a file path or a spec string, got {source!r}")
+    text = source
+    if not source.lstrip().startswith(("stem", "{")):
+        if not os.path.isfile(source):
+            raise ValueError(f"{source!r} is neither a network spec (starting with 'stem' or '{{') nor a file")
+        with open(source, encoding="utf8") as fh:
+            text = fh.read()
+    return NetSpec.from_json(text) if text.lstrip().startswith("{") else NetSpec.parse(text)
+
+
 def check_block_widths(name: str, block: BlockSpec, in_chs: int) -> None:
     """Raise if a resolved block's widths break its layers' rules, naming the block.
 

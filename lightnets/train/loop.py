@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..formats.checkpoint import CheckpointError, load_checkpoint, restore_rng, save_checkpoint, tensor_digest
-from ..formats.loading import load_model
+from ..formats.loading import SPEC_NAME, load_model
+from ..models import NetSpec
 from .data import DataSplit, load_data
 from .ema import ModelEMA
 from .metrics import EvalResult, topk_correct
@@ -335,7 +336,7 @@ def fit(
     optimizer = build_optimizer(model, recipe)
     ema = ModelEMA(model, recipe.ema_decay) if recipe.ema_decay else None
     config = {
-        "model": model_config or {},
+        "model": _model_entry(model, model_config),
         "recipe": recipe.to_dict(),
         "data": data if isinstance(data, str) else "custom",
         "preprocessing": train_split.preprocessing.to_dict(),
@@ -518,6 +519,17 @@ def _stored_recipe(stored: dict) -> Recipe:
     return dataclasses.replace(base, **known) if base is not None else Recipe(**known)
 
 
+def _model_entry(model: nn.Module, model_config: dict | None) -> dict:
+    """What a checkpoint stores about its network: the registered name and options it was made
+    with (``model_config``), and, for a lightnets network, its spec, which rebuilds it even when
+    no name does (a pruned or searched network)."""
+    entry = dict(model_config or {})
+    spec = getattr(model, "spec", None)
+    if isinstance(spec, NetSpec):
+        entry["spec"] = str(spec)
+    return entry
+
+
 def resume(
     run_dir: str,
     name: str | None = None,
@@ -567,5 +579,6 @@ def resume(
         checkpoint_every=checkpoint_every, seed=config.get("seed", 0), device=device, amp=amp,
         channels_last=channels_last, sync_bn=sync_bn, deterministic=deterministic, threads=threads, max_steps=max_steps,
         workers=workers, bad_images=bad_images,
-        model_config={"name": loaded.name, "options": loaded.options}, show_progress=show_progress, log=log,
+        model_config=None if loaded.name == SPEC_NAME else {"name": loaded.name, "options": loaded.options},
+        show_progress=show_progress, log=log,
     )

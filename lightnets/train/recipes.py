@@ -97,6 +97,16 @@ RECIPES: dict[str, Recipe] = {
         optimizer="sgd", lr=0.05, nesterov=True, weight_decay=5e-4, schedule="cosine", warmup_epochs=2.0,
         label_smoothing=0.1, batch_size=64, epochs=15, bn_momentum=0.1, zero_init_residual=True,
     ),
+    "finetune": Recipe(
+        name="finetune",
+        source="lightnets: a short fine-tune of a network that already holds weights, such as a pruned child "
+        "(NetAdapt's short-term fine-tune, Yang et al. 2018 section 3; MobileNetV3 section 4.2: T steps per "
+        "proposal). small-data's optimizer, augmentation and label smoothing at a fifth of its learning rate, "
+        "cosine to zero, no warm-up, and no zero-initialised residual branches: they would erase the "
+        "inherited weights.",
+        optimizer="sgd", lr=0.01, nesterov=True, weight_decay=5e-4, schedule="cosine", label_smoothing=0.1,
+        batch_size=64, epochs=1, bn_momentum=0.1,
+    ),
 }
 
 
