@@ -331,3 +331,24 @@ def test_r6_is_repeats_before_the_width_and_relu6_after():
     assert (spec.repeats, spec.act) == (6, "r6")
     assert BlockSpec.parse(str(spec)) == spec
     assert BlockSpec.parse("cn_k3_c16_r6").act == "r6" and BlockSpec.parse("cn_k3_c16_r6").repeats == 1
+
+
+@pytest.mark.parametrize(
+    "name", ["mobilenet_v3_large_075", "shufflenet_v2_x0_5", "mobilenet_v2_035", "mobilenet_v1_025"]
+)
+def test_sites_built_alone_compose_to_the_network(name):
+    from lightnets.models import build_site
+
+    torch.manual_seed(0)
+    model = randomize_for_parity(lightnets.create_model(name)).eval()
+    weights = model.state_dict()
+    x = torch.randn(1, 3, 40, 40)
+    out = x
+    for site in walk(model.spec, 40):
+        module = build_site(site, model.spec.settings).eval()
+        prefix = "" if site.name in ("stem", "head") else site.name + "."
+        module.load_state_dict({k: weights[prefix + k] for k in module.state_dict()})
+        out = module(out)
+        assert out.shape[1:] == ((site.out_chs,) if site.name == "head" else (site.out_chs, *site.out_size))
+    with torch.no_grad():
+        assert torch.equal(out.detach(), model(x))

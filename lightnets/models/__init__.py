@@ -5,7 +5,7 @@ counts, :func:`build` (or :class:`ConvNet`) builds it, :func:`walk` lists its si
 :func:`channel_groups` / :func:`inherit_weights` let a pruner change widths and keep weights.
 """
 
-from .builder import ConvNet, FeatureInfo, Site, build, build_block, walk
+from .builder import ConvNet, FeatureInfo, Head, Site, Stem, build, build_block, build_site, walk
 from .channels import ChannelGroup, channel_groups, inherit_weights, keep_largest_l2, resize_group
 from .mobilenet_v1 import mobilenet_v1
 from .mobilenet_v2 import mobilenet_v2
@@ -23,12 +23,15 @@ __all__ = [
     "ChannelGroup",
     "ConvNet",
     "FeatureInfo",
+    "Head",
     "HeadSpec",
     "NetSpec",
     "Site",
+    "Stem",
     "StemSpec",
     "build",
     "build_block",
+    "build_site",
     "channel_groups",
     "create_model",
     "get_entry",

@@ -153,6 +153,90 @@ def _as_resolved(spec: NetSpec | str) -> NetSpec:
     return resolve(spec)
 
 
+def init_weights(module: nn.Module) -> None:
+    """The initialisation torchvision and timm use for these families: He-normal fan-out for
+    convolutions, N(0, 0.01) for the classifier, BN to identity."""
+    for layer in module.modules():
+        if isinstance(layer, nn.Conv2d):
+            nn.init.kaiming_normal_(layer.weight, mode="fan_out")
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
+        elif isinstance(layer, nn.BatchNorm2d):
+            nn.init.ones_(layer.weight)
+            nn.init.zeros_(layer.bias)
+        elif isinstance(layer, nn.Linear):
+            nn.init.normal_(layer.weight, 0, 0.01)
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
+
+
+def _stem_layers(stem: StemSpec, settings: BuildSettings) -> dict[str, nn.Module]:
+    conv = stem.conv
+    return {
+        "conv_stem": conv2d(settings.in_chans, conv.out_chs, conv.kernel, conv.stride, padding=settings.padding),
+        "bn1": batch_norm(conv.out_chs, settings.bn_eps, settings.bn_momentum),
+        "act1": make_activation(conv.act),
+        "stem_pool": nn.MaxPool2d(3, 2, 1) if stem.pool else nn.Identity(),
+    }
+
+
+def _head_layers(head: HeadSpec, in_chs: int, settings: BuildSettings) -> dict[str, nn.Module]:
+    layers: dict[str, nn.Module] = {"conv_head": nn.Identity(), "bn2": nn.Identity(), "act2": nn.Identity()}
+    if head.conv_chs is not None and head.pool_first:
+        layers["conv_head"] = nn.Conv2d(in_chs, head.conv_chs, 1, bias=True)
+        layers["act2"] = make_activation(head.act)
+    elif head.conv_chs is not None:
+        layers["conv_head"] = conv2d(in_chs, head.conv_chs, 1)
+        layers["bn2"] = batch_norm(head.conv_chs, settings.bn_eps, settings.bn_momentum)
+        layers["act2"] = make_activation(head.act)
+    layers["global_pool"] = nn.AdaptiveAvgPool2d(1)
+    layers["flatten"] = nn.Flatten(1)
+    layers["dropout"] = nn.Dropout(head.dropout)
+    layers["classifier"] = nn.Linear(head.conv_chs or in_chs, head.num_classes, bias=head.bias)
+    return layers
+
+
+class Stem(nn.Module):
+    """The stem alone (conv, BN, activation, [max pool]), named as inside a network."""
+
+    def __init__(self, stem: StemSpec, settings: BuildSettings = DEFAULT_SETTINGS) -> None:
+        super().__init__()
+        for name, layer in _stem_layers(stem, settings).items():
+            setattr(self, name, layer)
+        init_weights(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stem_pool(self.act1(self.bn1(self.conv_stem(x))))
+
+
+class Head(nn.Module):
+    """The head alone: [conv-BN-act], global pool, [MobileNetV3's conv-act], dropout, classifier."""
+
+    def __init__(self, head: HeadSpec, in_chs: int, settings: BuildSettings = DEFAULT_SETTINGS) -> None:
+        super().__init__()
+        self.pool_first = head.pool_first
+        for name, layer in _head_layers(head, in_chs, settings).items():
+            setattr(self, name, layer)
+        init_weights(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.pool_first:
+            x = self.act2(self.bn2(self.conv_head(x)))
+        x = self.global_pool(x)
+        if self.pool_first:
+            x = self.act2(self.conv_head(x))
+        return self.classifier(self.dropout(self.flatten(x)))
+
+
+def build_site(site: Site, settings: BuildSettings = DEFAULT_SETTINGS) -> nn.Module:
+    """The module one :func:`walk` site runs: the stem, a block or the head, built alone."""
+    if isinstance(site.spec, StemSpec):
+        return Stem(site.spec, settings)
+    if isinstance(site.spec, HeadSpec):
+        return Head(site.spec, site.in_chs, settings)
+    return build_block(site.spec, site.in_chs, settings)
+
+
 class ConvNet(nn.Module):
     """The network every family builds: stem, stages of blocks, head, classifier.
 
@@ -175,14 +259,10 @@ class ConvNet(nn.Module):
         settings, stem, head = spec.settings, spec.stem.conv, spec.head
         self.in_chans = settings.in_chans
         self.num_classes = head.num_classes
-        bn = {"eps": settings.bn_eps, "momentum": settings.bn_momentum}
-
-        self.conv_stem = conv2d(settings.in_chans, stem.out_chs, stem.kernel, stem.stride, padding=settings.padding)
-        self.bn1 = batch_norm(stem.out_chs, **bn)
-        self.act1 = make_activation(stem.act)
+        for name, layer in _stem_layers(spec.stem, settings).items():
+            setattr(self, name, layer)
         reduction = stem.stride
         taps = [FeatureInfo("act1", stem.out_chs, reduction)]
-        self.stem_pool = nn.MaxPool2d(3, 2, 1) if spec.stem.pool else nn.Identity()
         if spec.stem.pool:
             reduction *= 2
             taps.append(FeatureInfo("stem_pool", stem.out_chs, reduction))
@@ -209,26 +289,13 @@ class ConvNet(nn.Module):
         self.blocks = nn.Sequential(*stage_modules)
 
         self.head_after_pool = head.pool_first
-        if head.conv_chs is None:
-            self.conv_head: nn.Module = nn.Identity()
-            self.bn2: nn.Module = nn.Identity()
-            self.act2: nn.Module = nn.Identity()
-        elif head.pool_first:
-            self.conv_head = nn.Conv2d(chs, head.conv_chs, 1, bias=True)
-            self.bn2 = nn.Identity()
-            self.act2 = make_activation(head.act)
-        else:
-            self.conv_head = conv2d(chs, head.conv_chs, 1)
-            self.bn2 = batch_norm(head.conv_chs, **bn)
-            self.act2 = make_activation(head.act)
+        for name, layer in _head_layers(head, chs, settings).items():
+            setattr(self, name, layer)
+        if head.conv_chs is not None and not head.pool_first:
             taps.append(FeatureInfo("act2", head.conv_chs, reduction))
             coarse.append(taps[-1])
         self.num_features = head.conv_chs or chs
-        self.global_pool = nn.AdaptiveAvgPool2d(1)
-        self.flatten = nn.Flatten(1)
-        self.dropout = nn.Dropout(head.dropout)
         self.classifier_bias = head.bias
-        self.classifier = nn.Linear(self.num_features, head.num_classes, bias=head.bias)
 
         self._taps = {t.module: t for t in taps}
         self._coarse = coarse
@@ -239,23 +306,7 @@ class ConvNet(nn.Module):
             if any(f.reduction == stride for f in coarse)
         ]
         self.feature_channels = [f.channels for f in self.feature_info]
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        # The initialisation torchvision and timm use for these families: He-normal fan-out
-        # for convolutions, N(0, 0.01) for the classifier, BN to identity.
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out")
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.Linear):
-                nn.init.normal_(module.weight, 0, 0.01)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
+        init_weights(self)
 
     def check_input(self, x: torch.Tensor) -> None:
         if x.dim() != 4 or x.shape[1] != self.in_chans:
