@@ -14,7 +14,7 @@ import torch
 from ..cost import measure_latency, profile
 from ..cost.latency import LatencyResult
 from ..models import create_model, get_entry, list_models
-from .progress import progress
+from ..report import progress
 
 
 @dataclass

@@ -126,6 +126,81 @@ def zoo_title(resolution: int, threads: int, cpu: str, torch_version: str, backe
     )
 
 
+def _lut_networks(models: str | None) -> dict:
+    """Named networks for the latency table: the given registered names or spec files, or every
+    distinct network of the zoo (one per distinct spec)."""
+    from ..analysis import distinct_models
+
+    names = [m.strip() for m in models.split(",") if m.strip()] if models else list(distinct_models())
+    networks, seen = {}, set()
+    for name in names:
+        spec = _model(name, {}).spec
+        if str(spec) not in seen:
+            seen.add(str(spec))
+            networks[name] = spec
+    return networks
+
+
+def cmd_lut_build(args: argparse.Namespace) -> int:
+    from ..search import LatencyTable
+
+    networks = _lut_networks(args.models)
+    if os.path.exists(args.output):
+        table = LatencyTable.load(args.output)
+        table.check_device()
+        print(f"extending {args.output}: {len(table.entries)} entries measured on this device")
+    else:
+        table = LatencyTable.new(args.backend, threads=args.threads, runs=args.runs, warmup=args.warmup)
+    measured = table.measure_sites(
+        networks.values(), args.resolution, rounds=args.rounds, show_progress=not args.no_progress
+    )
+    print(f"measured {measured} new sites of {len(networks)} networks at {args.resolution}x{args.resolution} "
+          f"({table.backend}, {table.threads} threads, median of {table.runs}); {len(table.entries)} entries")
+    calibration = list(networks.values())[: args.calibrate]
+    if calibration:
+        overhead = table.calibrate(calibration, args.resolution)
+        print(f"per-network overhead {overhead:.3f} ms (median of measured minus summed, {len(calibration)} networks)")
+    table.save(args.output)
+    print(f"wrote {args.output}")
+    return 0
+
+
+def cmd_lut_validate(args: argparse.Namespace) -> int:
+    import statistics
+
+    from ..search import LatencyTable, plot_validation, validate
+
+    table = LatencyTable.load(args.table)
+    entries_before = len(table.entries)
+    rows = validate(table, _lut_networks(args.models), args.resolution, show_progress=not args.no_progress)
+    print(f"latency table {args.table}: {table.backend}, {table.threads} threads, batch {table.batch}, "
+          f"{args.resolution}x{args.resolution}; overhead {table.overhead_ms:.3f} ms")
+    print(format_table(
+        rows,
+        [("model", "model"), ("predicted_ms", "predicted ms"), ("measured_ms", "measured ms"), ("p10_ms", "p10"),
+         ("p90_ms", "p90"), ("error", "error")],
+        formats={"predicted_ms": "{:.2f}", "measured_ms": "{:.2f}", "p10_ms": "{:.2f}", "p90_ms": "{:.2f}",
+                 "error": "{:+.1%}"},
+    ))
+    errors = [abs(r["error"]) for r in rows]
+    worst = max(rows, key=lambda r: abs(r["error"]))
+    within = sum(e <= 0.10 for e in errors)
+    print(f"\nmedian absolute error {statistics.median(errors):.1%}; worst {worst['model']} {worst['error']:+.1%}; "
+          f"{within} of {len(rows)} within 10%")
+    if len(table.entries) > entries_before:
+        table.save(args.table)
+        print(f"kept {len(table.entries) - entries_before} sites measured on demand in {args.table}")
+    if args.plot:
+        title = f"lookup table vs measured, {table.backend}, {args.resolution}x{args.resolution}"
+        plot_validation(rows, args.plot, title)
+        print(f"wrote {args.plot}")
+    if args.json:
+        with open(args.json, "w", encoding="utf8") as fh:
+            json.dump({"table": args.table, "resolution": args.resolution, "rows": rows}, fh, indent=2)
+        print(f"wrote {args.json}")
+    return 0
+
+
 def cmd_zoo(args: argparse.Namespace) -> int:
     from ..analysis import machine_info, run_zoo
     from .reports import zoo_report
@@ -363,6 +438,33 @@ def build_parser() -> argparse.ArgumentParser:
     spec.add_argument("--channel-groups", action="store_true", help="also list the channels pruned together")
     spec.add_argument("--json", metavar="FILE", help="write the spec as JSON (lightnets profile FILE reads it)")
     spec.set_defaults(func=cmd_spec)
+
+    lut = sub.add_parser("lut", help="latency lookup tables: every distinct site timed once on this device")
+    lut_sub = lut.add_subparsers(dest="lut_command", metavar="ACTION")
+    lut_sub.required = True
+    lut_build = lut_sub.add_parser("build", help="measure every site of the given networks (default: the zoo)")
+    lut_build.add_argument("--models", help="comma-separated names or spec files (default: every distinct zoo model)")
+    lut_build.add_argument("--resolution", type=_positive_int, default=224, help="input size (default 224)")
+    lut_build.add_argument("--backend", choices=["eager", "compile", "onnxruntime", "onnxruntime-int8"],
+                           default="eager", help="what runs the sites (default eager)")
+    lut_build.add_argument("--threads", type=_positive_int, help="intra-op threads (default: torch's current count)")
+    lut_build.add_argument("--runs", type=_positive_int, default=30, help="timed runs per site (default 30)")
+    lut_build.add_argument("--warmup", type=int, default=5, help="untimed runs per site first (default 5)")
+    lut_build.add_argument("--rounds", type=_positive_int, default=3,
+                           help="interleaved rounds the runs are split into (default 3)")
+    lut_build.add_argument("--calibrate", type=int, default=3, metavar="N",
+                           help="measure the first N networks whole to set the per-network overhead (default 3)")
+    lut_build.add_argument("--no-progress", action="store_true")
+    lut_build.add_argument("-o", "--output", required=True, help="the table (JSON); an existing one is extended")
+    lut_build.set_defaults(func=cmd_lut_build)
+    lut_val = lut_sub.add_parser("validate", help="predicted against measured latency of whole networks")
+    lut_val.add_argument("table", help="a table written by 'lightnets lut build'")
+    lut_val.add_argument("--models", help="comma-separated names or spec files (default: every distinct zoo model)")
+    lut_val.add_argument("--resolution", type=_positive_int, default=224, help="input size (default 224)")
+    lut_val.add_argument("--plot", metavar="FILE.png", help="scatter plot of predicted against measured")
+    lut_val.add_argument("--json", metavar="FILE", help="write the rows as JSON")
+    lut_val.add_argument("--no-progress", action="store_true")
+    lut_val.set_defaults(func=cmd_lut_validate)
 
     prof = sub.add_parser("profile", help="per-layer params, MAdds, MAC and (with --latency) time")
     prof.add_argument("name", help="a registered model (see 'lightnets models'), a spec file or a spec string")

@@ -8,7 +8,7 @@
 
 from .counting import count_madds, count_params
 from .kinds import KINDS
-from .latency import BACKENDS, LatencyResult, denormals_flushed, measure_latency
+from .latency import BACKENDS, LatencyResult, denormals_flushed, measure_latency, percentile
 from .profile import OpCost, Profile, Totals, profile
 
 __all__ = [
@@ -22,5 +22,6 @@ __all__ = [
     "count_params",
     "denormals_flushed",
     "measure_latency",
+    "percentile",
     "profile",
 ]

@@ -114,7 +114,7 @@ class LatencyResult:
         )
 
 
-def _percentile(sorted_values: list[float], q: float) -> float:
+def percentile(sorted_values: list[float], q: float) -> float:
     """Linear-interpolated percentile of an already sorted list."""
     if len(sorted_values) == 1:
         return sorted_values[0]
@@ -206,8 +206,8 @@ def measure_latency(
         backend=backend,
         input_size=input_size,
         median_ms=statistics.median(ordered),
-        p10_ms=_percentile(ordered, 0.1),
-        p90_ms=_percentile(ordered, 0.9),
+        p10_ms=percentile(ordered, 0.1),
+        p90_ms=percentile(ordered, 0.9),
         runs=runs,
         warmup=warmup,
         threads=used_threads,

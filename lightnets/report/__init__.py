@@ -1,10 +1,12 @@
-"""Plain-text tables and matplotlib for the terminal reports and figures of cli, lab, train and analysis.
+"""Plain-text tables, matplotlib, a progress bar and the machine's description, for the terminal
+reports and figures of cli, lab, train, search and analysis.
 
-A package that formats tables is used by many, so it lives below them; it imports nothing
-from lightnets.
+Helpers used by many live below them; this package imports nothing from lightnets.
 """
 
+from .machine import machine_info
 from .plotting import pyplot
+from .progress import progress
 from .tables import format_table
 
-__all__ = ["format_table", "pyplot"]
+__all__ = ["format_table", "machine_info", "progress", "pyplot"]

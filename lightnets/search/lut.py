@@ -1,0 +1,334 @@
+"""Latency lookup tables: every distinct site of a network timed once on this device.
+
+NetAdapt (Yang et al., 2018, section 3.3) and MnasNet-style search (MobileNetV3 section 4.1)
+score many networks; measuring each whole network is slow, and counting MAdds is not the
+direct metric (ShuffleNetV2 section 2). A lookup table times each distinct layer once (here:
+each :func:`~lightnets.models.walk` site, which is a stem, a block or a head with its resolved
+spec, input channels and input size) and predicts a network as the sum of its sites plus a
+per-network overhead. Entries are measured with :func:`~lightnets.cost.measure_latency`'s
+conditions (warm-up, median / p10 / p90, threads set, denormals flushed) and never guessed: a
+missing entry is measured on demand, or the prediction refuses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import tempfile
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from ..cost import BACKENDS, measure_latency, percentile
+from ..models import BuildSettings, NetSpec, Site, build, build_site, resolve, walk
+from ..report import machine_info, progress, pyplot
+
+FORMAT = "lightnets-latency-table/1"
+
+
+def device_fingerprint(backend: str, threads: int, batch: int) -> dict:
+    """What a table's entries depend on: the CPU, core count, torch, backend, threads and batch."""
+    machine = machine_info()
+    return {
+        "cpu": machine["cpu"],
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "backend": backend,
+        "threads": threads,
+        "batch": batch,
+    }
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One site's measured latency (milliseconds) and how many timed runs it rests on."""
+
+    median_ms: float
+    p10_ms: float
+    p90_ms: float
+    runs: int
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """A network's predicted latency: the sum of its sites and the table's overhead."""
+
+    total_ms: float
+    sites_ms: float
+    overhead_ms: float
+    per_site: list[tuple[str, float]] = field(repr=False)
+
+
+def site_key(site: Site, settings: BuildSettings) -> str:
+    """The table key: what the site computes, on what input (padding matters for stride-2 convs)."""
+    return site.key() + ("" if settings.padding == "symmetric" else f" {settings.padding}")
+
+
+class LatencyTable:
+    """Measured site latencies for one backend, thread count, batch size and device.
+
+    Built with :meth:`new` or read with :meth:`load`, extended by :meth:`measure_sites` or on
+    demand by :meth:`predict`, written atomically with :meth:`save`. A table records the
+    device it was measured on; measuring into a table from another device raises (the entries
+    would mix two machines).
+    """
+
+    def __init__(self, fingerprint: dict, runs: int = 30, warmup: int = 5) -> None:
+        if fingerprint.get("backend") not in BACKENDS:
+            raise ValueError(f"unknown backend {fingerprint.get('backend')!r}; allowed: {', '.join(BACKENDS)}")
+        self.fingerprint = fingerprint
+        self.runs, self.warmup = runs, warmup
+        self.entries: dict[str, Entry] = {}
+        self.overhead_ms = 0.0
+        self.calibration: list[dict] = []
+
+    @classmethod
+    def new(cls, backend: str = "eager", threads: int | None = None, batch: int = 1, runs: int = 30, warmup: int = 5):
+        """An empty table for this device; ``threads`` defaults to torch's current count."""
+        for name, value in (("batch", batch), ("runs", runs)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        threads = threads or torch.get_num_threads()
+        return cls(device_fingerprint(backend, threads, batch), runs=runs, warmup=warmup)
+
+    @property
+    def backend(self) -> str:
+        return self.fingerprint["backend"]
+
+    @property
+    def threads(self) -> int:
+        return self.fingerprint["threads"]
+
+    @property
+    def batch(self) -> int:
+        return self.fingerprint["batch"]
+
+    def check_device(self) -> None:
+        """Raise unless this machine is the one the table was measured on."""
+        here = device_fingerprint(self.backend, self.threads, self.batch)
+        differs = {k: (self.fingerprint.get(k), v) for k, v in here.items() if self.fingerprint.get(k) != v}
+        if differs:
+            detail = ", ".join(f"{k}: table {a!r}, here {b!r}" for k, (a, b) in differs.items())
+            raise ValueError(f"this table was measured on another device or setup ({detail}); start a new table here")
+
+    def _check_backend_can_time(self, site: Site) -> None:
+        if self.backend.startswith("onnxruntime") and site.in_size[0] != site.in_size[1]:
+            raise ValueError(f"the {self.backend} backend times square inputs only; {site.name} has {site.in_size}")
+        if self.backend == "onnxruntime-int8" and site.in_chs != 3:
+            raise ValueError(
+                f"the onnxruntime-int8 backend cannot time {site.name} alone: its int8 calibration feeds 3-channel "
+                f"images, the site takes {site.in_chs} channels"
+            )
+
+    def measure_site(self, site: Site, settings: BuildSettings) -> Entry:
+        """The entry for ``site``, measured now if the table does not have it."""
+        key = site_key(site, settings)
+        if key not in self.entries:
+            self._measure([(site, settings)], rounds=1, show_progress=False)
+        return self.entries[key]
+
+    def _measure(self, todo: list[tuple[Site, BuildSettings]], rounds: int, show_progress: bool) -> None:
+        """Time ``todo`` in ``rounds`` interleaved rounds: every site once per round, so that a
+        slow spell of the machine hits many sites a little rather than a few sites entirely.
+        An entry's median is the median of its per-round medians; p10 / p90 pool every run."""
+        if not todo:
+            return
+        self.check_device()
+        for site, _ in todo:
+            self._check_backend_can_time(site)
+        modules = [build_site(site, settings) for site, settings in todo]
+        runs = max(1, -(-self.runs // rounds))
+        medians: list[list[float]] = [[] for _ in todo]
+        times: list[list[float]] = [[] for _ in todo]
+        steps = [(r, i) for r in range(rounds) for i in range(len(todo))]  # round by round
+        for _, i in progress(steps, len(steps), f"latency table ({rounds} rounds)", enabled=show_progress):
+            site = todo[i][0]
+            result = measure_latency(
+                modules[i],
+                (self.batch, site.in_chs, *site.in_size),
+                threads=self.threads,
+                runs=runs,
+                warmup=self.warmup,
+                backend=self.backend,
+            )
+            medians[i].append(result.median_ms)
+            times[i].extend(result.times_ms)
+        for (site, settings), per_round, pooled in zip(todo, medians, times, strict=True):
+            pooled = sorted(pooled)
+            self.entries[site_key(site, settings)] = Entry(
+                statistics.median(per_round), percentile(pooled, 0.1), percentile(pooled, 0.9), len(pooled)
+            )
+
+    def missing(self, specs: Iterable[NetSpec], input_size: int | tuple[int, int]) -> list[tuple[Site, BuildSettings]]:
+        """The distinct sites of ``specs`` the table has no entry for, in order."""
+        seen, todo = set(self.entries), []
+        for spec in specs:
+            for site in walk(spec, input_size):
+                key = site_key(site, spec.settings)
+                if key not in seen:
+                    seen.add(key)
+                    todo.append((site, spec.settings))
+        return todo
+
+    def measure_sites(
+        self,
+        specs: Iterable[NetSpec],
+        input_size: int | tuple[int, int] = 224,
+        rounds: int = 3,
+        show_progress: bool = True,
+    ) -> int:
+        """Measure every site of ``specs`` the table lacks, in ``rounds`` interleaved rounds
+        (with a progress bar); returns how many sites were added."""
+        if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+            raise ValueError(f"rounds must be an integer >= 1, got {rounds!r}")
+        todo = self.missing([resolve(s) for s in specs], input_size)
+        self._measure(todo, rounds, show_progress)
+        return len(todo)
+
+    def predict(self, spec: NetSpec | str, input_size: int | tuple[int, int] = 224, measure: bool = True) -> Prediction:
+        """Sum of the network's site latencies plus the table's overhead.
+
+        A site the table lacks is measured now (``measure=True``) or raises: never guessed.
+        """
+        spec = resolve(NetSpec.parse(spec) if isinstance(spec, str) else spec)
+        per_site = []
+        for site in walk(spec, input_size):
+            key = site_key(site, spec.settings)
+            if key not in self.entries and not measure:
+                raise KeyError(f"the table has no entry for {site.name}: {key}")
+            per_site.append((site.name, self.measure_site(site, spec.settings).median_ms))
+        sites_ms = sum(ms for _, ms in per_site)
+        return Prediction(sites_ms + self.overhead_ms, sites_ms, self.overhead_ms, per_site)
+
+    def calibrate(self, specs: Iterable[NetSpec], input_size: int = 224, rounds: int = 3) -> float:
+        """Set the per-network overhead from whole networks measured now.
+
+        A network's latency is more than its sites': the input tensor, dispatch between
+        modules, the allocator reusing memory across them. The overhead is the median, over
+        the calibration networks, of measured minus summed latency (a constant per network,
+        not per site; ``lut validate`` shows what remains). Networks are measured as
+        :func:`validate` measures them. Returns the overhead.
+        """
+        networks = {str(i): spec for i, spec in enumerate(specs)}
+        rows = validate(self, networks, input_size, rounds=rounds, show_progress=False)
+        records = [
+            {"spec": str(resolve(networks[r["model"]])), "measured_ms": r["measured_ms"], "sites_ms": r["sites_ms"]}
+            for r in rows
+        ]
+        if not records:
+            raise ValueError("calibrate needs at least one network")
+        self.calibration = records
+        self.overhead_ms = statistics.median(r["measured_ms"] - r["sites_ms"] for r in records)
+        return self.overhead_ms
+
+    def to_dict(self) -> dict:
+        return {
+            "format": FORMAT,
+            "fingerprint": self.fingerprint,
+            "runs": self.runs,
+            "warmup": self.warmup,
+            "overhead_ms": self.overhead_ms,
+            "calibration": self.calibration,
+            "entries": {k: asdict(v) for k, v in sorted(self.entries.items())},
+        }
+
+    def save(self, path: str) -> None:
+        """Write the table as JSON, atomically (a temporary file renamed into place)."""
+        folder = os.path.dirname(os.path.abspath(path))
+        fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+        try:
+            with os.fdopen(fd, "w", encoding="utf8") as fh:
+                json.dump(self.to_dict(), fh, indent=1)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    @classmethod
+    def load(cls, path: str) -> LatencyTable:
+        try:
+            with open(path, encoding="utf8") as fh:
+                data = json.load(fh)
+        except (OSError, json.JSONDecodeError) as err:
+            raise ValueError(f"cannot read latency table {path!r}: {err}") from None
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise ValueError(f"{path!r} is not a lightnets latency table (format {FORMAT!r})")
+        table = cls(data["fingerprint"], runs=data["runs"], warmup=data["warmup"])
+        try:
+            table.entries = {k: Entry(**v) for k, v in data["entries"].items()}
+        except TypeError as err:
+            raise ValueError(f"latency table {path!r} has a malformed entry: {err}") from None
+        table.overhead_ms = float(data.get("overhead_ms", 0.0))
+        table.calibration = list(data.get("calibration", []))
+        return table
+
+
+def validate(
+    table: LatencyTable,
+    networks: dict[str, NetSpec],
+    input_size: int = 224,
+    rounds: int = 3,
+    show_progress: bool = True,
+) -> list[dict]:
+    """Predicted against measured whole-network latency for each named network (measured now).
+
+    Networks are measured in ``rounds`` interleaved rounds (median of per-round medians), with
+    the table's threads, backend and runs. Rows: name, predicted, measured (median, p10, p90),
+    and the prediction's error relative to the measurement.
+    """
+    specs = {name: resolve(spec) for name, spec in networks.items()}
+    predicted = {name: table.predict(spec, input_size) for name, spec in specs.items()}
+    models = {name: build(spec) for name, spec in specs.items()}
+    runs = max(1, -(-table.runs // rounds))
+    medians: dict[str, list[float]] = {name: [] for name in specs}
+    pooled: dict[str, list[float]] = {name: [] for name in specs}
+    steps = [name for _ in range(rounds) for name in specs]
+    for name in progress(steps, len(steps), f"validate ({rounds} rounds)", enabled=show_progress):
+        result = measure_latency(
+            models[name],
+            (table.batch, specs[name].settings.in_chans, input_size, input_size),
+            threads=table.threads,
+            runs=runs,
+            warmup=max(table.warmup, 10),
+            backend=table.backend,
+        )
+        medians[name].append(result.median_ms)
+        pooled[name].extend(result.times_ms)
+    rows = []
+    for name in specs:
+        measured, times = statistics.median(medians[name]), sorted(pooled[name])
+        rows.append(
+            {
+                "model": name,
+                "predicted_ms": predicted[name].total_ms,
+                "sites_ms": predicted[name].sites_ms,
+                "measured_ms": measured,
+                "p10_ms": percentile(times, 0.1),
+                "p90_ms": percentile(times, 0.9),
+                "error": predicted[name].total_ms / measured - 1,
+            }
+        )
+    return rows
+
+
+def plot_validation(rows: list[dict], path: str, title: str) -> None:
+    """Scatter of predicted against measured latency, with the 10% band (needs matplotlib)."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 6))
+    measured = [r["measured_ms"] for r in rows]
+    predicted = [r["predicted_ms"] for r in rows]
+    top = max(measured + predicted) * 1.05
+    ax.fill_between([0, top], [0, top * 0.9], [0, top * 1.1], color="grey", alpha=0.15, label="within 10%")
+    ax.plot([0, top], [0, top], color="grey", lw=0.8, label="predicted = measured")
+    ax.scatter(measured, predicted, s=14)
+    ax.set(xlabel="measured latency (ms)", ylabel="predicted by the lookup table (ms)", xlim=(0, top), ylim=(0, top))
+    ax.set_title(title)
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

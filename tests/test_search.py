@@ -1,0 +1,118 @@
+"""Latency lookup tables: arithmetic and bookkeeping with injected timings, and one real CLI run."""
+
+import json
+import os
+from types import SimpleNamespace
+
+import pytest
+
+import lightnets
+import lightnets.search.lut as lut
+from lightnets.cli import main
+from lightnets.models import ConvNet, walk
+from lightnets.search import LatencyTable
+
+WHOLE_NETWORK_EXTRA_MS = 0.5
+
+
+@pytest.fixture
+def fake_timing(monkeypatch):
+    """measure_latency replaced by a deterministic function of what is timed.
+
+    A site costs 0.1 ms plus 1 ms per million parameters; a whole network costs the sum of its
+    sites plus WHOLE_NETWORK_EXTRA_MS, which is what calibration must recover.
+    """
+    calls = []
+
+    def fake(module, input_size, *, threads=None, runs=50, warmup=10, backend="eager", **_):
+        calls.append((type(module).__name__, tuple(input_size), runs))
+        if isinstance(module, ConvNet):
+            size = input_size[-1]
+            ms = sum(site_ms(site, module.spec.settings) for site in walk(module.spec, size)) + WHOLE_NETWORK_EXTRA_MS
+        else:
+            ms = 0.1 + sum(p.numel() for p in module.parameters()) / 1e6
+        return SimpleNamespace(median_ms=ms, p10_ms=ms * 0.9, p90_ms=ms * 1.1, runs=runs, times_ms=[ms] * runs)
+
+    def site_ms(site, settings):
+        return 0.1 + sum(p.numel() for p in lut.build_site(site, settings).parameters()) / 1e6
+
+    monkeypatch.setattr(lut, "measure_latency", fake)
+    return calls
+
+
+def test_prediction_is_the_sum_of_sites_plus_the_calibrated_overhead(fake_timing):
+    table = LatencyTable.new(threads=1, runs=6)
+    specs = [lightnets.create_model(n).spec for n in ("mobilenet_v3_small_050", "shufflenet_v2_x0_5")]
+    added = table.measure_sites(specs, 64, rounds=3, show_progress=False)
+    assert added == len(table.entries) == len({lut.site_key(s, sp.settings) for sp in specs for s in walk(sp, 64)})
+    site_calls = [c for c in fake_timing if c[0] != "ConvNet"]
+    assert len(site_calls) == 3 * added and {c[2] for c in site_calls} == {2}  # 6 runs split over 3 rounds
+    assert all(e.runs == 6 for e in table.entries.values())
+    assert table.calibrate(specs, 64) == pytest.approx(WHOLE_NETWORK_EXTRA_MS)
+    for spec in specs:
+        expected = sum(table.entries[lut.site_key(s, spec.settings)].median_ms for s in walk(spec, 64))
+        prediction = table.predict(spec, 64, measure=False)
+        assert prediction.sites_ms == pytest.approx(expected)
+        assert prediction.total_ms == pytest.approx(expected + WHOLE_NETWORK_EXTRA_MS)
+
+
+def test_a_missing_entry_is_measured_on_demand_or_refused(fake_timing):
+    table = LatencyTable.new(threads=1, runs=2)
+    spec = lightnets.create_model("mobilenet_v2_035").spec
+    with pytest.raises(KeyError, match="no entry for stem"):
+        table.predict(spec, 32, measure=False)
+    first = table.predict(spec, 32)
+    calls = len(fake_timing)
+    child = spec.replace_block(3, 1, mid_chs=52)
+    assert table.predict(spec, 32).total_ms == first.total_ms and len(fake_timing) == calls  # nothing re-measured
+    table.predict(child, 32)
+    assert len(fake_timing) == calls + 1  # only the changed block is new
+    assert any("m52" in key for key in table.entries)
+
+
+def test_tables_save_atomically_load_and_refuse_another_device(fake_timing, tmp_path):
+    table = LatencyTable.new(threads=1, runs=2)
+    spec = lightnets.create_model("mobilenet_v3_small_050").spec
+    table.measure_sites([spec], 32, show_progress=False)
+    path = str(tmp_path / "table.json")
+    table.save(path)
+    assert os.listdir(tmp_path) == ["table.json"]
+    again = LatencyTable.load(path)
+    assert again.entries == table.entries and again.fingerprint == table.fingerprint
+    data = json.loads(open(path).read())
+    data["fingerprint"]["cpu"] = "another CPU"
+    (tmp_path / "other.json").write_text(json.dumps(data))
+    other = LatencyTable.load(str(tmp_path / "other.json"))
+    assert other.predict(spec, 32, measure=False).total_ms == table.predict(spec, 32).total_ms
+    with pytest.raises(ValueError, match="cpu: table 'another CPU'"):
+        other.predict(spec.replace_block(3, 0, mid_chs=40), 32)
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(ValueError, match="not a lightnets latency table"):
+        LatencyTable.load(str(tmp_path / "bad.json"))
+
+
+def test_backends_that_cannot_time_a_site_refuse():
+    table = LatencyTable.new("onnxruntime-int8", threads=1, runs=1)
+    site = walk(lightnets.create_model("mobilenet_v3_small_050").spec, 32)[1]
+    with pytest.raises(ValueError, match="cannot time blocks.0.0 alone.*takes 8 channels"):
+        table.measure_site(site, lightnets.models.BuildSettings())
+    with pytest.raises(ValueError, match="unknown backend 'tpu'"):
+        LatencyTable.new("tpu")
+
+
+def test_lut_commands_build_extend_and_validate(tmp_path, capsys):
+    path, rows = str(tmp_path / "t.json"), str(tmp_path / "rows.json")
+    common = ["--resolution", "32", "--no-progress"]
+    assert main(["lut", "build", "--models", "mobilenet_v3_small_050", "--runs", "2", "--rounds", "1",
+                 "--calibrate", "1", "-o", path, *common]) == 0
+    out = capsys.readouterr().out
+    entries = len(LatencyTable.load(path).entries)
+    assert f"{entries} entries" in out and "per-network overhead" in out
+    assert main(["lut", "validate", path, "--models", "mobilenet_v3_small_050,shufflenet_v2_x0_5", "--json", rows,
+                 *common]) == 0
+    out = capsys.readouterr().out
+    assert "median absolute error" in out and "kept" in out  # shufflenet's sites were measured on demand
+    result = json.loads(open(rows).read())["rows"]
+    assert [r["model"] for r in result] == ["mobilenet_v3_small_050", "shufflenet_v2_x0_5"]
+    assert all(r["p10_ms"] <= r["measured_ms"] <= r["p90_ms"] or r["p10_ms"] == r["p90_ms"] for r in result)
+    assert len(LatencyTable.load(path).entries) > entries
