@@ -48,7 +48,7 @@ def test_prediction_is_the_sum_of_sites_plus_the_calibrated_overhead(fake_timing
     site_calls = [c for c in fake_timing if c[0] != "ConvNet"]
     assert len(site_calls) == 3 * added and {c[2] for c in site_calls} == {2}  # 6 runs split over 3 rounds
     assert all(e.runs == 6 for e in table.entries.values())
-    assert table.calibrate(specs, 64) == pytest.approx(WHOLE_NETWORK_EXTRA_MS)
+    assert table.calibrate(specs, 64) == pytest.approx((WHOLE_NETWORK_EXTRA_MS, 1.0))
     for spec in specs:
         expected = sum(table.entries[lut.site_key(s, spec.settings)].median_ms for s in walk(spec, 64))
         prediction = table.predict(spec, 64, measure=False)
@@ -104,10 +104,10 @@ def test_lut_commands_build_extend_and_validate(tmp_path, capsys):
     path, rows = str(tmp_path / "t.json"), str(tmp_path / "rows.json")
     common = ["--resolution", "32", "--no-progress"]
     assert main(["lut", "build", "--models", "mobilenet_v3_small_050", "--runs", "2", "--rounds", "1",
-                 "--calibrate", "1", "-o", path, *common]) == 0
+                 "--calibrate-every", "1", "-o", path, *common]) == 0
     out = capsys.readouterr().out
     entries = len(LatencyTable.load(path).entries)
-    assert f"{entries} entries" in out and "per-network overhead" in out
+    assert f"{entries} entries" in out and "calibrated on 1 of 1 networks" in out
     assert main(["lut", "validate", path, "--models", "mobilenet_v3_small_050,shufflenet_v2_x0_5", "--json", rows,
                  *common]) == 0
     out = capsys.readouterr().out

@@ -156,10 +156,11 @@ def cmd_lut_build(args: argparse.Namespace) -> int:
     )
     print(f"measured {measured} new sites of {len(networks)} networks at {args.resolution}x{args.resolution} "
           f"({table.backend}, {table.threads} threads, median of {table.runs}); {len(table.entries)} entries")
-    calibration = list(networks.values())[: args.calibrate]
+    calibration = list(networks.values())[:: args.calibrate_every] if args.calibrate_every else []
     if calibration:
-        overhead = table.calibrate(calibration, args.resolution)
-        print(f"per-network overhead {overhead:.3f} ms (median of measured minus summed, {len(calibration)} networks)")
+        overhead, scale = table.calibrate(calibration, args.resolution)
+        print(f"calibrated on {len(calibration)} of {len(networks)} networks measured whole: "
+              f"latency = {overhead:.3f} ms + {scale:.4f} x summed sites")
     table.save(args.output)
     print(f"wrote {args.output}")
     return 0
@@ -174,19 +175,22 @@ def cmd_lut_validate(args: argparse.Namespace) -> int:
     entries_before = len(table.entries)
     rows = validate(table, _lut_networks(args.models), args.resolution, show_progress=not args.no_progress)
     print(f"latency table {args.table}: {table.backend}, {table.threads} threads, batch {table.batch}, "
-          f"{args.resolution}x{args.resolution}; overhead {table.overhead_ms:.3f} ms")
+          f"{args.resolution}x{args.resolution}; latency = {table.overhead_ms:.3f} ms + {table.scale:.4f} x summed "
+          f"sites (fitted on {len(table.calibration)} networks, marked *)")
     print(format_table(
-        rows,
-        [("model", "model"), ("predicted_ms", "predicted ms"), ("measured_ms", "measured ms"), ("p10_ms", "p10"),
-         ("p90_ms", "p90"), ("error", "error")],
+        [{**r, "fit": "*" if r["calibration"] else ""} for r in rows],
+        [("model", "model"), ("fit", "fit"), ("predicted_ms", "predicted ms"), ("measured_ms", "measured ms"),
+         ("p10_ms", "p10"), ("p90_ms", "p90"), ("error", "error")],
         formats={"predicted_ms": "{:.2f}", "measured_ms": "{:.2f}", "p10_ms": "{:.2f}", "p90_ms": "{:.2f}",
                  "error": "{:+.1%}"},
     ))
-    errors = [abs(r["error"]) for r in rows]
-    worst = max(rows, key=lambda r: abs(r["error"]))
-    within = sum(e <= 0.10 for e in errors)
-    print(f"\nmedian absolute error {statistics.median(errors):.1%}; worst {worst['model']} {worst['error']:+.1%}; "
-          f"{within} of {len(rows)} within 10%")
+    print()
+    for label, subset in (("all", rows), ("not in the fit", [r for r in rows if not r["calibration"]])):
+        if subset:
+            errors = [abs(r["error"]) for r in subset]
+            worst = max(subset, key=lambda r: abs(r["error"]))
+            print(f"{label}: median absolute error {statistics.median(errors):.1%}, worst {worst['model']} "
+                  f"{worst['error']:+.1%}, {sum(e <= 0.10 for e in errors)} of {len(subset)} within 10%")
     if len(table.entries) > entries_before:
         table.save(args.table)
         print(f"kept {len(table.entries) - entries_before} sites measured on demand in {args.table}")
@@ -452,8 +456,9 @@ def build_parser() -> argparse.ArgumentParser:
     lut_build.add_argument("--warmup", type=int, default=5, help="untimed runs per site first (default 5)")
     lut_build.add_argument("--rounds", type=_positive_int, default=3,
                            help="interleaved rounds the runs are split into (default 3)")
-    lut_build.add_argument("--calibrate", type=int, default=3, metavar="N",
-                           help="measure the first N networks whole to set the per-network overhead (default 3)")
+    lut_build.add_argument("--calibrate-every", type=int, default=2, metavar="K",
+                           help="measure every K-th network whole to fit the per-network overhead and scale; the "
+                           "others are left for 'lut validate' to test on (default 2; 0: no calibration)")
     lut_build.add_argument("--no-progress", action="store_true")
     lut_build.add_argument("-o", "--output", required=True, help="the table (JSON); an existing one is extended")
     lut_build.set_defaults(func=cmd_lut_build)

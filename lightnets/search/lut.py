@@ -53,11 +53,12 @@ class Entry:
 
 @dataclass(frozen=True)
 class Prediction:
-    """A network's predicted latency: the sum of its sites and the table's overhead."""
+    """A network's predicted latency, ``overhead_ms + scale * sites_ms`` (see :meth:`LatencyTable.calibrate`)."""
 
     total_ms: float
     sites_ms: float
     overhead_ms: float
+    scale: float
     per_site: list[tuple[str, float]] = field(repr=False)
 
 
@@ -82,6 +83,7 @@ class LatencyTable:
         self.runs, self.warmup = runs, warmup
         self.entries: dict[str, Entry] = {}
         self.overhead_ms = 0.0
+        self.scale = 1.0
         self.calibration: list[dict] = []
 
     @classmethod
@@ -200,16 +202,20 @@ class LatencyTable:
                 raise KeyError(f"the table has no entry for {site.name}: {key}")
             per_site.append((site.name, self.measure_site(site, spec.settings).median_ms))
         sites_ms = sum(ms for _, ms in per_site)
-        return Prediction(sites_ms + self.overhead_ms, sites_ms, self.overhead_ms, per_site)
+        total = self.overhead_ms + self.scale * sites_ms
+        return Prediction(total, sites_ms, self.overhead_ms, self.scale, per_site)
 
-    def calibrate(self, specs: Iterable[NetSpec], input_size: int = 224, rounds: int = 3) -> float:
-        """Set the per-network overhead from whole networks measured now.
+    def calibrate(self, specs: Iterable[NetSpec], input_size: int = 224, rounds: int = 3) -> tuple[float, float]:
+        """Fit ``measured = overhead + scale * summed sites`` on whole networks measured now.
 
-        A network's latency is more than its sites': the input tensor, dispatch between
-        modules, the allocator reusing memory across them. The overhead is the median, over
-        the calibration networks, of measured minus summed latency (a constant per network,
-        not per site; ``lut validate`` shows what remains). Networks are measured as
-        :func:`validate` measures them. Returns the overhead.
+        A network is not exactly the sum of its sites timed alone: a per-network constant (the
+        input tensor, the calls between modules) and a factor (a site timed alone runs again
+        and again on its own input and weights, warm in cache; inside a network its input was
+        just written by the previous site, and the allocator reuses other memory). Least
+        squares over the calibration networks; with one network the scale stays 1. Networks
+        are measured as :func:`validate` measures them; calibrate on some networks and
+        validate on others to see the error on networks the fit has not seen. Returns
+        ``(overhead_ms, scale)``.
         """
         networks = {str(i): spec for i, spec in enumerate(specs)}
         rows = validate(self, networks, input_size, rounds=rounds, show_progress=False)
@@ -220,8 +226,13 @@ class LatencyTable:
         if not records:
             raise ValueError("calibrate needs at least one network")
         self.calibration = records
-        self.overhead_ms = statistics.median(r["measured_ms"] - r["sites_ms"] for r in records)
-        return self.overhead_ms
+        if len(records) == 1:
+            self.overhead_ms, self.scale = records[0]["measured_ms"] - records[0]["sites_ms"], 1.0
+        else:
+            xs, ys = [r["sites_ms"] for r in records], [r["measured_ms"] for r in records]
+            fit = statistics.linear_regression(xs, ys)
+            self.overhead_ms, self.scale = fit.intercept, fit.slope
+        return self.overhead_ms, self.scale
 
     def to_dict(self) -> dict:
         return {
@@ -230,6 +241,7 @@ class LatencyTable:
             "runs": self.runs,
             "warmup": self.warmup,
             "overhead_ms": self.overhead_ms,
+            "scale": self.scale,
             "calibration": self.calibration,
             "entries": {k: asdict(v) for k, v in sorted(self.entries.items())},
         }
@@ -264,6 +276,7 @@ class LatencyTable:
         except TypeError as err:
             raise ValueError(f"latency table {path!r} has a malformed entry: {err}") from None
         table.overhead_ms = float(data.get("overhead_ms", 0.0))
+        table.scale = float(data.get("scale", 1.0))
         table.calibration = list(data.get("calibration", []))
         return table
 
@@ -278,8 +291,9 @@ def validate(
     """Predicted against measured whole-network latency for each named network (measured now).
 
     Networks are measured in ``rounds`` interleaved rounds (median of per-round medians), with
-    the table's threads, backend and runs. Rows: name, predicted, measured (median, p10, p90),
-    and the prediction's error relative to the measurement.
+    the table's threads, backend and runs. Rows: name, whether the table was calibrated on it,
+    predicted, measured (median, p10, p90), and the prediction's error relative to the
+    measurement.
     """
     specs = {name: resolve(spec) for name, spec in networks.items()}
     predicted = {name: table.predict(spec, input_size) for name, spec in specs.items()}
@@ -300,11 +314,13 @@ def validate(
         medians[name].append(result.median_ms)
         pooled[name].extend(result.times_ms)
     rows = []
+    calibrated = {r["spec"] for r in table.calibration}
     for name in specs:
         measured, times = statistics.median(medians[name]), sorted(pooled[name])
         rows.append(
             {
                 "model": name,
+                "calibration": str(specs[name]) in calibrated,
                 "predicted_ms": predicted[name].total_ms,
                 "sites_ms": predicted[name].sites_ms,
                 "measured_ms": measured,
@@ -325,7 +341,13 @@ def plot_validation(rows: list[dict], path: str, title: str) -> None:
     top = max(measured + predicted) * 1.05
     ax.fill_between([0, top], [0, top * 0.9], [0, top * 1.1], color="grey", alpha=0.15, label="within 10%")
     ax.plot([0, top], [0, top], color="grey", lw=0.8, label="predicted = measured")
-    ax.scatter(measured, predicted, s=14)
+    for fitted, style in ((True, {"facecolors": "none", "edgecolors": "C0"}), (False, {"color": "C1"})):
+        subset = [r for r in rows if r.get("calibration", False) == fitted]
+        label = "in the overhead fit" if fitted else "not in the fit"
+        if subset:
+            ax.scatter(
+                [r["measured_ms"] for r in subset], [r["predicted_ms"] for r in subset], s=16, label=label, **style
+            )
     ax.set(xlabel="measured latency (ms)", ylabel="predicted by the lookup table (ms)", xlim=(0, top), ylim=(0, top))
     ax.set_title(title)
     ax.legend(loc="upper left")
