@@ -9,8 +9,11 @@ PRE = Preprocessing("imagenet", 64, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), resize=
 
 def _checkpoint(tmp_path, name, model_entry=None, **options):
     model = lightnets.create_model(name, **options)
-    config = {"model": {"name": name, "options": options} if model_entry is None else model_entry,
-              "classes": ["cat", "dog", "fox"], "preprocessing": PRE.to_dict()}
+    config = {
+        "model": {"name": name, "options": options} if model_entry is None else model_entry,
+        "classes": ["cat", "dog", "fox"],
+        "preprocessing": PRE.to_dict(),
+    }
     path = str(tmp_path / "m.safetensors")
     save_checkpoint(path, model.state_dict(), config=config, progress={}, keep_previous=False)
     return path, model
@@ -56,7 +59,7 @@ def test_load_model_builds_a_network_stored_as_its_spec(tmp_path):
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         assert torch.equal(loaded.model(x), child(x))
-    with pytest.raises(ValueError, match="stored as its spec, not a registered model"):
+    with pytest.raises(ValueError, match="which .mobilenet_v3_small_050. with .* does not build"):
         load_model(path, "mobilenet_v3_small_050")
 
 
@@ -64,8 +67,11 @@ def test_load_model_refuses_bad_specs_and_weights_that_do_not_fit(tmp_path):
     path, _ = _checkpoint(tmp_path, "mobilenet_v3_small_050", model_entry={"spec": "ir_r1_k3_s2_e1_c16"}, num_classes=3)
     with pytest.raises(CheckpointError, match="stored network spec does not build"):
         load_model(path)
-    entry = {"name": "mobilenet_v3_small_050", "options": {"num_classes": 3},
-             "spec": str(lightnets.create_model("mobilenet_v3_small_075", num_classes=3).spec)}
+    entry = {
+        "name": "mobilenet_v3_small_050",
+        "options": {"num_classes": 3},
+        "spec": str(lightnets.create_model("mobilenet_v3_small_075", num_classes=3).spec),
+    }
     path, _ = _checkpoint(tmp_path, "mobilenet_v3_small_050", model_entry=entry, num_classes=3)
     with pytest.raises(CheckpointError, match="builds another network than the one stored"):
         load_model(path)
@@ -90,3 +96,19 @@ def test_export_command_rebuilds_the_stored_network_and_refuses_other_options(tm
     assert "built with groups=8, not 3" in capsys.readouterr().err
     assert main(["export", "mobilenet_v2", "--checkpoint", path, "-o", str(out)]) == 2
     assert "holds 'shufflenet_v1', not 'mobilenet_v2'" in capsys.readouterr().err
+
+
+def test_a_checkpoint_with_only_a_spec_loads_under_the_name_that_builds_it(tmp_path):
+    """fit() without a model_config stores the spec alone; the registered name that builds it still loads it."""
+    model = lightnets.create_model("mobilenet_v3_small_050", num_classes=3)
+    config = {"model": {"spec": str(model.spec)}, "classes": ["cat", "dog", "fox"], "preprocessing": PRE.to_dict()}
+    path = str(tmp_path / "m.safetensors")
+    save_checkpoint(path, model.state_dict(), config=config, progress={}, keep_previous=False)
+    assert load_model(path, "mobilenet_v3_small_050").name == "mobilenet_v3_small_050"
+    assert load_model(path).name == "spec"
+    with pytest.raises(ValueError, match="which 'mobilenet_v3_small_075'.*does not build"):
+        load_model(path, "mobilenet_v3_small_075")
+    two = {**config, "classes": ["cat", "dog"]}
+    save_checkpoint(path, model.state_dict(), config=two, progress={}, keep_previous=False)
+    with pytest.raises(CheckpointError, match="3 classes, its class names 2"):
+        load_model(path)

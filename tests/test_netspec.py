@@ -352,3 +352,92 @@ def test_sites_built_alone_compose_to_the_network(name):
         assert out.shape[1:] == ((site.out_chs,) if site.name == "head" else (site.out_chs, *site.out_size))
     with torch.no_grad():
         assert torch.equal(out.detach(), model(x))
+
+
+def test_the_official_shufflenet_v2_input_width_is_not_prunable():
+    """The authors' stride-2 unit keeps its input width on the projection branch: the output split depends on it."""
+    official = lightnets.create_model("shufflenet_v2_x0_5_official")
+    stem = next(g for g in channel_groups(official.spec) if g.name == "stem")
+    assert not stem.prunable
+    with pytest.raises(ValueError, match="stem changes 24 -> 16, but ShuffleNetV2's channel split"):
+        inherit_weights(official, resize_group(official.spec, "stem", 16))
+    torchvision_unit = lightnets.create_model("shufflenet_v2_x0_5")
+    assert next(g for g in channel_groups(torchvision_unit.spec) if g.name == "stem").prunable
+
+
+def test_an_se_gate_is_not_a_producer_of_the_channels_it_gates():
+    model = lightnets.create_model("mobilenet_v3_small")
+    group = next(g for g in channel_groups(model.spec) if g.name == "blocks.2.1.mid")
+    assert group.producers() == ["blocks.2.1.conv_pw"] and "blocks.2.1.se.conv_expand:gate" in group.members
+    norms = model.blocks[2][1].conv_pw.weight.double().flatten(1).pow(2).sum(1)
+    expected = sorted(torch.argsort(norms, descending=True, stable=True)[:120].tolist())
+    assert keep_largest_l2(group, model, 120) == expected
+
+
+def test_ug_applies_to_the_first_repeat_only():
+    table = NetSpec.parse(
+        "stem cn_k3_s2_c24 maxpool | sv1_r4_s2_c240_g3_ug | sv1_r8_s2_c480_g3 | sv1_r4_s2_c960_g3 | head pool fc1000 "
+        "| settings divisor=3"
+    )
+    assert [b.first_pw_grouped for b in resolve(table).stages[0]] == [False, True, True, True]
+    assert resolve(table) == lightnets.create_model("shufflenet_v1").spec
+
+
+def test_read_spec_reads_files_first(tmp_path, monkeypatch):
+    from lightnets.models import read_spec
+
+    spec = lightnets.create_model("mobilenet_v3_small_050").spec
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "stem_pruned.json").write_text(spec.to_json())
+    (tmp_path / "bom.json").write_text("\ufeff" + spec.to_json(), encoding="utf8")
+    (tmp_path / "lines.txt").write_text("\n".join(spec.lines()))
+    assert read_spec("stem_pruned.json") == read_spec("bom.json") == read_spec("lines.txt") == spec
+    assert read_spec(str(spec)) == spec
+    with pytest.raises(ValueError, match="neither a network spec"):
+        read_spec("missing.json")
+
+
+def test_number_edge_cases_round_trip_or_raise():
+    tiny = BlockSpec(kind="ir", out_chs=24, expand_ratio=1e-05)
+    assert str(tiny) == "ir_k3_s1_e1e-05_c24" and BlockSpec.parse(str(tiny)) == tiny
+    with pytest.raises(ValueError, match="takes an integer"):
+        BlockSpec.parse("ir_c1e3")
+    with pytest.raises(ValueError, match="stride must be 1 or 2"):
+        BlockSpec(kind="ir", out_chs=24, stride=2.0)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("head pool fc10 fc20", "comes last"),
+        ("head fc10 pool", "'pool'.*is required before"),
+        ("head pool dropout0.1 dropout0.2 fc10", "one 'dropout<x>'"),
+        ("head dropout0.1 pool fc10", "one 'dropout<x>'"),
+        ("head pool dropout0.1 conv1024 fc10", "one 'conv<n>', before the dropout"),
+    ],
+)
+def test_head_words_come_once_and_in_order(text, message):
+    from lightnets.models import HeadSpec
+
+    with pytest.raises(ValueError, match=message):
+        HeadSpec.parse(text)
+
+
+def test_json_of_the_wrong_shape_says_what_is_wrong():
+    good = json.loads(lightnets.create_model("mobilenet_v1_025").spec.to_json())
+    for change, message in (
+        ({"stages": "ds_c16"}, "stages must be a list of lists of block strings"),
+        ({"stages": ["ds_c16"]}, "stages must be a list of lists of block strings"),
+        ({"head": None}, "head must be an object"),
+        ({"settings": {**good["settings"], "act": ["re"]}}, "settings.act must be a number, a string"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            NetSpec.from_dict({**good, **change})
+
+
+def test_a_child_without_the_head_conv_is_another_structure():
+    parent = lightnets.create_model("mobilenet_v2_035")
+    headless = parent.spec.replace(head=lightnets.models.HeadSpec(num_classes=1000, dropout=0.2))
+    with pytest.raises(ValueError, match="head differs from the parent's in more than its width"):
+        inherit_weights(parent, headless)
+    assert not inherit_weights(parent.eval(), parent.spec).training

@@ -43,17 +43,26 @@ def _build(
     stored_name = stored.get("name")
     spec = stored.get("spec")
     if stored_name is None and spec is not None:
-        # A network with no registered name (pruned, searched): its spec is the whole network.
-        if name not in (None, SPEC_NAME) or expected:
-            raise ValueError(
-                f"checkpoint {path!r} holds a network stored as its spec, not a registered model; "
-                f"expect it as {SPEC_NAME!r} (got {name!r}), with no options (got {dict(expected)})"
-            )
+        # No registered name stored (fit() without a model_config, or a pruned or searched
+        # network): the spec is the whole network. A caller's registered name is accepted
+        # when it builds exactly that network.
         try:
             model = build(spec)
         except ValueError as err:
             raise CheckpointError(f"checkpoint {path!r}: its stored network spec does not build: {err}") from None
-        return SPEC_NAME, {}, model
+        if model.num_classes != len(class_names):
+            raise CheckpointError(
+                f"checkpoint {path!r}: its network has {model.num_classes} classes, its class names {len(class_names)}"
+            )
+        if name in (None, SPEC_NAME) and not expected:
+            return SPEC_NAME, {}, model
+        options = {"num_classes": len(class_names), **expected}
+        if name in (None, SPEC_NAME) or str(create_model(name, **options).spec) != spec:
+            raise ValueError(
+                f"checkpoint {path!r} holds a network stored as its spec, which {name!r} with {options} does not "
+                f"build; load it as {SPEC_NAME!r} with no options"
+            )
+        return name, options, model
     if stored_name is None:
         # Written by fit() without a model_config: the caller names the network, the classes size it.
         if name is None:

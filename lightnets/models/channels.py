@@ -32,7 +32,8 @@ class ChannelGroup:
 
     ``members`` are ``"module.path:role"`` with role ``out`` (a conv's output filters, and its
     bias), ``in`` (a conv's or the classifier's input), ``dw`` (a depthwise conv: its filters
-    are its channels) or ``bn`` (a BatchNorm's four per-channel tensors). ``fields`` are the
+    are its channels), ``gate`` (an SE expansion: one gate per channel, sliced like ``out`` but
+    not a producer of the channels) or ``bn`` (a BatchNorm's four per-channel tensors). ``fields`` are the
     ``(site, field)`` pairs of the spec that state the width (see :func:`resize_group`).
     ``prunable`` is False where changing the width means more than slicing (``note`` says why).
     """
@@ -130,7 +131,7 @@ def _block_groups(p: str, b: BlockSpec, current: _Group, out: list[_Group]) -> _
 
     def se_group(gated: _Group) -> None:
         if b.se:
-            gated.add(f"{p}.se.conv_reduce:in", f"{p}.se.conv_expand:out")
+            gated.add(f"{p}.se.conv_reduce:in", f"{p}.se.conv_expand:gate")
             se = _Group(f"{p}.se", b.se_chs).add(f"{p}.se.conv_reduce:out", f"{p}.se.conv_expand:in")
             se.fields.append((p, "se_chs"))
             out.append(se)
@@ -169,6 +170,9 @@ def _block_groups(p: str, b: BlockSpec, current: _Group, out: list[_Group]) -> _
         if b.stride == 2:
             proj = f"{p}.branch_proj"
             current.add(f"{proj}.conv_dw:dw", f"{proj}.bn1:bn", f"{proj}.conv_pw:in", f"{main}.conv_pw:in")
+            if b.kind == "sv2o":
+                # The authors' projection keeps the input width: the output's split depends on it.
+                current.freeze(_SPLIT_NOTE)
             group = new_output(f"{proj}.conv_pw:out", f"{proj}.bn2:bn", *main_out)
         else:
             current.add(f"{main}.conv_pw:in", *main_out).fields.append((p, "out_chs"))
@@ -247,7 +251,8 @@ def inherit_weights(parent: ConvNet, child_spec: NetSpec | str, keep: KeepRule =
     group that narrows, ``keep`` picks the parent's channels to keep (default
     :func:`keep_largest_l2`), and every conv, BN, SE and classifier tensor that touches the group
     is sliced with the same indices; a group that widens keeps all the parent's channels first
-    and leaves the new ones as initialised. With an unchanged spec the child equals the parent.
+    and leaves the new ones as initialised. With an unchanged spec the child equals the parent
+    (in the parent's train / eval mode).
     """
     if not isinstance(parent, ConvNet):
         raise ValueError(
@@ -294,14 +299,14 @@ def inherit_weights(parent: ConvNet, child_spec: NetSpec | str, keep: KeepRule =
                         f"{full}: {tuple(value.shape)} -> {tuple(target.shape)} is not explained by a channel group"
                     )
                 target[tuple(slice(0, n) for n in value.shape)].copy_(value)
-    return child
+    return child.train(parent.training)
 
 
 def _sliced_dims(module: nn.Module, path: str, key: str, role_of: dict[tuple[str, str], str]) -> list[tuple[int, str]]:
     """``(dim, group)`` pairs of one tensor: which of its axes are which group's channels."""
     dims = []
     if isinstance(module, nn.Conv2d):
-        out = role_of.get((path, "out")) or role_of.get((path, "dw"))
+        out = role_of.get((path, "out")) or role_of.get((path, "dw")) or role_of.get((path, "gate"))
         if out:
             dims.append((0, out))
         if key == "weight" and (group := role_of.get((path, "in"))) and module.groups == 1:
@@ -334,7 +339,11 @@ def _widthless(block: BlockSpec) -> BlockSpec:
 def _check_same_structure(parent: NetSpec, child: NetSpec) -> None:
     if parent.settings != child.settings:
         raise ValueError(f"the child's build settings differ from the parent's: {child.settings} vs {parent.settings}")
-    if dataclasses.replace(parent.head, conv_chs=child.head.conv_chs) != child.head:
+    same_head = all(
+        getattr(parent.head, f) == getattr(child.head, f)
+        for f in ("act", "pool_first", "dropout", "num_classes", "bias")
+    )
+    if not same_head or (parent.head.conv_chs is None) != (child.head.conv_chs is None):
         raise ValueError(
             f"the child's head differs from the parent's in more than its width: {child.head} vs {parent.head}"
         )

@@ -42,7 +42,7 @@ def resolve(spec: NetSpec, width_mult: float = 1.0) -> NetSpec:
     - the last conv grows with alpha > 1 only (MobileNetV2 section 4; the V3 reference too);
     - blocks without an activation take the settings' default.
 
-    Only the first repeat of a row strides; repeats become one block each (stages stay
+    Only the first repeat of a row strides (and only it takes ``ug``); repeats become one block each (stages stay
     grouped, so module names are ``blocks.i.j`` as in timm). A spec that is already resolved
     is returned unchanged (``width_mult`` must then be 1). In a table, output widths are always
     rounded; stated inner widths (``m``, ``se<n>``) are kept, which a width multiplier other
@@ -74,7 +74,7 @@ def resolve(spec: NetSpec, width_mult: float = 1.0) -> NetSpec:
         for row in stage:
             for repeat in range(row.repeats):
                 name = f"blocks.{i}.{len(blocks)}"
-                block = _resolve_block(name, row, chs, row.stride if repeat == 0 else 1, settings, width_mult)
+                block = _resolve_block(name, row, chs, repeat, settings, width_mult)
                 blocks.append(block)
                 chs = block.out_chs
         stages.append(tuple(blocks))
@@ -84,8 +84,9 @@ def resolve(spec: NetSpec, width_mult: float = 1.0) -> NetSpec:
 
 
 def _resolve_block(
-    name: str, row: BlockSpec, in_chs: int, stride: int, settings: BuildSettings, width_mult: float
+    name: str, row: BlockSpec, in_chs: int, repeat: int, settings: BuildSettings, width_mult: float
 ) -> BlockSpec:
+    stride = row.stride if repeat == 0 else 1
     if width_mult != 1 and (row.mid_chs is not None or row.se_chs is not None):
         raise ValueError(
             f"{name} ({row}) states a width (m / se<n>) that width_mult={width_mult!r} would have to round; "
@@ -97,6 +98,8 @@ def _resolve_block(
     if kind == "ir" and row.expand_ratio == 1.0 and row.mid_chs is None:
         kind = "ds"
     changes: dict[str, object] = {"kind": kind, "repeats": 1, "stride": stride, "out_chs": out}
+    if repeat > 0:
+        changes["first_pw_grouped"] = True  # 'ug' (ShuffleNetV1 section 3.3) is the first unit's only
     changes["act"] = row.act or settings.act
     mid = row.mid_chs
     if kind == "ir" and mid is None:

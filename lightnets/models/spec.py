@@ -70,7 +70,7 @@ KIND_NAMES = {
 #: Kinds whose inner width (``m``) a resolved spec must state.
 MID_KINDS = frozenset({"ir", "sv1", "sv1o", "sv2", "sv2o"})
 SHUFFLE_KINDS = frozenset({"sv1", "sv1o", "sv2", "sv2o"})
-_NUMERIC = re.compile(r"^([rksecgm])(\d+(?:\.\d+)?)$")
+_NUMERIC = re.compile(r"^([rksecgm])(\d+(?:\.\d+)?(?:e-?\d+)?)$")
 _SE_WIDTH = re.compile(r"^se(\d+)$")
 _FIELD_OF = {
     "r": "repeats",
@@ -158,7 +158,7 @@ class BlockSpec:
             )
         if self.kernel % 2 == 0:
             raise ValueError(f"kernel must be odd (symmetric padding), got {self.kernel}")
-        if self.stride not in (1, 2) or isinstance(self.stride, bool):
+        if self.stride not in (1, 2) or not _is_int(self.stride):
             raise ValueError(f"stride must be 1 or 2, got {self.stride!r}")
         if isinstance(self.expand_ratio, bool) or not (
             isinstance(self.expand_ratio, (int, float)) and 0 < self.expand_ratio < math.inf
@@ -201,7 +201,7 @@ class BlockSpec:
                 key, number = numeric.groups()
                 if key == "e":
                     put(_FIELD_OF[key], float(number), key)
-                elif "." in number:
+                elif "." in number or "e" in number:
                     raise ValueError(f"block spec {text!r}: {key!r} takes an integer, got {number!r}")
                 else:
                     put(_FIELD_OF[key], int(number), key)
@@ -336,15 +336,21 @@ class HeadSpec:
                     raise ValueError(f"head spec {text!r}: 'pool' given twice")
                 seen_pool = True
             elif m := re.fullmatch(r"conv(\d+)(?:_(\w+))?", word):
-                if "conv_chs" in values:
-                    raise ValueError(f"head spec {text!r}: more than one conv")
+                if "conv_chs" in values or "dropout" in values:
+                    raise ValueError(f"head spec {text!r}: one 'conv<n>', before the dropout")
                 values["conv_chs"] = int(m.group(1))
                 if m.group(2):
                     values["act"] = m.group(2)
                 values["pool_first"] = seen_pool
             elif m := re.fullmatch(r"dropout(\d+(?:\.\d+)?(?:e-?\d+)?)", word):
+                if "dropout" in values or not seen_pool:
+                    raise ValueError(f"head spec {text!r}: one 'dropout<x>', after the pool and before the classifier")
                 values["dropout"] = float(m.group(1))
             elif m := re.fullmatch(r"fc(\d+)(_nobias)?", word):
+                if not seen_pool:
+                    raise ValueError(f"head spec {text!r}: 'pool' (the global average pool) is required before 'fc<n>'")
+                if word is not words[-1]:
+                    raise ValueError(f"head spec {text!r}: the classifier 'fc<n>' comes last")
                 values["num_classes"] = int(m.group(1))
                 values["bias"] = m.group(2) is None
             else:
@@ -532,6 +538,17 @@ class NetSpec:
         stem = data["stem"]
         if not isinstance(stem, dict) or set(stem) - {"conv", "pool"} or "conv" not in stem:
             raise ValueError(f"stem must be an object with 'conv' (a block string) and 'pool', got {stem!r}")
+        for part in ("head", "settings"):
+            if not isinstance(data[part], dict):
+                raise ValueError(f"{part} must be an object of fields, got {data[part]!r}")
+            for key, value in data[part].items():
+                if not isinstance(value, (int, float, str, bool, type(None))):
+                    raise ValueError(f"{part}.{key} must be a number, a string, true/false or null, got {value!r}")
+        stages = data["stages"]
+        if not isinstance(stages, list) or not all(
+            isinstance(stage, list) and all(isinstance(b, str) for b in stage) for stage in stages
+        ):
+            raise ValueError(f"stages must be a list of lists of block strings, got {stages!r:.80}")
         try:
             head = HeadSpec(**data["head"])
             settings = BuildSettings(**data["settings"])
@@ -539,7 +556,7 @@ class NetSpec:
             raise ValueError(f"unknown head or settings field: {err}") from None
         return cls(
             stem=StemSpec(BlockSpec.parse(stem["conv"]), stem.get("pool", False)),
-            stages=tuple(tuple(BlockSpec.parse(b) for b in stage) for stage in data["stages"]),
+            stages=tuple(tuple(BlockSpec.parse(b) for b in stage) for stage in stages),
             head=head,
             settings=settings,
         )
@@ -570,19 +587,19 @@ class NetSpec:
 def read_spec(source: str) -> NetSpec:
     """A network spec from a file (JSON, or the string form, one part per line) or a string.
 
-    A string is taken as a spec when it starts with ``stem`` or ``{``; anything else must be a
-    path to a readable file.
+    An existing file is read; otherwise the string must be a spec (starting with ``stem`` or
+    ``{``).
     """
     import os
 
     if not isinstance(source, str) or not source.strip():
         raise ValueError(f"a network spec is a file path or a spec string, got {source!r}")
     text = source
-    if not source.lstrip().startswith(("stem", "{")):
-        if not os.path.isfile(source):
-            raise ValueError(f"{source!r} is neither a network spec (starting with 'stem' or '{{') nor a file")
-        with open(source, encoding="utf8") as fh:
+    if os.path.isfile(source):
+        with open(source, encoding="utf-8-sig") as fh:  # -sig: a byte-order mark is not part of the spec
             text = fh.read()
+    elif not source.lstrip().startswith(("stem", "{")):
+        raise ValueError(f"{source!r} is neither a network spec (starting with 'stem' or '{{') nor a file")
     return NetSpec.from_json(text) if text.lstrip().startswith("{") else NetSpec.parse(text)
 
 
