@@ -116,3 +116,9 @@ def test_lut_commands_build_extend_and_validate(tmp_path, capsys):
     assert [r["model"] for r in result] == ["mobilenet_v3_small_050", "shufflenet_v2_x0_5"]
     assert all(r["p10_ms"] <= r["measured_ms"] <= r["p90_ms"] or r["p10_ms"] == r["p90_ms"] for r in result)
     assert len(LatencyTable.load(path).entries) > entries
+
+
+def test_onnxruntime_tables_export_each_site_once(fake_timing):
+    table = LatencyTable.new("onnxruntime", threads=1, runs=6)
+    table.measure_sites([lightnets.create_model("mobilenet_v3_small_050").spec], 32, rounds=3, show_progress=False)
+    assert len(fake_timing) == len(table.entries) and {c[2] for c in fake_timing} == {6}
