@@ -13,7 +13,6 @@ Target (the latency-table issue): every network within 10%, the build under 15 m
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import torch
@@ -22,7 +21,7 @@ from _results import result_path, write_results
 import lightnets
 from lightnets.analysis import distinct_models
 from lightnets.report import format_table, machine_info
-from lightnets.search import LatencyTable, plot_validation, validate
+from lightnets.search import LatencyTable, plot_validation, summarize, summary_lines, validate
 
 
 def main() -> None:
@@ -56,15 +55,8 @@ def main() -> None:
              ("error", "error")],
             formats={"predicted_ms": "{:.2f}", "measured_ms": "{:.2f}", "error": "{:+.1%}"},
         ))
-        summary = {}
-        for label, subset in (("all", rows), ("held_out", [r for r in rows if not r["calibration"]])):
-            errors = [abs(r["error"]) for r in subset]
-            worst = max(subset, key=lambda r: abs(r["error"]))
-            summary[label] = {"median_abs_error": statistics.median(errors), "worst": worst["model"],
-                              "worst_error": worst["error"], "within_10": sum(e <= 0.10 for e in errors),
-                              "count": len(subset)}
-            print(f"{label}: median absolute error {summary[label]['median_abs_error']:.1%}, worst {worst['model']} "
-                  f"{worst['error']:+.1%}, {summary[label]['within_10']} of {len(subset)} within 10%")
+        summary = summarize(rows)
+        print("\n".join(summary_lines(summary)))
         plot_validation(rows, str(result_path(f"lut-{backend}", ".png")),
                         f"lookup table vs measured, {backend}, {args.resolution}x{args.resolution}")
         out = write_results(f"lut-{backend}", {

@@ -167,9 +167,7 @@ def cmd_lut_build(args: argparse.Namespace) -> int:
 
 
 def cmd_lut_validate(args: argparse.Namespace) -> int:
-    import statistics
-
-    from ..search import LatencyTable, plot_validation, validate
+    from ..search import LatencyTable, plot_validation, summarize, summary_lines, validate
 
     table = LatencyTable.load(args.table)
     entries_before = len(table.entries)
@@ -185,12 +183,7 @@ def cmd_lut_validate(args: argparse.Namespace) -> int:
                  "error": "{:+.1%}"},
     ))
     print()
-    for label, subset in (("all", rows), ("not in the fit", [r for r in rows if not r["calibration"]])):
-        if subset:
-            errors = [abs(r["error"]) for r in subset]
-            worst = max(subset, key=lambda r: abs(r["error"]))
-            print(f"{label}: median absolute error {statistics.median(errors):.1%}, worst {worst['model']} "
-                  f"{worst['error']:+.1%}, {sum(e <= 0.10 for e in errors)} of {len(subset)} within 10%")
+    print("\n".join(summary_lines(summarize(rows))))
     if len(table.entries) > entries_before:
         table.save(args.table)
         print(f"kept {len(table.entries) - entries_before} sites measured on demand in {args.table}")

@@ -337,6 +337,33 @@ def validate(
     return rows
 
 
+def summarize(rows: list[dict]) -> dict[str, dict]:
+    """Accuracy of :func:`validate` rows: over all networks (``all``) and over those the overhead
+    fit did not see (``held_out``): median absolute error, the worst network, how many within 10%."""
+    summary = {}
+    for label, subset in (("all", rows), ("held_out", [r for r in rows if not r["calibration"]])):
+        if subset:
+            errors = [abs(r["error"]) for r in subset]
+            worst = max(subset, key=lambda r: abs(r["error"]))
+            summary[label] = {
+                "median_abs_error": statistics.median(errors),
+                "worst": worst["model"],
+                "worst_error": worst["error"],
+                "within_10": sum(e <= 0.10 for e in errors),
+                "count": len(subset),
+            }
+    return summary
+
+
+def summary_lines(summary: dict[str, dict]) -> list[str]:
+    names = {"all": "all", "held_out": "not in the fit"}
+    return [
+        f"{names[label]}: median absolute error {s['median_abs_error']:.1%}, worst {s['worst']} "
+        f"{s['worst_error']:+.1%}, {s['within_10']} of {s['count']} within 10%"
+        for label, s in summary.items()
+    ]
+
+
 def plot_validation(rows: list[dict], path: str, title: str) -> None:
     """Scatter of predicted against measured latency, with the 10% band (needs matplotlib)."""
     plt = pyplot()
