@@ -369,3 +369,43 @@ def test_a_pruned_network_trains_saves_and_resumes_from_its_spec(tmp_path):
     assert loaded.name == "spec" and loaded.model.blocks[3][0].conv_pw.out_channels == 48
     result = resume(str(tmp_path), max_steps=5, show_progress=False, log=lambda m: None)
     assert result.final["step"] == 5
+
+
+WALL_CLOCK = ("seconds", "images_per_s")
+
+
+def _metrics(run):
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in row.items() if k not in WALL_CLOCK} for row in rows]
+
+
+def test_a_kill_between_checkpoint_and_metrics_line_loses_no_epoch(tmp_path):
+    """The epoch's checkpoint carries its metrics row; the resumed run rewrites the missing line."""
+    reference, interrupted = tmp_path / "reference", tmp_path / "interrupted"
+    subprocess.run(_train_cmd(reference), check=True, capture_output=True, env=ENV, timeout=300)
+    killed = subprocess.run(_train_cmd(interrupted), capture_output=True, text=True, timeout=300, check=False,
+                            env={**ENV, "LIGHTNETS_FAULT": "epoch-checkpointed"})
+    assert killed.returncode == -signal.SIGKILL
+    assert (interrupted / "last.safetensors").exists() and not (interrupted / "metrics.jsonl").exists()
+    resumed = subprocess.run(_train_cmd(interrupted, "--resume", str(interrupted)), capture_output=True, text=True,
+                             env=ENV, timeout=300, check=False)
+    assert resumed.returncode == 0, resumed.stderr
+    assert [row["epoch"] for row in _metrics(interrupted)] == [1, 2]
+    assert _metrics(interrupted) == _metrics(reference)
+
+
+def test_a_kill_during_the_first_checkpoint_write_restarts_the_run(tmp_path):
+    run = tmp_path / "run"
+    killed = subprocess.run(_train_cmd(run), capture_output=True, text=True, timeout=300, check=False,
+                            env={**ENV, "LIGHTNETS_FAULT": "checkpoint-written"})
+    assert killed.returncode == -signal.SIGKILL
+    assert any(name.startswith("last.safetensors.tmp-") for name in os.listdir(run))
+    assert not (run / "last.safetensors").exists()
+    resumed = subprocess.run(_train_cmd(run, "--resume", str(run)), capture_output=True, text=True, env=ENV,
+                             timeout=300, check=False)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "no complete checkpoint; restarting from step 0" in resumed.stdout
+    assert "removed 1 temporary file(s)" in resumed.stdout
+    assert sorted(os.listdir(run)) == ["best.safetensors", "config.json", "last.safetensors", "metrics.jsonl",
+                                       "previous.safetensors"]
+    assert [row["epoch"] for row in _metrics(run)] == [1, 2]

@@ -10,20 +10,33 @@ loads checkpoints is used by many, so it lives below them. Imports only ``models
 - :func:`load_model`: a checkpoint to a ready model with its preprocessing and class names.
 """
 
-from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
-from .loading import LoadedModel, load_model
+from .checkpoint import (
+    FAULT_ENV,
+    Checkpoint,
+    CheckpointError,
+    fault_point,
+    load_checkpoint,
+    remove_stale_temporaries,
+    save_checkpoint,
+)
+from .loading import SPEC_NAME, LoadedModel, build_stored_model, load_model
 from .preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, imagenet_preprocessing, load_image
 
 __all__ = [
+    "FAULT_ENV",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "Checkpoint",
     "CheckpointError",
+    "SPEC_NAME",
     "LoadedModel",
     "Preprocessing",
+    "build_stored_model",
+    "fault_point",
     "imagenet_preprocessing",
     "load_checkpoint",
     "load_image",
     "load_model",
+    "remove_stale_temporaries",
     "save_checkpoint",
 ]

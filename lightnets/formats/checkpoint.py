@@ -17,6 +17,8 @@ import hashlib
 import json
 import os
 import random
+import re
+import signal
 from dataclasses import dataclass
 
 import torch
@@ -90,6 +92,33 @@ def restore_rng(tensors: dict, python_state: list | None) -> None:
         random.setstate((version, tuple(internal), gauss))
 
 
+#: Environment variable naming a fault point at which the process kills itself (tests only).
+FAULT_ENV = "LIGHTNETS_FAULT"
+
+
+def fault_point(name: str) -> None:
+    """Die here, as SIGKILL would, when ``LIGHTNETS_FAULT`` names this point.
+
+    The moments between two writes (a checkpoint renamed into place, the epoch's metrics line
+    not yet appended) are too short to hit with a signal from outside; tests name them instead.
+    Points: ``checkpoint-written`` (a checkpoint's temporary file written, not yet renamed) and
+    ``epoch-checkpointed`` (an epoch's checkpoint in place, its metrics line not yet written).
+    """
+    if os.environ.get(FAULT_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def remove_stale_temporaries(directory: str) -> list[str]:
+    """Delete the ``*.tmp-PID`` files an interrupted :func:`save_checkpoint` left behind."""
+    removed = []
+    if os.path.isdir(directory):
+        for name in sorted(os.listdir(directory)):
+            if re.search(r"\.safetensors\.tmp-\d+$", name):
+                os.remove(os.path.join(directory, name))
+                removed.append(name)
+    return removed
+
+
 def save_checkpoint(
     path: str,
     model: dict[str, torch.Tensor],
@@ -123,6 +152,7 @@ def save_checkpoint(
         fh.write(payload)
         fh.flush()
         os.fsync(fh.fileno())
+    fault_point("checkpoint-written")
     if keep_previous and os.path.exists(path):
         previous = os.path.join(directory, "previous.safetensors")
         link = f"{previous}.tmp-{os.getpid()}"

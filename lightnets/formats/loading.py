@@ -36,10 +36,11 @@ class LoadedModel:
     progress: dict = field(repr=False)
 
 
-def _build(
+def build_stored_model(
     stored: Mapping, name: str | None, expected: Mapping[str, object], class_names: list[str], path: str
 ) -> tuple[str, dict, nn.Module]:
-    """The registered name, options and freshly built network a checkpoint's ``model`` entry describes."""
+    """The registered name, options and freshly built network a checkpoint's (or a run's
+    ``config.json``) ``model`` entry describes; ``path`` names the source in errors."""
     stored_name = stored.get("name")
     spec = stored.get("spec")
     if stored_name is None and spec is not None:
@@ -114,7 +115,7 @@ def load_model(
             "it was not written by lightnets train or convert"
         )
     class_names = list(config["classes"])
-    name, built_options, model = _build(config.get("model") or {}, name, options or {}, class_names, path)
+    name, built_options, model = build_stored_model(config.get("model") or {}, name, options or {}, class_names, path)
     weights = ckpt.ema if prefer_ema and ckpt.ema else ckpt.model
     try:
         model.load_state_dict(weights)

@@ -26,8 +26,16 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from ..formats.checkpoint import CheckpointError, load_checkpoint, restore_rng, save_checkpoint, tensor_digest
-from ..formats.loading import SPEC_NAME, load_model
+from ..formats.checkpoint import (
+    CheckpointError,
+    fault_point,
+    load_checkpoint,
+    remove_stale_temporaries,
+    restore_rng,
+    save_checkpoint,
+    tensor_digest,
+)
+from ..formats.loading import SPEC_NAME, build_stored_model, load_model
 from ..models import NetSpec
 from .data import DataSplit, load_data
 from .ema import ModelEMA
@@ -208,6 +216,17 @@ def evaluate(
                       split.classes, confusion)
 
 
+def _write_metrics(run_dir: str, rows: list[dict]) -> None:
+    """Replace ``metrics.jsonl`` with ``rows`` (atomically): what the resumed checkpoint has seen."""
+    path = os.path.join(run_dir, "metrics.jsonl")
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as fh:
+        fh.writelines(json.dumps(row) + "\n" for row in rows)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
 def checkpoint_path(run_dir: str, checkpoint: str = "last") -> str:
     """The file a run's ``checkpoint`` names: ``last``, ``previous``, ``best``, or a path as it is."""
     if os.path.sep in checkpoint or checkpoint.endswith(".safetensors"):
@@ -347,8 +366,10 @@ def fit(
         "world_size": world,
         "torch": torch.__version__,
     }
+    # "history": every finished epoch's metrics row, so that a checkpoint and the metrics lines
+    # it has seen are one commit (a resumed run rewrites metrics.jsonl from it).
     progress = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_top1": -1.0, "best_epoch": -1,
-                "running": [0.0, 0.0, 0.0, 0.0, 0.0], "train_seconds": 0.0}
+                "running": [0.0, 0.0, 0.0, 0.0, 0.0], "train_seconds": 0.0, "history": []}
 
     torch.manual_seed(seed + rank)
     if recipe.zero_init_residual and not resume:
@@ -372,6 +393,11 @@ def fit(
         say(f"resumed {path} at epoch {progress['epoch']}, step {progress['global_step']}")
     if writes:
         os.makedirs(run_dir, exist_ok=True)
+        removed = remove_stale_temporaries(run_dir)
+        if removed:
+            say(f"removed {len(removed)} temporary file(s) an interrupted checkpoint write left: {', '.join(removed)}")
+        if resume and "history" in progress:
+            _write_metrics(run_dir, progress["history"])
         with open(os.path.join(run_dir, "config.json"), "w") as fh:
             json.dump(config, fh, indent=2)
 
@@ -472,6 +498,7 @@ def fit(
             "evaluated": "ema" if ema else "model",
         }
         history.append(row)
+        progress.setdefault("history", []).append(row)
         improved = evaluated.top1 > progress["best_top1"]
         if improved:
             progress["best_top1"], progress["best_epoch"] = evaluated.top1, epoch + 1
@@ -481,6 +508,7 @@ def fit(
         if improved:
             checkpoint("best", keep_previous=False)
         if writes:
+            fault_point("epoch-checkpointed")
             with open(os.path.join(run_dir, "metrics.jsonl"), "a") as fh:
                 fh.write(json.dumps(row) + "\n")
         say(
@@ -557,13 +585,30 @@ def resume(
     expects; a run of another raises. The arguments are the ones that decide only how the run
     executes (device, threads, precision, workers) or where it may stop early (``max_steps``,
     not allowed when the run itself is a step budget).
+
+    A run killed before its first checkpoint was complete (its ``config.json`` written, no
+    ``last`` or ``previous`` checkpoint) starts again from step 0 with the stored configuration,
+    and says so.
     """
     path = checkpoint_path(run_dir, checkpoint)
-    try:
-        loaded = load_model(path, name, prefer_ema=False)  # fit loads the raw weights, EMA and optimizer next
-    except CheckpointError as err:
-        raise CheckpointError(f"{err}{_previous_hint(path, run_dir)}") from None
-    config = loaded.config
+    config_path = os.path.join(run_dir, "config.json")
+    started_only = checkpoint == "last" and not any(
+        os.path.exists(os.path.join(run_dir, f"{n}.safetensors")) for n in ("last", "previous")
+    )
+    if started_only and os.path.exists(config_path):
+        with open(config_path) as fh:
+            config = json.load(fh)
+        stored_name, options, model = build_stored_model(config.get("model") or {}, name, {}, config["classes"],
+                                                         config_path)
+        log(f"{run_dir}: no complete checkpoint; restarting from step 0 with the configuration in {config_path}")
+        resolution = config["preprocessing"]["resolution"]
+    else:
+        try:
+            loaded = load_model(path, name, prefer_ema=False)  # fit loads the raw weights, EMA and optimizer next
+        except CheckpointError as err:
+            raise CheckpointError(f"{err}{_previous_hint(path, run_dir)}") from None
+        config, model, resolution = loaded.config, loaded.model, loaded.preprocessing.resolution
+        stored_name, options = loaded.name, loaded.options
     if config.get("data") in (None, "custom"):
         raise ValueError(f"run {run_dir!r} was trained on in-memory splits; resume it with fit(..., resume=True)")
     recipe = _stored_recipe(config["recipe"])
@@ -574,11 +619,11 @@ def resume(
     else:
         epochs = recipe.epochs
     return fit(
-        loaded.model, config["data"], recipe, run_dir=run_dir, epochs=epochs,
-        resolution=loaded.preprocessing.resolution, resume=True, resume_checkpoint=path,
+        model, config["data"], recipe, run_dir=run_dir, epochs=epochs,
+        resolution=resolution, resume=not started_only, resume_checkpoint=path,
         checkpoint_every=checkpoint_every, seed=config.get("seed", 0), device=device, amp=amp,
         channels_last=channels_last, sync_bn=sync_bn, deterministic=deterministic, threads=threads, max_steps=max_steps,
         workers=workers, bad_images=bad_images,
-        model_config=None if loaded.name == SPEC_NAME else {"name": loaded.name, "options": loaded.options},
+        model_config=None if stored_name == SPEC_NAME else {"name": stored_name, "options": options},
         show_progress=show_progress, log=log,
     )
