@@ -336,7 +336,8 @@ def test_resume_takes_the_network_seed_and_data_from_the_checkpoint(tmp_path):
         resume(str(tmp_path), "mobilenet_v2")
     messages = []
     result = resume(str(tmp_path), TINY, max_steps=5, show_progress=False, log=messages.append)
-    assert messages[0].startswith("resumed") and "at epoch 0, step 3" in messages[0]
+    assert messages[0].startswith("data: train 1438 / test 359 images")
+    assert messages[1].startswith("resumed") and "at epoch 0, step 3" in messages[1]
     assert result.final["step"] == 5
     config = load_checkpoint(str(tmp_path / "last.safetensors")).config
     assert config["seed"] == 5 and config["preprocessing"]["resolution"] == 16 and config["recipe"]["epochs"] == 2
@@ -409,3 +410,60 @@ def test_a_kill_during_the_first_checkpoint_write_restarts_the_run(tmp_path):
     assert sorted(os.listdir(run)) == ["best.safetensors", "config.json", "last.safetensors", "metrics.jsonl",
                                        "previous.safetensors"]
     assert [row["epoch"] for row in _metrics(run)] == [1, 2]
+
+
+def _sized_tree(root, side, mode="RGB", per_class=3):
+    from PIL import Image
+
+    for split in ("train", "val"):
+        for c, value in (("a", 40), ("b", 200)):
+            folder = root / split / c
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                Image.new(mode, (side, side + i), value if mode == "L" else (value, 255 - value, value)).save(
+                    folder / f"{i}.png")
+    return str(root)
+
+
+@pytest.mark.parametrize(
+    "side, mode, augment, flip, expected",
+    [
+        (20, "RGB", "auto", None, "small: whole image, random rotation up to 10 degrees, scale 0.9-1.1, shift up to "
+                                  "10%, no flip; images 20 px"),
+        (20, "L", "auto", None, "no flip; images 20 px (median shorter side), grayscale, replicated to 3 channels"),
+        (140, "RGB", "auto", None, "imagenet: random-resized crop (8-100% of the area), random horizontal flip"),
+        (140, "RGB", "auto", False, "imagenet: random-resized crop (8-100% of the area), no flip"),
+        (20, "RGB", "imagenet", None, "imagenet: random-resized crop"),
+        (20, "RGB", False, None, "none (evaluation transform), no flip"),
+    ],
+)
+def test_image_folder_picks_augmentation_that_fits_the_images(tmp_path, side, mode, augment, flip, expected):
+    train, val = image_folder(_sized_tree(tmp_path, side, mode), resolution=16, augment=augment, flip=flip)
+    assert expected in train.augmentation
+    assert val.augmentation == "none"
+    # Small images are resized whole for evaluation: no centre-crop margin.
+    assert train.preprocessing.resize == (16 if side < 64 else round(16 / 0.875))
+    batch = next(train.batches(4, shuffle=True))
+    assert batch.images.shape == (4, 3, 16, 16) and torch.isfinite(batch.images).all()
+
+
+def test_image_folder_and_digits_refuse_unknown_augmentation(tmp_path):
+    with pytest.raises(ValueError, match="augment must be one of auto, imagenet, small, none, got 'crop'"):
+        image_folder(_sized_tree(tmp_path, 20), resolution=16, augment="crop")
+    from lightnets.train import load_data
+
+    with pytest.raises(ValueError, match="digits take their own augmentation"):
+        load_data("digits", 16, augment="imagenet")
+
+
+def test_train_logs_and_stores_the_augmentation(tmp_path):
+    tree = _sized_tree(tmp_path / "tree", 20, "L", per_class=4)
+    messages = []
+    model = lightnets.create_model(TINY, num_classes=2)
+    fit(model, tree, run_dir=str(tmp_path / "run"), epochs=1, batch_size=4, resolution=16, show_progress=False,
+        log=messages.append)
+    assert messages[0].startswith("data: train 8 / val 8 images, 2 classes; preprocessing imagenet 16x16; "
+                                  "augmentation small:")
+    config = load_checkpoint(str(tmp_path / "run" / "last.safetensors")).config
+    assert config["augment"] == "auto" and config["augmentation"].startswith("small:")
+    assert config["preprocessing"]["resize"] == 16

@@ -284,6 +284,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         sync_bn=args.sync_bn, deterministic=args.deterministic, threads=args.threads, max_steps=args.max_steps,
         workers=args.workers, bad_images=args.bad_images, show_progress=not args.no_progress,
     )
+    data_options = {"augment": args.augment, "flip": False if args.no_flip else None}
     if args.resume:
         result = resume(args.resume, args.name, checkpoint=args.checkpoint, **run_options)
     else:
@@ -292,7 +293,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             args.dropout = recipe.dropout
         resolution = args.resolution or (32 if args.data == "digits" else 224)
         run_dir = args.out or os.path.join("runs", f"{args.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-        train_split, _ = load_data(args.data, resolution, args.bad_images)  # fail early on bad data, learn the classes
+        # Fail early on bad data, learn the classes.
+        train_split, _ = load_data(args.data, resolution, args.bad_images, **data_options)
         options = {**_model_options(args), "num_classes": len(train_split.classes)}
         import torch
 
@@ -300,7 +302,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         result = fit(
             create_model(args.name, **options), args.data, recipe, run_dir=run_dir, epochs=args.epochs,
             batch_size=args.batch_size, lr=args.lr, resolution=resolution, seed=args.seed,
-            model_config={"name": args.name, "options": options}, **run_options,
+            model_config={"name": args.name, "options": options}, **data_options, **run_options,
         )
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"best validation top-1 {100 * result.best_top1:.2f}% at epoch {result.best_epoch}; "
@@ -534,6 +536,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--workers", type=int, default=0, help="image-reading processes for ImageFolder data")
     train.add_argument(
         "--bad-images", choices=["skip", "error"], default="skip", help="unreadable images: skip and count, or stop"
+    )
+    train.add_argument(
+        "--augment", choices=["auto", "imagenet", "small", "none"], default="auto",
+        help="ImageFolder training augmentation: imagenet (random-resized crop), small (whole image, mild affine "
+        "jitter), none; auto (default) picks small for images under 64 px, imagenet otherwise"
+    )
+    train.add_argument(
+        "--no-flip", action="store_true", help="no random horizontal flips (default: flips with imagenet only)"
     )
     train.add_argument("--plot", action="store_true", help="write RUN_DIR/curves.png at the end")
     train.add_argument("--no-progress", action="store_true")

@@ -14,6 +14,7 @@ crop (ratio 0.875) for evaluation, then mean/std normalisation. They need Pillow
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import os
@@ -61,6 +62,7 @@ class DataSplit:
     classes: list[str]
     preprocessing: Preprocessing
     loader: object = field(repr=False)  # _TensorLoader or _FolderLoader
+    augmentation: str = "none"  # what the training batches go through, in words (logged, stored)
 
     def batches(self, batch_size: int, *, shuffle: bool, epoch: int = 0, seed: int = 0, rank: int = 0, world: int = 1,
                 drop_last: bool = False, skip: int = 0, workers: int = 0) -> Iterator[Batch]:
@@ -110,9 +112,14 @@ class _TensorLoader:
 
 
 def random_affine(
-    x: torch.Tensor, degrees: float = 10.0, scale: tuple[float, float] = (0.9, 1.1), translate: float = 0.1
+    x: torch.Tensor, degrees: float = 10.0, scale: tuple[float, float] = (0.9, 1.1), translate: float = 0.1,
+    padding_mode: str = "zeros",
 ) -> torch.Tensor:
-    """Small random rotation, scale and shift per image (global torch RNG, so resumable)."""
+    """Small random rotation, scale and shift per image (global torch RNG, so resumable).
+
+    ``padding_mode`` fills what moves in from outside: ``zeros`` (the digits' blank paper, before
+    normalisation) or ``border`` (the edge pixels, for normalised images of any content).
+    """
     n = x.shape[0]
     angle = (torch.rand(n) * 2 - 1) * math.radians(degrees)
     s = torch.empty(n).uniform_(*scale)
@@ -120,7 +127,7 @@ def random_affine(
     cos, sin = torch.cos(angle) / s, torch.sin(angle) / s
     theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, padding_mode="zeros", align_corners=False)
+    return F.grid_sample(x, grid, padding_mode=padding_mode, align_corners=False)
 
 
 def load_digits() -> tuple[torch.Tensor, torch.Tensor]:
@@ -155,7 +162,9 @@ def digits(resolution: int = 32, augment: bool = True) -> tuple[DataSplit, DataS
     classes = [str(i) for i in range(10)]
     return (
         DataSplit("train", len(train_idx), classes, pre,
-                  _TensorLoader(images[train_idx], labels[train_idx], pre, augment)),
+                  _TensorLoader(images[train_idx], labels[train_idx], pre, augment),
+                  augmentation="digits: random rotation up to 10 degrees, scale 0.9-1.1, shift up to 10%"
+                  if augment else "none"),
         DataSplit("test", len(test_idx), classes, pre, _TensorLoader(images[test_idx], labels[test_idx], pre, False)),
     )
 
@@ -190,23 +199,41 @@ def scan_folder(root: str, classes: list[str] | None = None) -> tuple[list[tuple
     return samples, classes
 
 
-class _FolderLoader:
-    """Reads and transforms images with Pillow; unreadable images are skipped or raise."""
+#: ImageFolder augmentations: ``auto`` picks ``imagenet`` or ``small`` from the images' size.
+AUGMENTATIONS = ("auto", "imagenet", "small", "none")
+#: Images whose shorter side is below this are "small": ImageNet's random-resized crop keeps
+#: 8-100% of the area, which destroys a 28-pixel digit; they get a mild affine jitter instead.
+SMALL_IMAGE_PX = 64
+GRAYSCALE_MODES = ("1", "L", "LA", "I", "I;16", "F")
 
-    def __init__(self, samples: list[tuple[str, int]], pre: Preprocessing, train: bool, bad_images: str) -> None:
-        self.samples, self.pre, self.train, self.bad_images = samples, pre, train, bad_images
+
+class _FolderLoader:
+    """Reads and transforms images with Pillow; unreadable images are skipped or raise.
+
+    ``mode``: ``imagenet`` (random-resized crop, ImageNet's training transform), ``small``
+    (the whole image resized as for evaluation, then a random rotation of up to 10 degrees,
+    scale 0.9-1.1 and shift up to 10%, as the built-in digits get) or ``none`` (the evaluation
+    transform). ``flip`` adds a random horizontal flip.
+    """
+
+    def __init__(self, samples: list[tuple[str, int]], pre: Preprocessing, mode: str, flip: bool,
+                 bad_images: str) -> None:
+        self.samples, self.pre, self.mode, self.flip, self.bad_images = samples, pre, mode, flip, bad_images
 
     def transform(self, img) -> torch.Tensor:
         Image = pillow()
-        img = img.convert("RGB")
+        img = img.convert("RGB")  # grayscale replicated to 3 channels (logged by image_folder)
         r = self.pre.resolution
-        if self.train:
+        if self.mode == "imagenet":
             img = _random_resized_crop(img, r, Image)
-            if random.random() < 0.5:
-                img = img.transpose(Image.FLIP_LEFT_RIGHT)
         else:
             img = resize_center_crop(img, r, self.pre.resize)
-        return rgb_to_tensor(img, self.pre)
+        if self.flip and random.random() < 0.5:
+            img = img.transpose(Image.FLIP_LEFT_RIGHT)
+        x = rgb_to_tensor(img, self.pre)
+        if self.mode == "small":
+            x = random_affine(x.unsqueeze(0), padding_mode="border")[0]
+        return x
 
     def load(self, idx: torch.Tensor) -> Batch:
         Image = pillow()
@@ -256,18 +283,46 @@ def _random_resized_crop(img, size: int, Image, scale=(0.08, 1.0), ratio=(3 / 4,
     return img.resize((size, size), Image.BILINEAR, box=(left, top, left + side, top + side))
 
 
+def image_stats(samples: list[tuple[str, int]], sample: int = 32) -> tuple[int, bool]:
+    """Median shorter side of up to ``sample`` images spread over ``samples``, and whether they
+    are grayscale (Pillow reads only the headers)."""
+    Image = pillow()
+    step = max(1, len(samples) // sample)
+    sides, gray = [], 0
+    for path, _ in samples[::step][:sample]:
+        try:
+            with Image.open(path) as img:
+                sides.append(min(img.size))
+                gray += img.mode in GRAYSCALE_MODES
+        except (OSError, ValueError):
+            continue  # counted when the batches are read
+    if not sides:
+        raise ValueError(f"none of the {min(len(samples), sample)} sampled images could be read")
+    return sorted(sides)[len(sides) // 2], gray > len(sides) // 2
+
+
 def image_folder(
     path: str, resolution: int = 224, bad_images: str = "skip", preprocessing: Preprocessing | None = None,
-    augment: bool = True,
+    augment: bool | str = "auto", flip: bool | None = None,
 ) -> tuple[DataSplit, DataSplit]:
     """``PATH/train`` and ``PATH/val`` ImageFolder trees as (train, val) splits.
 
-    ``augment=False`` prepares the train split like the val split (resize, centre crop), as
-    int8 calibration needs.
+    ``augment`` is one of :data:`AUGMENTATIONS`: ``auto`` (the default, or True) picks
+    ``small`` when the images' median shorter side is below :data:`SMALL_IMAGE_PX` and
+    ``imagenet`` otherwise; ``none`` (or False) prepares the train split like the val split,
+    as int8 calibration needs. ``flip`` (random horizontal flips) defaults to on for
+    ``imagenet`` and off otherwise (a flipped digit or letter is another symbol). Small images
+    are resized whole for evaluation (no centre-crop margin). Grayscale images are replicated
+    to 3 channels. The choice is in ``train.augmentation``.
 
     ``preprocessing`` (an ``imagenet``-kind one, such as a converted checkpoint's) sets the mean,
     std and resize; the default is ImageNet's mean and std, resize to resolution / 0.875.
     """
+    mode = "auto" if augment is True else "none" if augment is False else augment
+    if mode not in AUGMENTATIONS:
+        raise ValueError(f"augment must be one of {', '.join(AUGMENTATIONS)}, got {augment!r}")
+    if flip is not None and not isinstance(flip, bool):
+        raise ValueError(f"flip must be True, False or None (the augmentation's default), got {flip!r}")
     if preprocessing is not None and preprocessing.kind != "imagenet":
         raise ValueError(f"an ImageFolder tree takes 'imagenet' preprocessing, got {preprocessing.kind!r}")
     check_resolution(resolution)
@@ -276,24 +331,45 @@ def image_folder(
     pillow()
     train_samples, classes = scan_folder(os.path.join(path, "train"))
     val_samples, _ = scan_folder(os.path.join(path, "val"), classes)
+    side, gray = image_stats(train_samples)
+    small = side < SMALL_IMAGE_PX
     pre = imagenet_preprocessing(resolution)
+    if small:
+        pre = dataclasses.replace(pre, resize=resolution)
     if preprocessing is not None:
         resize = round(resolution * preprocessing.resize / preprocessing.resolution) if preprocessing.resize else None
         pre = Preprocessing("imagenet", resolution, tuple(preprocessing.mean), tuple(preprocessing.std), resize=resize)
+    if mode == "auto":
+        mode = "small" if small else "imagenet"
+    flip = mode == "imagenet" if flip is None else flip
+    words = {
+        "imagenet": "random-resized crop (8-100% of the area)",
+        "small": "whole image, random rotation up to 10 degrees, scale 0.9-1.1, shift up to 10%",
+        "none": "none (evaluation transform)",
+    }[mode]
+    described = (
+        f"{mode}: {words}, {'random horizontal flip' if flip else 'no flip'}; images {side} px (median shorter "
+        f"side){', grayscale, replicated to 3 channels' if gray else ''}"
+    )
     return (
-        DataSplit("train", len(train_samples), classes, pre, _FolderLoader(train_samples, pre, augment, bad_images)),
-        DataSplit("val", len(val_samples), classes, pre, _FolderLoader(val_samples, pre, False, bad_images)),
+        DataSplit("train", len(train_samples), classes, pre,
+                  _FolderLoader(train_samples, pre, mode, flip, bad_images), augmentation=described),
+        DataSplit("val", len(val_samples), classes, pre, _FolderLoader(val_samples, pre, "none", False, bad_images)),
     )
 
 
 def load_data(
-    data: str, resolution: int, bad_images: str = "skip", augment: bool = True,
-    preprocessing: Preprocessing | None = None,
+    data: str, resolution: int, bad_images: str = "skip", augment: bool | str = True,
+    preprocessing: Preprocessing | None = None, flip: bool | None = None,
 ) -> tuple[DataSplit, DataSplit]:
-    """``"digits"`` or a path to an ImageFolder tree (``preprocessing``: see :func:`image_folder`)."""
+    """``"digits"`` or a path to an ImageFolder tree (``augment``, ``flip``, ``preprocessing``:
+    see :func:`image_folder`; the digits take their own augmentation, on or off)."""
     if data == "digits":
-        return digits(resolution, augment=augment)
-    return image_folder(data, resolution, bad_images, preprocessing, augment=augment)
+        if augment == "imagenet" or flip:
+            raise ValueError("the built-in digits take their own augmentation (random affine, no flip); "
+                             "--augment imagenet and flips apply to ImageFolder trees")
+        return digits(resolution, augment=augment not in (False, "none"))
+    return image_folder(data, resolution, bad_images, preprocessing, augment=augment, flip=flip)
 
 
 def checkpoint_preprocessing(data: str, stored: Preprocessing) -> Preprocessing | None:

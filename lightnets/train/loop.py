@@ -271,6 +271,8 @@ def fit(
     max_steps: int | None = None,
     workers: int = 0,
     bad_images: str = "skip",
+    augment: str = "auto",
+    flip: bool | None = None,
     model_config: dict | None = None,
     show_progress: bool = True,
     log: Callable[[str], None] = print,
@@ -291,7 +293,9 @@ def fit(
     warm-up epochs), so a short fine-tune still anneals. With ``epochs`` it is a cap: the schedule spans the
     epochs and the run stops early, resumable to its end (smoke tests). ``model_config``
     (registry name and options) is stored with the checkpoints so that
-    :func:`lightnets.formats.load_model` can rebuild the model.
+    :func:`lightnets.formats.load_model` can rebuild the model. ``augment`` and ``flip`` choose an
+    ImageFolder tree's training augmentation (see :func:`~lightnets.train.image_folder`); the
+    run's first line says which is in force, and the checkpoints store it.
 
     The global torch state this changes (thread count, deterministic algorithms, the seeded
     torch and Python RNGs, the CUDA device, a process group it started) is restored when it
@@ -326,7 +330,15 @@ def fit(
         torch.use_deterministic_algorithms(True)
     say = log if is_main else (lambda _msg: None)
 
-    train_split, val_split = load_data(data, resolution, bad_images, recipe.augment) if isinstance(data, str) else data
+    if isinstance(data, str):
+        train_split, val_split = load_data(data, resolution, bad_images, augment if recipe.augment else "none",
+                                           flip=flip)
+    else:
+        train_split, val_split = data
+    say(f"data: {train_split.name} {train_split.size} / {val_split.name} {val_split.size} images, "
+        f"{len(train_split.classes)} classes; preprocessing {train_split.preprocessing.kind} "
+        f"{train_split.preprocessing.resolution}x{train_split.preprocessing.resolution}; "
+        f"augmentation {train_split.augmentation}")
     expected_classes = (model_config or {}).get("options", {}).get("num_classes")
     if expected_classes not in (None, len(train_split.classes)):
         raise ValueError(f"the model has {expected_classes} classes, the data {len(train_split.classes)}")
@@ -364,6 +376,9 @@ def fit(
         "max_steps": max_steps,
         "step_budget": step_budget,
         "world_size": world,
+        "augment": augment,
+        "flip": flip,
+        "augmentation": train_split.augmentation,
         "torch": torch.__version__,
     }
     # "history": every finished epoch's metrics row, so that a checkpoint and the metrics lines
@@ -623,7 +638,7 @@ def resume(
         resolution=resolution, resume=not started_only, resume_checkpoint=path,
         checkpoint_every=checkpoint_every, seed=config.get("seed", 0), device=device, amp=amp,
         channels_last=channels_last, sync_bn=sync_bn, deterministic=deterministic, threads=threads, max_steps=max_steps,
-        workers=workers, bad_images=bad_images,
+        workers=workers, bad_images=bad_images, augment=config.get("augment", "auto"), flip=config.get("flip"),
         model_config=None if stored_name == SPEC_NAME else {"name": stored_name, "options": options},
         show_progress=show_progress, log=log,
     )
