@@ -467,3 +467,16 @@ def test_train_logs_and_stores_the_augmentation(tmp_path):
     config = load_checkpoint(str(tmp_path / "run" / "last.safetensors")).config
     assert config["augment"] == "auto" and config["augmentation"].startswith("small:")
     assert config["preprocessing"]["resize"] == 16
+
+
+def test_train_command_takes_the_augmentation_flags(tmp_path, capsys):
+    tree = _sized_tree(tmp_path / "tree", 140, per_class=4)
+    run = tmp_path / "run"
+    assert main(["train", TINY, "--data", tree, "--augment", "small", "--no-flip", "--epochs", "1", "--batch-size", "4",
+                 "--resolution", "16", "--no-progress", "--out", str(run)]) == 0
+    assert "augmentation small: whole image" in capsys.readouterr().out
+    config = load_checkpoint(str(run / "last.safetensors")).config
+    assert (config["augment"], config["flip"]) == ("small", False) and "no flip" in config["augmentation"]
+    with pytest.raises(SystemExit):
+        main(["train", TINY, "--data", tree, "--augment", "crop", "--out", str(run)])
+    assert "invalid choice: 'crop'" in capsys.readouterr().err
