@@ -122,3 +122,36 @@ def test_onnxruntime_tables_export_each_site_once(fake_timing):
     table = LatencyTable.new("onnxruntime", threads=1, runs=6)
     table.measure_sites([lightnets.create_model("mobilenet_v3_small_050").spec], 32, rounds=3, show_progress=False)
     assert len(fake_timing) == len(table.entries) and {c[2] for c in fake_timing} == {6}
+
+
+def test_netadapt_proposal_kinds_follow_the_mobilenetv3_paper():
+    from lightnets.models import channel_groups
+    from lightnets.search import proposal_kind
+
+    kinds = {g.name: proposal_kind(g) for g in channel_groups(lightnets.create_model("mobilenet_v3_small").spec)}
+    assert kinds["blocks.2.1.mid"] == "expansion"
+    assert kinds["blocks.2.0"] == "bottleneck"  # 40 channels shared by blocks 2.0-2.2 through their residuals
+    assert kinds["blocks.0.0"] is None and kinds["blocks.2.1.se"] is None and kinds["head"] is None
+
+
+def test_shrink_to_save_removes_the_fewest_channels_that_save_delta(fake_timing):
+    from lightnets.models import channel_groups, resize_group
+    from lightnets.search import proposals, shrink_to_save
+
+    table = LatencyTable.new(threads=1, runs=1)
+    spec = lightnets.create_model("mobilenet_v2_035").spec
+    base = table.predict(spec, 32).total_ms
+    group = next(g for g in channel_groups(spec) if g.name == "blocks.5.1.mid")  # 336 channels
+    delta = 0.02  # fake timing: 1 ms per million parameters
+    found = shrink_to_save(table, spec, group, delta, 32)
+    assert found.width % 8 == 0 and base - found.predicted_ms >= delta
+    wider = resize_group(spec, group.name, found.width + 8)
+    assert base - table.predict(wider, 32).total_ms < delta  # 8 channels fewer removed would not do
+    assert shrink_to_save(table, spec, group, 100.0, 32) is None
+    steps = proposals(table, spec, delta, 32)
+    assert {p.kind for p in steps} == {"expansion", "bottleneck"} and all(base - p.predicted_ms >= delta for p in steps)
+    assert proposals(table, spec, delta, 32, kinds=("bottleneck",)) == [p for p in steps if p.kind == "bottleneck"]
+    with pytest.raises(ValueError, match="unknown proposal kinds"):
+        proposals(table, spec, delta, 32, kinds=("stem",))
+    with pytest.raises(ValueError, match="delta_ms must be > 0"):
+        shrink_to_save(table, spec, group, 0, 32)
