@@ -5,13 +5,16 @@ Ranks; a module may import its own package and packages of a lower rank, nothing
     0  layers
     1  models
     2  cost, formats, report
-    3  train, export, convert, lab, search, analysis
-    4  cli
+    3  train, export, convert, lab, analysis
+    4  search
+    5  cli
 
 Packages of the same rank do not import each other either (train and export, say, both build on
 formats and cost; a sideways import would tie one to the other, and two would make a cycle).
 ``analysis`` is at rank 3 because it is an application like ``lab``: the zoo table measures
 models with cost's tools; its shared helpers (tables, pyplot) live in ``report``, at rank 2.
+``search`` sits above ``train``: NetAdapt and architecture search fine-tune every candidate
+with ``fit`` (in memory), so they build on training the way training builds on the models.
 
 Outside the ranking: the top-level ``lightnets/__init__.py`` may import any package below cli,
 and only cli (the top, for ``__version__``) may import it back; ``lightnets/__main__.py`` runs
@@ -35,8 +38,9 @@ RANKS = {
     "layers": 0,
     "models": 1,
     "cost": 2, "formats": 2, "report": 2,
-    "train": 3, "export": 3, "convert": 3, "lab": 3, "search": 3, "analysis": 3,
-    "cli": 4,
+    "train": 3, "export": 3, "convert": 3, "lab": 3, "analysis": 3,
+    "search": 4,
+    "cli": 5,
 }
 TOP = max(RANKS.values())
 ROOT = "lightnets"  # the top-level package's own __init__

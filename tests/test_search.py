@@ -5,6 +5,7 @@ import os
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 import lightnets
 import lightnets.search.lut as lut
@@ -155,3 +156,69 @@ def test_shrink_to_save_removes_the_fewest_channels_that_save_delta(fake_timing)
         proposals(table, spec, delta, 32, kinds=("stem",))
     with pytest.raises(ValueError, match="delta_ms must be > 0"):
         shrink_to_save(table, spec, group, 0, 32)
+
+
+def _netadapt_run(fake_timing, monkeypatch, run_dir, iterations, log=None):
+    import lightnets.search.adapt as na
+    from lightnets.search import netadapt
+    from lightnets.train import digits
+
+    monkeypatch.setattr(na, "measure_latency", lut.measure_latency)  # the injected timing for whole networks too
+    torch.manual_seed(0)
+    model = lightnets.create_model("mobilenet_v3_small_050", num_classes=10)
+    table = LatencyTable.new(threads=1, runs=1)
+    return netadapt(model, digits(resolution=16), table, input_size=16, target_ratio=0.5, steps=2,
+                    delta_ratio=0.01, max_iterations=iterations, run_dir=str(run_dir),
+                    log=(lambda m: None) if log is None else log.append)
+
+
+def test_netadapt_steps_save_delta_pick_by_ratio_and_resume(fake_timing, monkeypatch, tmp_path):
+    from lightnets.search.adapt import selection_score
+
+    full = _netadapt_run(fake_timing, monkeypatch, tmp_path / "full", 2)
+    assert [row["step"] for row in full.history] == [1, 2]
+    latency = full.seed_ms
+    for row in full.history:
+        previous_top1 = row_top1_before(full, row)
+        assert latency - row["latency_ms"] >= 0.01 * full.seed_ms - 1e-12  # every step saves delta
+        scores = [selection_score(p, "ratio", previous_top1, latency) for p in row["proposals"]]
+        assert row["chosen"] == row["proposals"][scores.index(max(scores))]
+        latency = row["latency_ms"]
+    assert scores  # the last step had proposals to choose from
+    assert full.spec == lightnets.NetSpec.parse(full.history[-1]["spec"])
+    assert json.loads((tmp_path / "full" / "history.json").read_text())["history"] == full.history
+    # Stopped after one step, then continued: the same choices and the same network.
+    _netadapt_run(fake_timing, monkeypatch, tmp_path / "split", 1)
+    messages = []
+    resumed = _netadapt_run(fake_timing, monkeypatch, tmp_path / "split", 2, messages)
+    assert any(m.startswith("netadapt: resumed") and "after step 1" in m for m in messages)
+    assert [r["chosen"]["group"] for r in resumed.history] == [r["chosen"]["group"] for r in full.history]
+    assert resumed.spec == full.spec
+    ours, theirs = resumed.model.state_dict(), full.model.state_dict()
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+
+def row_top1_before(result, row):
+    """The top-1 a step started from: the previous step's, or the seed network's."""
+    index = result.history.index(row)
+    return result.history[index - 1]["top1"] if index else result.seed_top1
+
+
+def test_netadapt_command_writes_a_loadable_smaller_network(tmp_path, capsys):
+    from lightnets.formats import load_model
+    from lightnets.train import fit
+
+    run = tmp_path / "train"
+    seed = lightnets.create_model("mobilenet_v3_small_050", num_classes=10)
+    fit(seed, "digits", run_dir=str(run), epochs=1, resolution=16, max_steps=4, show_progress=False,
+        model_config={"name": "mobilenet_v3_small_050", "options": {"num_classes": 10}}, log=lambda m: None)
+    out = tmp_path / "adapt"
+    assert main(["netadapt", "mobilenet_v3_small_050", "--checkpoint", str(run / "last.safetensors"),
+                 "--target-ratio", "0.9", "--steps", "1", "--runs", "2", "--max-iterations", "1",
+                 "--kinds", "expansion", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "1 steps: predicted" in printed and "measured" in printed
+    loaded = load_model(str(out / "final.safetensors"), "spec")
+    history = json.loads((out / "history.json").read_text())["history"]
+    assert loaded.model.spec == lightnets.NetSpec.parse(history[0]["spec"]) != seed.spec
+    assert (out / "spec.txt").read_text().splitlines() == loaded.model.spec.lines()

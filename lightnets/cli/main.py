@@ -198,6 +198,47 @@ def cmd_lut_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_netadapt(args: argparse.Namespace) -> int:
+    import time
+
+    from ..formats import load_model, save_checkpoint
+    from ..search import LatencyTable, netadapt
+    from ..train import checkpoint_preprocessing, load_data
+
+    loaded = load_model(args.checkpoint, args.name)
+    config = loaded.config
+    data = args.data or config.get("data", "digits")
+    resolution = loaded.preprocessing.resolution
+    pre = checkpoint_preprocessing(data, loaded.preprocessing)
+    splits = load_data(data, resolution, augment=config.get("augment", "auto"), preprocessing=pre,
+                       flip=config.get("flip"))
+    if args.table and os.path.exists(args.table):
+        table = LatencyTable.load(args.table)
+    else:
+        table = LatencyTable.new(args.backend, threads=args.threads, runs=args.runs)
+    run_dir = args.out or os.path.join("runs", f"netadapt-{loaded.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
+    result = netadapt(
+        loaded.model, splits, table, input_size=resolution, target_ms=args.target_ms, target_ratio=args.target_ratio,
+        steps=args.steps, final_steps=args.final_steps, select=args.select, kinds=kinds,
+        max_iterations=args.max_iterations, run_dir=run_dir,
+    )
+    if args.table:
+        table.save(args.table)
+    final = os.path.join(run_dir, "final.safetensors")
+    save_checkpoint(final, result.model.state_dict(), config={
+        "model": {"spec": str(result.spec)}, "classes": loaded.class_names, "data": data,
+        "preprocessing": loaded.preprocessing.to_dict(), "netadapt": {"seed": args.checkpoint},
+    }, progress={}, keep_previous=False)
+    with open(os.path.join(run_dir, "spec.txt"), "w", encoding="utf8") as fh:
+        fh.write("\n".join(result.spec.lines()) + "\n")
+    print(f"{len(result.history)} steps: predicted {result.seed_ms:.3f} -> {result.predicted_ms:.3f} ms, measured "
+          f"{result.measured_seed_ms:.3f} -> {result.measured_ms:.3f} ms; top-1 {100 * result.seed_top1:.2f}% -> "
+          f"{100 * result.top1:.2f}%")
+    print(f"wrote {final} (lightnets eval spec --checkpoint {final}), {run_dir}/spec.txt, {run_dir}/history.json")
+    return 0
+
+
 def cmd_zoo(args: argparse.Namespace) -> int:
     from ..analysis import machine_info, run_zoo
     from .reports import zoo_report
@@ -465,6 +506,28 @@ def build_parser() -> argparse.ArgumentParser:
     lut_val.add_argument("--json", metavar="FILE", help="write the rows as JSON")
     lut_val.add_argument("--no-progress", action="store_true")
     lut_val.set_defaults(func=cmd_lut_validate)
+
+    na = sub.add_parser("netadapt", help="shrink a trained network to a latency target measured on this device")
+    na.add_argument("name", help="the network the checkpoint holds ('spec' for one stored as its spec)")
+    na.add_argument("--checkpoint", required=True, help="the trained seed network (lightnets train)")
+    target = na.add_mutually_exclusive_group(required=True)
+    target.add_argument("--target-ms", type=float, help="stop at this predicted latency (ms)")
+    target.add_argument("--target-ratio", type=float, help="stop at this fraction of the seed's latency")
+    na.add_argument("--data", help="'digits' or PATH (default: the data the checkpoint was trained on)")
+    na.add_argument("--table", metavar="FILE", help="a latency table to use and extend (default: a new one)")
+    na.add_argument("--backend", choices=["eager", "compile", "onnxruntime", "onnxruntime-int8"], default="eager",
+                    help="with a new table: what runs the sites (default eager)")
+    na.add_argument("--threads", type=_positive_int, help="with a new table: intra-op threads (default: torch's)")
+    na.add_argument("--runs", type=_positive_int, default=30, help="with a new table: timed runs per site (default 30)")
+    na.add_argument("--steps", type=_positive_int, default=1000,
+                    help="fine-tune steps per proposal, T (default 1000, MobileNetV3 section 4.2)")
+    na.add_argument("--final-steps", type=int, default=0, help="fine-tune steps after the last step (default 0)")
+    na.add_argument("--select", choices=["ratio", "accuracy"], default="ratio",
+                    help="keep the best dAcc/|dLatency| (default, MobileNetV3) or the best accuracy (NetAdapt)")
+    na.add_argument("--kinds", default="expansion,bottleneck", help="proposal kinds (default: both)")
+    na.add_argument("--max-iterations", type=_positive_int, help="stop after this many steps")
+    na.add_argument("--out", metavar="RUN_DIR", help="run directory (an existing one resumes); default runs/...")
+    na.set_defaults(func=cmd_netadapt)
 
     prof = sub.add_parser("profile", help="per-layer params, MAdds, MAC and (with --latency) time")
     prof.add_argument("name", help="a registered model (see 'lightnets models'), a spec file or a spec string")

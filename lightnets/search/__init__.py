@@ -1,5 +1,6 @@
 """Latency-aware search: lookup tables of measured site latencies, and NetAdapt's proposals built on them."""
 
+from .adapt import NetAdaptResult, Proposal, netadapt, proposal_kind, proposals, shrink_to_save
 from .lut import (
     Entry,
     LatencyTable,
@@ -11,14 +12,15 @@ from .lut import (
     summary_lines,
     validate,
 )
-from .netadapt import Proposal, proposal_kind, proposals, shrink_to_save
 
 __all__ = [
     "Entry",
+    "NetAdaptResult",
     "LatencyTable",
     "Prediction",
     "Proposal",
     "device_fingerprint",
+    "netadapt",
     "plot_validation",
     "proposal_kind",
     "proposals",
