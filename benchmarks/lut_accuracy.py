@@ -20,8 +20,8 @@ from _results import result_path, write_results
 
 import lightnets
 from lightnets.analysis import distinct_models
-from lightnets.report import format_table, machine_info
-from lightnets.search import LatencyTable, plot_validation, summarize, summary_lines, validate
+from lightnets.report import machine_info
+from lightnets.search import LatencyTable, plot_validation, summarize, summary_lines, validate, validation_table
 
 
 def main() -> None:
@@ -46,23 +46,33 @@ def main() -> None:
         overhead, scale = table.calibrate(list(networks.values())[::2], args.resolution)
         build_s = time.perf_counter() - start
         rows = validate(table, networks, args.resolution)
-        print(f"\n{backend}, {args.resolution}x{args.resolution}, batch 1, {table.threads} threads, {machine['cpu']}, "
-              f"torch {machine['torch']}: {len(table.entries)} sites in {sites_s:.0f} s, build with calibration "
-              f"{build_s:.0f} s; latency = {overhead:.3f} ms + {scale:.4f} x summed sites")
-        print(format_table(
-            [{**r, "fit": "*" if r["calibration"] else ""} for r in rows],
-            [("model", "model"), ("fit", "fit"), ("predicted_ms", "predicted ms"), ("measured_ms", "measured ms"),
-             ("error", "error")],
-            formats={"predicted_ms": "{:.2f}", "measured_ms": "{:.2f}", "error": "{:+.1%}"},
-        ))
+        print(
+            f"\n{backend}, {args.resolution}x{args.resolution}, batch 1, {table.threads} threads, {machine['cpu']}, "
+            f"torch {machine['torch']}: {len(table.entries)} sites in {sites_s:.0f} s, build with calibration "
+            f"{build_s:.0f} s; latency = {overhead:.3f} ms + {scale:.4f} x summed sites"
+        )
+        print(validation_table(rows))
         summary = summarize(rows)
         print("\n".join(summary_lines(summary)))
-        plot_validation(rows, str(result_path(f"lut-{backend}", ".png")),
-                        f"lookup table vs measured, {backend}, {args.resolution}x{args.resolution}")
-        out = write_results(f"lut-{backend}", {
-            "settings": vars(args), "threads": table.threads, "entries": len(table.entries), "sites_s": sites_s,
-            "build_s": build_s, "overhead_ms": overhead, "scale": scale, "summary": summary, "rows": rows,
-        })
+        plot_validation(
+            rows,
+            str(result_path(f"lut-{backend}", ".png")),
+            f"lookup table vs measured, {backend}, {args.resolution}x{args.resolution}",
+        )
+        out = write_results(
+            f"lut-{backend}",
+            {
+                "settings": vars(args),
+                "threads": table.threads,
+                "entries": len(table.entries),
+                "sites_s": sites_s,
+                "build_s": build_s,
+                "overhead_ms": overhead,
+                "scale": scale,
+                "summary": summary,
+                "rows": rows,
+            },
+        )
         print(f"wrote {out}")
 
 

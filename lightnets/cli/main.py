@@ -167,7 +167,7 @@ def cmd_lut_build(args: argparse.Namespace) -> int:
 
 
 def cmd_lut_validate(args: argparse.Namespace) -> int:
-    from ..search import LatencyTable, plot_validation, summarize, summary_lines, validate
+    from ..search import LatencyTable, plot_validation, summarize, summary_lines, validate, validation_table
 
     table = LatencyTable.load(args.table)
     entries_before = len(table.entries)
@@ -175,13 +175,7 @@ def cmd_lut_validate(args: argparse.Namespace) -> int:
     print(f"latency table {args.table}: {table.backend}, {table.threads} threads, batch {table.batch}, "
           f"{args.resolution}x{args.resolution}; latency = {table.overhead_ms:.3f} ms + {table.scale:.4f} x summed "
           f"sites (fitted on {len(table.calibration)} networks, marked *)")
-    print(format_table(
-        [{**r, "fit": "*" if r["calibration"] else ""} for r in rows],
-        [("model", "model"), ("fit", "fit"), ("predicted_ms", "predicted ms"), ("measured_ms", "measured ms"),
-         ("p10_ms", "p10"), ("p90_ms", "p90"), ("error", "error")],
-        formats={"predicted_ms": "{:.2f}", "measured_ms": "{:.2f}", "p10_ms": "{:.2f}", "p90_ms": "{:.2f}",
-                 "error": "{:+.1%}"},
-    ))
+    print(validation_table(rows))
     print()
     print("\n".join(summary_lines(summarize(rows))))
     if len(table.entries) > entries_before:

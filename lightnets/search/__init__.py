@@ -11,6 +11,7 @@ from .lut import (
     summarize,
     summary_lines,
     validate,
+    validation_table,
 )
 
 __all__ = [
@@ -29,4 +30,5 @@ __all__ = [
     "summarize",
     "summary_lines",
     "validate",
+    "validation_table",
 ]

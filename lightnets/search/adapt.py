@@ -128,6 +128,13 @@ def selection_score(row: dict, select: str, top1: float, latency_ms: float) -> f
     return (row["top1"] - top1) / (latency_ms - row["predicted_ms"])
 
 
+def _finetune(model: ConvNet, data: tuple[DataSplit, DataSplit], steps: int, seed: int):
+    """``steps`` optimizer steps of the ``finetune`` recipe, in memory (nothing written)."""
+    return fit(
+        model, data, "finetune", run_dir=None, max_steps=steps, seed=seed, show_progress=False, log=lambda _m: None
+    )
+
+
 def _atomic_json(path: str, payload: object) -> None:
     tmp = f"{path}.tmp-{os.getpid()}"
     with open(tmp, "w", encoding="utf8") as fh:
@@ -218,17 +225,7 @@ def netadapt(
             break
         rows, trained = [], []
         for i, proposal in enumerate(candidates, start=1):
-            child = inherit_weights(current, proposal.spec)
-            result = fit(
-                child,
-                (train_split, val_split),
-                "finetune",
-                run_dir=None,
-                max_steps=steps,
-                seed=seed,
-                show_progress=False,
-                log=lambda _m: None,
-            )
+            result = _finetune(inherit_weights(current, proposal.spec), data, steps, seed)
             accuracy = result.final["val_top1"]
             rows.append(
                 {
@@ -281,16 +278,7 @@ def netadapt(
                 {"settings": settings, "seed_ms": seed_ms, "seed_spec": str(seed_spec), "history": history},
             )
     if final_steps:
-        result = fit(
-            current,
-            (train_split, val_split),
-            "finetune",
-            run_dir=None,
-            max_steps=final_steps,
-            seed=seed,
-            show_progress=False,
-            log=lambda _m: None,
-        )
+        result = _finetune(current, data, final_steps, seed)
         current, top1 = result.model, result.final["val_top1"]
         log(f"netadapt: final fine-tune of {final_steps} steps: top-1 {top1:.4f}")
     outcome = NetAdaptResult(current, current.spec, top1, seed_top1, seed_ms, latency, history)

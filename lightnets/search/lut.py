@@ -23,7 +23,7 @@ import torch
 
 from ..cost import BACKENDS, measure_latency, percentile
 from ..models import BuildSettings, NetSpec, Site, build, build_site, resolve, walk
-from ..report import machine_info, progress, pyplot
+from ..report import format_table, machine_info, progress, pyplot
 
 FORMAT = "lightnets-latency-table/1"
 
@@ -353,6 +353,29 @@ def summarize(rows: list[dict]) -> dict[str, dict]:
                 "count": len(subset),
             }
     return summary
+
+
+def validation_table(rows: list[dict]) -> str:
+    """:func:`validate` rows as a text table; networks in the overhead fit are marked ``*``."""
+    return format_table(
+        [{**r, "fit": "*" if r["calibration"] else ""} for r in rows],
+        [
+            ("model", "model"),
+            ("fit", "fit"),
+            ("predicted_ms", "predicted ms"),
+            ("measured_ms", "measured ms"),
+            ("p10_ms", "p10"),
+            ("p90_ms", "p90"),
+            ("error", "error"),
+        ],
+        formats={
+            "predicted_ms": "{:.2f}",
+            "measured_ms": "{:.2f}",
+            "p10_ms": "{:.2f}",
+            "p90_ms": "{:.2f}",
+            "error": "{:+.1%}",
+        },
+    )
 
 
 def summary_lines(summary: dict[str, dict]) -> list[str]:
