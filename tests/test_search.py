@@ -222,3 +222,34 @@ def test_netadapt_command_writes_a_loadable_smaller_network(tmp_path, capsys):
     history = json.loads((out / "history.json").read_text())["history"]
     assert loaded.model.spec == lightnets.NetSpec.parse(history[0]["spec"]) != seed.spec
     assert (out / "spec.txt").read_text().splitlines() == loaded.model.spec.lines()
+
+
+def test_a_killed_netadapt_run_continues_from_its_last_step(tmp_path):
+    """SIGKILL right after step 1 is committed; the rerun resumes there and adds step 2."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from lightnets.train import fit
+
+    run = tmp_path / "train"
+    seed = lightnets.create_model("mobilenet_v3_small_050", num_classes=10)
+    fit(seed, "digits", run_dir=str(run), epochs=1, resolution=16, max_steps=4, show_progress=False,
+        model_config={"name": "mobilenet_v3_small_050", "options": {"num_classes": 10}}, log=lambda m: None)
+    out = tmp_path / "adapt"
+    cmd = [sys.executable, "-m", "lightnets", "netadapt", "mobilenet_v3_small_050", "--checkpoint",
+           str(run / "last.safetensors"), "--target-ratio", "0.5", "--steps", "1", "--runs", "2",
+           "--max-iterations", "2", "--kinds", "expansion", "--out", str(out)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    killed = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False,
+                            env={**env, "LIGHTNETS_FAULT": "netadapt-step"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    first = json.loads((out / "history.json").read_text())["history"]
+    assert [row["step"] for row in first] == [1]
+    resumed = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False, env=env)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "netadapt: resumed" in resumed.stdout and "after step 1" in resumed.stdout
+    history = json.loads((out / "history.json").read_text())["history"]
+    assert [row["step"] for row in history] == [1, 2] and history[0] == first[0]
+    assert (out / "final.safetensors").exists()

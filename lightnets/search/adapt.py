@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..cost import measure_latency
-from ..formats import load_checkpoint, save_checkpoint
+from ..formats import fault_point, load_checkpoint, save_checkpoint
 from ..models import ChannelGroup, ConvNet, NetSpec, build, channel_groups, inherit_weights, resize_group
 from ..train import DataSplit, evaluate, fit
 from .lut import LatencyTable
@@ -277,6 +277,7 @@ def netadapt(
                 os.path.join(run_dir, "history.json"),
                 {"settings": settings, "seed_ms": seed_ms, "seed_spec": str(seed_spec), "history": history},
             )
+            fault_point("netadapt-step")
     if final_steps:
         result = _finetune(current, data, final_steps, seed)
         current, top1 = result.model, result.final["val_top1"]
