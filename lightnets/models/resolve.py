@@ -118,13 +118,9 @@ def _resolve_block(
     if kind in ("ir", "ds") and row.residual is None:
         changes["residual"] = stride == 1 and in_chs == out
     try:
-        return BlockSpec(**{**_fields(row), **changes})  # type: ignore[arg-type]
+        return row.replace(**changes)
     except ValueError as err:
         raise ValueError(f"{name} ({row}): {err}") from None
-
-
-def _fields(block: BlockSpec) -> dict[str, object]:
-    return {name: getattr(block, name) for name in block.__dataclass_fields__}
 
 
 def _resolve_head(head: HeadSpec, settings: BuildSettings, width_mult: float) -> HeadSpec:

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from dataclasses import asdict, dataclass, fields, replace
 
@@ -590,8 +591,6 @@ def read_spec(source: str) -> NetSpec:
     An existing file is read; otherwise the string must be a spec (starting with ``stem`` or
     ``{``).
     """
-    import os
-
     if not isinstance(source, str) or not source.strip():
         raise ValueError(f"a network spec is a file path or a spec string, got {source!r}")
     text = source

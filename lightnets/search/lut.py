@@ -107,6 +107,11 @@ class LatencyTable:
     def batch(self) -> int:
         return self.fingerprint["batch"]
 
+    def rounds_for(self, rounds: int) -> int:
+        """Interleaved rounds this backend can afford: the ONNX Runtime backends export the
+        module before every measurement, so they measure each module once, in one round."""
+        return 1 if self.backend.startswith("onnxruntime") else rounds
+
     def check_device(self) -> None:
         """Raise unless this machine is the one the table was measured on."""
         here = device_fingerprint(self.backend, self.threads, self.batch)
@@ -137,8 +142,7 @@ class LatencyTable:
         An entry's median is the median of its per-round medians; p10 / p90 pool every run."""
         if not todo:
             return
-        if self.backend.startswith("onnxruntime"):
-            rounds = 1  # each measurement exports the site to ONNX first: once per site, not per round
+        rounds = self.rounds_for(rounds)
         self.check_device()
         for site, _ in todo:
             self._check_backend_can_time(site)
@@ -298,8 +302,7 @@ def validate(
     predicted, measured (median, p10, p90), and the prediction's error relative to the
     measurement.
     """
-    if table.backend.startswith("onnxruntime"):
-        rounds = 1  # each measurement exports the network first
+    rounds = table.rounds_for(rounds)
     specs = {name: resolve(spec) for name, spec in networks.items()}
     predicted = {name: table.predict(spec, input_size) for name, spec in specs.items()}
     models = {name: build(spec) for name, spec in specs.items()}
