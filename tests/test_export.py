@@ -132,6 +132,27 @@ def test_measure_latency_onnxruntime_int8_backend():
     assert result.backend == "onnxruntime-int8" and result.median_ms > 0
 
 
+@pytest.mark.parametrize("backend", ["onnxruntime", "onnxruntime-int8"])
+def test_onnxruntime_backends_time_the_shape_asked_for(backend, monkeypatch):
+    """Not a square 3-channel stand-in: a 1-channel 48x64 input is exported and run as such."""
+    pytest.importorskip("onnxruntime")
+    import lightnets.export.latency as backends
+    from lightnets.cost import measure_latency
+
+    shapes = []
+
+    class Recording(backends.OnnxModel):
+        def __call__(self, x):
+            shapes.append((tuple(self.session.get_inputs()[0].shape[1:]), tuple(x.shape)))
+            return super().__call__(x)
+
+    monkeypatch.setattr(backends, "OnnxModel", Recording)
+    model = lightnets.create_model("mobilenet_v2_035", in_chans=1, num_classes=10)
+    result = measure_latency(model, (1, 1, 48, 64), runs=2, warmup=1, backend=backend, threads=1)
+    assert result.input_size == (1, 1, 48, 64)
+    assert set(shapes) == {((1, 48, 64), (1, 1, 48, 64))}
+
+
 def test_int8_mobilenet_v3_stays_int8_and_close_to_fp32(tmp_path):
     """SE pools become GlobalAveragePool, h-swish an int8 Add/Mul, the SE gate an int8 Add, 1/6 folded into scales."""
     import onnx

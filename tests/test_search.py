@@ -37,7 +37,12 @@ def fake_timing(monkeypatch):
     def site_ms(site, settings):
         return 0.1 + sum(p.numel() for p in lut.build_site(site, settings).parameters()) / 1e6
 
+    def fake_onnxruntime(module, input_size, *, threads, runs=30, warmup=10, int8=False, sessions=3, part=False):
+        per_session = -(-runs // sessions)
+        return [fake(module, input_size, runs=per_session).times_ms for _ in range(sessions)]
+
     monkeypatch.setattr(lut, "measure_latency", fake)
+    monkeypatch.setattr(lut, "onnxruntime_times", fake_onnxruntime)
     return calls
 
 
@@ -92,13 +97,70 @@ def test_tables_save_atomically_load_and_refuse_another_device(fake_timing, tmp_
         LatencyTable.load(str(tmp_path / "bad.json"))
 
 
-def test_backends_that_cannot_time_a_site_refuse():
-    table = LatencyTable.new("onnxruntime-int8", threads=1, runs=1)
-    site = walk(lightnets.create_model("mobilenet_v3_small_050").spec, 32)[1]
-    with pytest.raises(ValueError, match="cannot time blocks.0.0 alone.*takes 8 channels"):
-        table.measure_site(site, lightnets.models.BuildSettings())
+def test_unknown_backends_are_refused():
     with pytest.raises(ValueError, match="unknown backend 'tpu'"):
         LatencyTable.new("tpu")
+
+
+def _graph(inputs, outputs, nodes):
+    node = lambda op, name, ins, outs: SimpleNamespace(op_type=op, name=name, input=ins, output=outs)  # noqa: E731
+    return SimpleNamespace(input=[SimpleNamespace(name=n) for n in inputs],
+                           output=[SimpleNamespace(name=n) for n in outputs], node=[node(*n) for n in nodes])
+
+
+def test_only_the_layout_conversions_a_cut_out_part_adds_are_left_out():
+    from lightnets.export import boundary_reorders
+
+    # an inverted residual alone, as ONNX Runtime optimises it (names as it names them)
+    residual = _graph(["input"], ["logits"], [
+        ("ReorderInput", "ReorderInput", ["input"], ["r0"]),
+        ("Conv", "pw_nchwc", ["r0"], ["r1"]),
+        ("Conv", "dw_nchwc", ["r1"], ["r2"]),
+        ("ReorderOutput", "ReorderOutput", ["r2"], ["conv"]),
+        ("Add", "add", ["input", "conv"], ["logits"]),
+    ])
+    assert boundary_reorders(residual) == {"ReorderInput", "ReorderOutput"}
+    # ShuffleNetV1: only the depthwise conv is blocked; grouped 1x1 convs and the shuffle are not
+    shuffle = _graph(["input"], ["logits"], [
+        ("FusedConv", "gconv1", ["input"], ["a"]),
+        ("Transpose", "shuffle", ["a"], ["b"]),
+        ("ReorderInput", "ReorderInput", ["b"], ["r0"]),
+        ("Conv", "dw_nchwc", ["r0"], ["r1"]),
+        ("ReorderOutput", "ReorderOutput", ["r1"], ["c"]),
+        ("Conv", "gconv2", ["c"], ["d"]),
+        ("Add", "add", ["input", "d"], ["e"]),
+        ("Relu", "relu", ["e"], ["logits"]),
+    ])
+    assert boundary_reorders(shuffle) == set()
+    # an SE block's pool leaves the blocked layout and comes back: the network pays that too
+    squeeze = _graph(["input"], ["logits"], [
+        ("ReorderInput", "ReorderInput", ["input"], ["r0"]),
+        ("Conv", "dw_nchwc", ["r0"], ["r1"]),
+        ("ReorderOutput", "ReorderOutput_token_1", ["r1"], ["x"]),
+        ("ReduceMean", "pool", ["x"], ["m"]),
+        ("Mul", "gate", ["x", "m"], ["g"]),
+        ("ReorderInput", "ReorderInput_token_2", ["g"], ["r2"]),
+        ("Conv", "pwl_nchwc", ["r2"], ["r3"]),
+        ("ReorderOutput", "ReorderOutput", ["r3"], ["logits"]),
+    ])
+    assert boundary_reorders(squeeze) == {"ReorderInput", "ReorderOutput"}
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "onnxruntime-int8"])
+def test_onnxruntime_sites_are_timed_in_fresh_sessions(backend):
+    pytest.importorskip("onnxruntime")
+    from lightnets.export import onnxruntime_times
+
+    site = walk(lightnets.create_model("mobilenet_v3_small_050").spec, 32)[1]  # 8 input channels, not 3
+    module = lut.build_site(site, lightnets.models.BuildSettings())
+    timed = onnxruntime_times(module, (1, 8, 16, 16), threads=1, runs=6, warmup=2, int8="int8" in backend,
+                              sessions=3, part=True)
+    assert [len(t) for t in timed] == [2, 2, 2]
+    with pytest.raises(ValueError, match="sessions must be an integer >= 1"):
+        onnxruntime_times(module, (1, 8, 16, 16), threads=1, sessions=0)
+    table = LatencyTable.new(backend, threads=1, runs=3)
+    entry = table.measure_site(site, lightnets.models.BuildSettings())
+    assert entry.runs == 3 and entry.p10_ms <= entry.p90_ms
 
 
 def test_lut_commands_build_extend_and_validate(tmp_path, capsys):
@@ -119,10 +181,11 @@ def test_lut_commands_build_extend_and_validate(tmp_path, capsys):
     assert len(LatencyTable.load(path).entries) > entries
 
 
-def test_onnxruntime_tables_export_each_site_once(fake_timing):
+def test_onnxruntime_tables_export_each_site_once_and_time_it_in_sessions(fake_timing):
     table = LatencyTable.new("onnxruntime", threads=1, runs=6)
     table.measure_sites([lightnets.create_model("mobilenet_v3_small_050").spec], 32, rounds=3, show_progress=False)
-    assert len(fake_timing) == len(table.entries) and {c[2] for c in fake_timing} == {6}
+    assert len(fake_timing) == 3 * len(table.entries) and {c[2] for c in fake_timing} == {2}
+    assert all(e.runs == 6 for e in table.entries.values())
 
 
 def test_netadapt_proposal_kinds_follow_the_mobilenetv3_paper():
@@ -144,7 +207,9 @@ def test_shrink_to_save_removes_the_fewest_channels_that_save_delta(fake_timing)
     base = table.predict(spec, 32).total_ms
     group = next(g for g in channel_groups(spec) if g.name == "blocks.5.1.mid")  # 336 channels
     delta = 0.02  # fake timing: 1 ms per million parameters
+    calls = len(fake_timing)
     found = shrink_to_save(table, spec, group, delta, 32)
+    assert len(fake_timing) - calls <= 7  # bisected: 41 candidate widths, one changed site each
     assert found.width % 8 == 0 and base - found.predicted_ms >= delta
     wider = resize_group(spec, group.name, found.width + 8)
     assert base - table.predict(wider, 32).total_ms < delta  # 8 channels fewer removed would not do
@@ -158,7 +223,7 @@ def test_shrink_to_save_removes_the_fewest_channels_that_save_delta(fake_timing)
         shrink_to_save(table, spec, group, 0, 32)
 
 
-def _netadapt_run(fake_timing, monkeypatch, run_dir, iterations, log=None):
+def _netadapt_run(fake_timing, monkeypatch, run_dir, iterations, log=None, **options):
     import lightnets.search.adapt as na
     from lightnets.search import netadapt
     from lightnets.train import digits
@@ -168,8 +233,8 @@ def _netadapt_run(fake_timing, monkeypatch, run_dir, iterations, log=None):
     model = lightnets.create_model("mobilenet_v3_small_050", num_classes=10)
     table = LatencyTable.new(threads=1, runs=1)
     return netadapt(model, digits(resolution=16), table, input_size=16, target_ratio=0.5, steps=2,
-                    delta_ratio=0.01, max_iterations=iterations, run_dir=str(run_dir),
-                    log=(lambda m: None) if log is None else log.append)
+                    delta_ratio=0.01, max_iterations=iterations, run_dir=None if run_dir is None else str(run_dir),
+                    log=(lambda m: None) if log is None else log.append, **options)
 
 
 def test_netadapt_steps_save_delta_pick_by_ratio_and_resume(fake_timing, monkeypatch, tmp_path):
@@ -198,6 +263,34 @@ def test_netadapt_steps_save_delta_pick_by_ratio_and_resume(fake_timing, monkeyp
     assert all(torch.equal(ours[k], theirs[k]) for k in ours)
 
 
+def test_netadapt_calibrates_on_the_seed_and_measures_every_step(fake_timing, monkeypatch, tmp_path):
+    result = _netadapt_run(fake_timing, monkeypatch, None, 2)
+    # fake whole networks cost their sites plus WHOLE_NETWORK_EXTRA_MS: the seed calibration recovers it
+    assert result.seed_ms == pytest.approx(result.measured_seed_ms)
+    for row in result.history:
+        assert row["measured_ms"] == pytest.approx(row["latency_ms"])
+    pytest.importorskip("matplotlib")
+    from lightnets.search import plot_netadapt
+
+    baseline = [{"width_mult": 0.5, "measured_ms": 1.0, "top1": 0.5}]
+    plot_netadapt(result, str(tmp_path / "na.png"), "test", baseline)
+    assert (tmp_path / "na.png").stat().st_size > 10_000
+    result.measured_seed_ms = None
+    with pytest.raises(ValueError, match="needs measured latencies"):
+        plot_netadapt(result, str(tmp_path / "no.png"), "test")
+
+
+def test_netadapt_workers_choose_as_one_process_does(fake_timing, monkeypatch):
+    alone = _netadapt_run(fake_timing, monkeypatch, None, 1)
+    pooled = _netadapt_run(fake_timing, monkeypatch, None, 1, workers=2)
+    assert [r["group"] for r in pooled.history[0]["proposals"]] == [r["group"] for r in alone.history[0]["proposals"]]
+    for ours, theirs in zip(pooled.history[0]["proposals"], alone.history[0]["proposals"], strict=True):
+        assert ours["top1"] == pytest.approx(theirs["top1"], abs=0.02)  # one thread per worker: float order differs
+    assert pooled.spec.stages  # a network came back from the workers
+    with pytest.raises(ValueError, match="workers must be an integer >= 1"):
+        _netadapt_run(fake_timing, monkeypatch, None, 1, workers=0)
+
+
 def row_top1_before(result, row):
     """The top-1 a step started from: the previous step's, or the seed network's."""
     index = result.history.index(row)
@@ -215,13 +308,34 @@ def test_netadapt_command_writes_a_loadable_smaller_network(tmp_path, capsys):
     out = tmp_path / "adapt"
     assert main(["netadapt", "mobilenet_v3_small_050", "--checkpoint", str(run / "last.safetensors"),
                  "--target-ratio", "0.9", "--steps", "1", "--runs", "2", "--max-iterations", "1",
-                 "--kinds", "expansion", "--out", str(out)]) == 0
+                 "--kinds", "expansion", "--workers", "1", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "1 steps: predicted" in printed and "measured" in printed
     loaded = load_model(str(out / "final.safetensors"), "spec")
     history = json.loads((out / "history.json").read_text())["history"]
     assert loaded.model.spec == lightnets.NetSpec.parse(history[0]["spec"]) != seed.spec
     assert (out / "spec.txt").read_text().splitlines() == loaded.model.spec.lines()
+
+
+def test_netadapt_command_plots_against_a_width_baseline(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    from lightnets.train import fit
+
+    run = tmp_path / "train"
+    seed = lightnets.create_model("mobilenet_v3_small_050", num_classes=10)
+    fit(seed, "digits", run_dir=str(run), epochs=1, resolution=16, max_steps=2, show_progress=False,
+        model_config={"name": "mobilenet_v3_small_050", "options": {"num_classes": 10}}, log=lambda m: None)
+    common = ["netadapt", "mobilenet_v3_small_050", "--checkpoint", str(run / "last.safetensors"), "--target-ratio",
+              "0.9", "--steps", "1", "--runs", "2", "--max-iterations", "1", "--kinds", "expansion", "--workers", "1"]
+    with pytest.raises(SystemExit, match="--baseline draws on the --plot"):
+        main([*common, "--baseline", "0.5", "--out", str(tmp_path / "x")])
+    with pytest.raises(SystemExit, match=r"width multipliers must be in \(0, 4\]"):
+        main([*common, "--plot", "p.png", "--baseline", "0,1", "--out", str(tmp_path / "x")])
+    plot = tmp_path / "na.png"
+    assert main([*common, "--plot", str(plot), "--baseline", "0.35", "--baseline-steps", "2",
+                 "--out", str(tmp_path / "adapt")]) == 0
+    printed = capsys.readouterr().out
+    assert "width baseline: mobilenet_v3_small_050 x0.35 trained 2 steps" in printed and plot.stat().st_size > 10_000
 
 
 def test_a_killed_netadapt_run_continues_from_its_last_step(tmp_path):
@@ -240,7 +354,7 @@ def test_a_killed_netadapt_run_continues_from_its_last_step(tmp_path):
     out = tmp_path / "adapt"
     cmd = [sys.executable, "-m", "lightnets", "netadapt", "mobilenet_v3_small_050", "--checkpoint",
            str(run / "last.safetensors"), "--target-ratio", "0.5", "--steps", "1", "--runs", "2",
-           "--max-iterations", "2", "--kinds", "expansion", "--out", str(out)]
+           "--max-iterations", "2", "--kinds", "expansion", "--workers", "1", "--out", str(out)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     killed = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False,
                             env={**env, "LIGHTNETS_FAULT": "netadapt-step"})

@@ -41,6 +41,21 @@ def test_digits_split_is_fixed_stratified_and_disjoint():
     assert batch.images.shape == (8, 3, 28, 28) and (train_split.size, test_split.size) == (1438, 359)
 
 
+def test_a_train_fraction_keeps_a_fixed_stratified_subset_and_the_same_test_split():
+    full_train, full_test = digits(resolution=16, augment=False)
+    train, test = digits(resolution=16, augment=False, train_fraction=0.1)
+    again, _ = digits(resolution=16, augment=False, train_fraction=0.1)
+    assert abs(train.size - 0.1 * full_train.size) <= 10 and test.size == full_test.size
+    labels = torch.cat([b.labels for b in train.batches(512, shuffle=False)])
+    assert labels.bincount().tolist() == [n - round(n * (1 - 0.1)) for n in  # the split's own rounding
+                                          torch.cat([b.labels for b in full_train.batches(512, shuffle=False)])
+                                          .bincount().tolist()]
+    ours = next(train.batches(512, shuffle=False)).images
+    assert torch.equal(ours, next(again.batches(512, shuffle=False)).images)
+    with pytest.raises(ValueError, match=r"train_fraction must be in \(0, 1\]"):
+        digits(train_fraction=0)
+
+
 @pytest.mark.parametrize("bad", [0, -1, 2.5, "32"])
 def test_resolution_must_be_a_positive_integer(bad):
     with pytest.raises(ValueError, match="resolution must be a positive integer"):

@@ -13,6 +13,20 @@ from ..models import FAMILIES
 from ..report import format_table
 
 
+def _workers(text: str) -> int | str:
+    return "auto" if text == "auto" else _positive_int(text)
+
+
+def _width_list(text: str) -> list[float]:
+    try:
+        widths = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise SystemExit(f"lightnets: expected width multipliers such as 0.5,0.75, got {text!r}") from None
+    if not widths or any(not 0 < w <= 4 for w in widths):
+        raise SystemExit(f"lightnets: width multipliers must be in (0, 4], got {text!r}")
+    return widths
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -196,9 +210,19 @@ def cmd_netadapt(args: argparse.Namespace) -> int:
     import time
 
     from ..formats import load_model, save_checkpoint
-    from ..search import LatencyTable, netadapt
+    from ..search import LatencyTable, free_cores, netadapt, plot_netadapt, width_baseline
     from ..train import checkpoint_preprocessing, load_data
 
+    if args.baseline and not args.plot:
+        raise SystemExit("lightnets netadapt: --baseline draws on the --plot; give --plot PNG too")
+    widths = _width_list(args.baseline) if args.baseline else []
+    if widths and args.name == "spec":
+        raise SystemExit("lightnets netadapt: --baseline needs a registered network NAME whose width multipliers "
+                         "to train, not 'spec'")
+    if args.plot:
+        from ..report import pyplot
+
+        pyplot()  # fail before the search if matplotlib is missing
     loaded = load_model(args.checkpoint, args.name)
     config = loaded.config
     data = args.data or config.get("data", "digits")
@@ -215,7 +239,8 @@ def cmd_netadapt(args: argparse.Namespace) -> int:
     result = netadapt(
         loaded.model, splits, table, input_size=resolution, target_ms=args.target_ms, target_ratio=args.target_ratio,
         steps=args.steps, final_steps=args.final_steps, select=args.select, kinds=kinds,
-        max_iterations=args.max_iterations, run_dir=run_dir,
+        max_iterations=args.max_iterations, run_dir=run_dir, delta_ratio=args.delta_ratio,
+        workers=free_cores() if args.workers == "auto" else args.workers,
     )
     if args.table:
         table.save(args.table)
@@ -230,6 +255,16 @@ def cmd_netadapt(args: argparse.Namespace) -> int:
           f"{result.measured_seed_ms:.3f} -> {result.measured_ms:.3f} ms; top-1 {100 * result.seed_top1:.2f}% -> "
           f"{100 * result.top1:.2f}%")
     print(f"wrote {final} (lightnets eval spec --checkpoint {final}), {run_dir}/spec.txt, {run_dir}/history.json")
+    if args.plot:
+        baseline = []
+        if widths:
+            budget = args.baseline_steps or (
+                loaded.progress.get("global_step", 0) + args.steps * len(result.history) + args.final_steps
+            )
+            baseline = width_baseline(args.name, widths, splits, table, input_size=resolution, steps=budget)
+        plot_netadapt(result, args.plot, f"NetAdapt, {loaded.name}, {resolution}x{resolution}, {table.backend}",
+                      baseline)
+        print(f"wrote {args.plot}")
     return 0
 
 
@@ -485,7 +520,8 @@ def build_parser() -> argparse.ArgumentParser:
     lut_build.add_argument("--runs", type=_positive_int, default=30, help="timed runs per site (default 30)")
     lut_build.add_argument("--warmup", type=int, default=5, help="untimed runs per site first (default 5)")
     lut_build.add_argument("--rounds", type=_positive_int, default=3,
-                           help="interleaved rounds the runs are split into (default 3)")
+                           help="rounds the runs are split into: interleaved rounds, or ONNX Runtime sessions per site "
+                                "(default 3)")
     lut_build.add_argument("--calibrate-every", type=int, default=2, metavar="K",
                            help="measure every K-th network whole to fit the per-network overhead and scale; the "
                            "others are left for 'lut validate' to test on (default 2; 0: no calibration)")
@@ -520,6 +556,17 @@ def build_parser() -> argparse.ArgumentParser:
                     help="keep the best dAcc/|dLatency| (default, MobileNetV3) or the best accuracy (NetAdapt)")
     na.add_argument("--kinds", default="expansion,bottleneck", help="proposal kinds (default: both)")
     na.add_argument("--max-iterations", type=_positive_int, help="stop after this many steps")
+    na.add_argument("--delta-ratio", type=float, default=0.01,
+                    help="latency each step must save, as a fraction of the seed's (default 0.01, NetAdapt)")
+    na.add_argument("--workers", type=_workers, default="auto",
+                    help="processes that fine-tune a step's proposals, one thread each (default 'auto': as many "
+                         "as cores are idle by the 1-minute load average; 1 fine-tunes here)")
+    na.add_argument("--plot", metavar="PNG", help="top-1 against measured latency per step (needs matplotlib)")
+    na.add_argument("--baseline", metavar="WIDTHS",
+                    help="with --plot: also train these width multipliers of NAME from scratch (e.g. 0.5,0.75)")
+    na.add_argument("--baseline-steps", type=_positive_int,
+                    help="optimizer steps for each baseline network (default: the seed's training steps plus "
+                         "the steps NetAdapt fine-tuned the kept networks)")
     na.add_argument("--out", metavar="RUN_DIR", help="run directory (an existing one resumes); default runs/...")
     na.set_defaults(func=cmd_netadapt)
 

@@ -6,13 +6,13 @@ calls it, because cost sits below export and cannot import it.
 """
 
 from .fuse import count_batchnorms, fuse
-from .latency import register_backends
+from .latency import boundary_reorders, onnxruntime_times, register_backends
 from .onnx import OnnxModel, export_onnx
 from .predict import Prediction, predict
 from .pt2 import export_pt2
 from .quantize import quantize_int8
 
 __all__ = [
-    "OnnxModel", "Prediction", "count_batchnorms", "export_onnx", "export_pt2", "fuse", "predict", "quantize_int8",
-    "register_backends",
+    "OnnxModel", "Prediction", "boundary_reorders", "count_batchnorms", "export_onnx", "export_pt2", "fuse",
+    "onnxruntime_times", "predict", "quantize_int8", "register_backends",
 ]

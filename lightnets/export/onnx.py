@@ -22,11 +22,19 @@ def _require(module: str):
         raise ValueError(f'this needs {module}: pip install "lightnets[deploy]"') from None
 
 
+def _size(resolution: int | tuple[int, int]) -> tuple[int, int]:
+    """``resolution`` as (height, width): one int for a square input, or a pair."""
+    pair = (resolution, resolution) if isinstance(resolution, int) else tuple(resolution)
+    if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in pair):
+        raise ValueError(f"resolution must be an integer >= 1 or a (height, width) pair of them, got {resolution!r}")
+    return pair
+
+
 def export_onnx(
     model: nn.Module,
     path: str,
     *,
-    resolution: int = 224,
+    resolution: int | tuple[int, int] = 224,
     in_chans: int | None = None,
     opset: int = DEFAULT_OPSET,
     dynamic_batch: bool = True,
@@ -47,7 +55,8 @@ def export_onnx(
     onnx = _require("onnx")
     net = fuse(model) if fuse_bn else model.eval()
     channels = in_chans or getattr(model, "in_chans", 3)
-    x = torch.randn(2, channels, resolution, resolution)
+    height, width = _size(resolution)
+    x = torch.randn(2, channels, height, width)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's own progress chatter
         _export(net, x, path, opset, dynamic_batch, dynamic_size)
@@ -77,9 +86,18 @@ def _export(net: nn.Module, x: torch.Tensor, path: str, opset: int, dynamic_batc
 class OnnxModel:
     """An ONNX Runtime session with a torch-like call: tensor in, tensor out."""
 
-    def __init__(self, path: str, threads: int | None = None, flush_denormals: bool = True) -> None:
+    def __init__(
+        self, path: str, threads: int | None = None, flush_denormals: bool = True, profile_prefix: str | None = None
+    ) -> None:
+        """``profile_prefix``: profile every run, and write the optimised graph to
+        ``<profile_prefix>.optimized.onnx`` (see :func:`lightnets.export.onnxruntime_kernel_times`)."""
         ort = _require("onnxruntime")
         options = ort.SessionOptions()
+        if profile_prefix is not None:  # ONNX Runtime's profiler: per-node kernel times, see end_profiling()
+            options.enable_profiling = True
+            options.profile_file_prefix = profile_prefix
+            options.optimized_model_filepath = profile_prefix + ".optimized.onnx"  # what the profile's names name
+            options.log_severity_level = 3  # not the warning that this file holds this CPU's layout: it is read here
         if flush_denormals:  # the same reason as measure_latency's (see lightnets.cost.latency)
             options.add_session_config_entry("session.set_denormal_as_zero", "1")
         if threads is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import os
 import tempfile
 from collections.abc import Iterable
@@ -202,7 +203,7 @@ def quantize_int8(
     path: str,
     calibration: Iterable[torch.Tensor],
     *,
-    resolution: int = 224,
+    resolution: int | tuple[int, int] = 224,
     per_channel: bool = True,
 ) -> str:
     """Export ``model`` to ONNX and quantize it to int8 at ``path``.
@@ -211,7 +212,7 @@ def quantize_int8(
     per-tensor scale is what makes MobileNetV3's depthwise layers collapse), activations per
     tensor from min/max statistics over the ``calibration`` batches, in QDQ format so any
     ONNX runtime can run it. BatchNorm is folded before quantization. The batch axis stays
-    dynamic; the spatial size is fixed at ``resolution``.
+    dynamic; the spatial size is fixed at ``resolution`` (an int, or (height, width)).
 
     The graph is written so that ONNX Runtime keeps MobileNetV3 in int8 from end to end:
     global pools as GlobalAveragePool (quantized) rather than ReduceMean (float), h-swish as
@@ -225,9 +226,15 @@ def quantize_int8(
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    batches = iter(calibration)
+    first = next(batches, None)
+    if first is None or first.dim() != 4:
+        raise ValueError("calibration must yield at least one (N, C, H, W) batch")
+    calibration = itertools.chain([first], batches)
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = export_onnx(
-            _for_int8_export(model), os.path.join(tmp, "fp32.onnx"), resolution=resolution, dynamic_size=False
+            _for_int8_export(model), os.path.join(tmp, "fp32.onnx"), resolution=resolution,
+            in_chans=first.shape[1], dynamic_size=False,
         )
         graph = onnx.load(fp32)
         if _global_pools(graph):

@@ -1,6 +1,16 @@
 """Latency-aware search: lookup tables of measured site latencies, and NetAdapt's proposals built on them."""
 
-from .adapt import NetAdaptResult, Proposal, netadapt, proposal_kind, proposals, shrink_to_save
+from .adapt import (
+    NetAdaptResult,
+    Proposal,
+    free_cores,
+    netadapt,
+    plot_netadapt,
+    proposal_kind,
+    proposals,
+    shrink_to_save,
+    width_baseline,
+)
 from .lut import (
     Entry,
     LatencyTable,
@@ -21,7 +31,9 @@ __all__ = [
     "Prediction",
     "Proposal",
     "device_fingerprint",
+    "free_cores",
     "netadapt",
+    "plot_netadapt",
     "plot_validation",
     "proposal_kind",
     "proposals",
@@ -31,4 +43,5 @@ __all__ = [
     "summary_lines",
     "validate",
     "validation_table",
+    "width_baseline",
 ]

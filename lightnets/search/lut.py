@@ -22,10 +22,17 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from ..cost import BACKENDS, measure_latency, percentile
+from ..export import onnxruntime_times
 from ..models import BuildSettings, NetSpec, Site, build, build_site, resolve, walk
 from ..report import format_table, machine_info, progress, pyplot
 
 FORMAT = "lightnets-latency-table/1"
+
+
+SITE_TIMING = {
+    "torch": "wall time of the site alone",
+    "onnxruntime": "wall time of the site alone in ONNX Runtime, less its boundary layout conversions",
+}
 
 
 def device_fingerprint(backend: str, threads: int, batch: int) -> dict:
@@ -38,6 +45,7 @@ def device_fingerprint(backend: str, threads: int, batch: int) -> dict:
         "backend": backend,
         "threads": threads,
         "batch": batch,
+        "site_timing": SITE_TIMING["onnxruntime" if backend.startswith("onnxruntime") else "torch"],
     }
 
 
@@ -107,10 +115,37 @@ class LatencyTable:
     def batch(self) -> int:
         return self.fingerprint["batch"]
 
-    def rounds_for(self, rounds: int) -> int:
-        """Interleaved rounds this backend can afford: the ONNX Runtime backends export the
-        module before every measurement, so they measure each module once, in one round."""
-        return 1 if self.backend.startswith("onnxruntime") else rounds
+    @property
+    def onnxruntime(self) -> bool:
+        return self.backend.startswith("onnxruntime")
+
+    def time_rounds(self, modules: list[torch.nn.Module], shapes: list[tuple[int, ...]], rounds: int, *,
+                    part: bool, label: str, show_progress: bool) -> list[list[list[float]]]:
+        """Per module, per round, the timed runs (ms); ``self.runs`` split over the rounds.
+
+        Torch backends: interleaved rounds, every module once per round, so that a slow spell
+        of the machine hits many modules a little rather than a few entirely. ONNX Runtime:
+        each module exported once and run in ``rounds`` fresh sessions (one session's speed is
+        not another's); ``part=True`` times it as a part of a network costs inside the network
+        (:func:`~lightnets.export.onnxruntime_times`: without, the layout conversions a part
+        alone pays made MobileNetV1 / V2 sites sum to 1.2-1.7x the whole network at 224 here).
+        """
+        runs = max(1, -(-self.runs // rounds))
+        timed: list[list[list[float]]] = [[] for _ in modules]
+        if self.onnxruntime:
+            for i in progress(range(len(modules)), len(modules), f"{label} ({rounds} sessions each)",
+                              enabled=show_progress):
+                timed[i] = onnxruntime_times(
+                    modules[i], shapes[i], threads=self.threads, runs=self.runs, warmup=self.warmup,
+                    int8=self.backend == "onnxruntime-int8", sessions=rounds, part=part,
+                )
+            return timed
+        steps = [(r, i) for r in range(rounds) for i in range(len(modules))]  # round by round
+        for _, i in progress(steps, len(steps), f"{label} ({rounds} rounds)", enabled=show_progress):
+            timed[i].append(measure_latency(
+                modules[i], shapes[i], threads=self.threads, runs=runs, warmup=self.warmup, backend=self.backend
+            ).times_ms)
+        return timed
 
     def check_device(self) -> None:
         """Raise unless this machine is the one the table was measured on."""
@@ -120,53 +155,29 @@ class LatencyTable:
             detail = ", ".join(f"{k}: table {a!r}, here {b!r}" for k, (a, b) in differs.items())
             raise ValueError(f"this table was measured on another device or setup ({detail}); start a new table here")
 
-    def _check_backend_can_time(self, site: Site) -> None:
-        if self.backend.startswith("onnxruntime") and site.in_size[0] != site.in_size[1]:
-            raise ValueError(f"the {self.backend} backend times square inputs only; {site.name} has {site.in_size}")
-        if self.backend == "onnxruntime-int8" and site.in_chs != 3:
-            raise ValueError(
-                f"the onnxruntime-int8 backend cannot time {site.name} alone: its int8 calibration feeds 3-channel "
-                f"images, the site takes {site.in_chs} channels"
-            )
-
     def measure_site(self, site: Site, settings: BuildSettings) -> Entry:
         """The entry for ``site``, measured now if the table does not have it."""
         key = site_key(site, settings)
         if key not in self.entries:
-            self._measure([(site, settings)], rounds=1, show_progress=False)
+            # one site has nothing to interleave with; ONNX Runtime still needs several sessions
+            self._measure([(site, settings)], rounds=3 if self.onnxruntime else 1, show_progress=False)
         return self.entries[key]
 
     def _measure(self, todo: list[tuple[Site, BuildSettings]], rounds: int, show_progress: bool) -> None:
-        """Time ``todo`` in ``rounds`` interleaved rounds: every site once per round, so that a
-        slow spell of the machine hits many sites a little rather than a few sites entirely.
-        An entry's median is the median of its per-round medians; p10 / p90 pool every run."""
+        """Time ``todo`` in ``rounds`` rounds (:meth:`time_rounds`). An entry's median is the
+        median of its per-round medians; p10 / p90 pool every run."""
         if not todo:
             return
-        rounds = self.rounds_for(rounds)
         self.check_device()
-        for site, _ in todo:
-            self._check_backend_can_time(site)
         modules = [build_site(site, settings) for site, settings in todo]
-        runs = max(1, -(-self.runs // rounds))
-        medians: list[list[float]] = [[] for _ in todo]
-        times: list[list[float]] = [[] for _ in todo]
-        steps = [(r, i) for r in range(rounds) for i in range(len(todo))]  # round by round
-        for _, i in progress(steps, len(steps), f"latency table ({rounds} rounds)", enabled=show_progress):
-            site = todo[i][0]
-            result = measure_latency(
-                modules[i],
-                (self.batch, site.in_chs, *site.in_size),
-                threads=self.threads,
-                runs=runs,
-                warmup=self.warmup,
-                backend=self.backend,
-            )
-            medians[i].append(result.median_ms)
-            times[i].extend(result.times_ms)
-        for (site, settings), per_round, pooled in zip(todo, medians, times, strict=True):
-            pooled = sorted(pooled)
+        shapes = [(self.batch, site.in_chs, *site.in_size) for site, _ in todo]
+        timed = self.time_rounds(modules, shapes, rounds, part=True, label="latency table",
+                                 show_progress=show_progress)
+        for (site, settings), per_round in zip(todo, timed, strict=True):
+            pooled = sorted(t for times in per_round for t in times)
             self.entries[site_key(site, settings)] = Entry(
-                statistics.median(per_round), percentile(pooled, 0.1), percentile(pooled, 0.9), len(pooled)
+                statistics.median(statistics.median(t) for t in per_round),
+                percentile(pooled, 0.1), percentile(pooled, 0.9), len(pooled),
             )
 
     def missing(self, specs: Iterable[NetSpec], input_size: int | tuple[int, int]) -> list[tuple[Site, BuildSettings]]:
@@ -187,9 +198,9 @@ class LatencyTable:
         rounds: int = 3,
         show_progress: bool = True,
     ) -> int:
-        """Measure every site of ``specs`` the table lacks, in ``rounds`` interleaved rounds
-        (with a progress bar); returns how many sites were added. The ONNX Runtime backends
-        measure each site in one round: every measurement exports the site first."""
+        """Measure every site of ``specs`` the table lacks, in ``rounds`` rounds (with a progress
+        bar; :meth:`time_rounds`: interleaved rounds, or ONNX Runtime sessions); returns how
+        many sites were added."""
         if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
             raise ValueError(f"rounds must be an integer >= 1, got {rounds!r}")
         todo = self.missing([resolve(s) for s in specs], input_size)
@@ -297,30 +308,19 @@ def validate(
 ) -> list[dict]:
     """Predicted against measured whole-network latency for each named network (measured now).
 
-    Networks are measured in ``rounds`` interleaved rounds (median of per-round medians), with
-    the table's threads, backend and runs. Rows: name, whether the table was calibrated on it,
+    Networks are measured in ``rounds`` rounds (:meth:`LatencyTable.time_rounds`: interleaved,
+    or ONNX Runtime sessions; the median of per-round medians), with the table's threads,
+    backend and runs. Rows: name, whether the table was calibrated on it,
     predicted, measured (median, p10, p90), and the prediction's error relative to the
     measurement.
     """
-    rounds = table.rounds_for(rounds)
     specs = {name: resolve(spec) for name, spec in networks.items()}
     predicted = {name: table.predict(spec, input_size) for name, spec in specs.items()}
-    models = {name: build(spec) for name, spec in specs.items()}
-    runs = max(1, -(-table.runs // rounds))
-    medians: dict[str, list[float]] = {name: [] for name in specs}
-    pooled: dict[str, list[float]] = {name: [] for name in specs}
-    steps = [name for _ in range(rounds) for name in specs]
-    for name in progress(steps, len(steps), f"validate ({rounds} rounds)", enabled=show_progress):
-        result = measure_latency(
-            models[name],
-            (table.batch, specs[name].settings.in_chans, input_size, input_size),
-            threads=table.threads,
-            runs=runs,
-            warmup=max(table.warmup, 10),
-            backend=table.backend,
-        )
-        medians[name].append(result.median_ms)
-        pooled[name].extend(result.times_ms)
+    models = [build(spec) for spec in specs.values()]
+    shapes = [(table.batch, spec.settings.in_chans, input_size, input_size) for spec in specs.values()]
+    timed = table.time_rounds(models, shapes, rounds, part=False, label="validate", show_progress=show_progress)
+    medians = {name: [statistics.median(t) for t in per_round] for name, per_round in zip(specs, timed, strict=True)}
+    pooled = {name: [t for times in per_round for t in times] for name, per_round in zip(specs, timed, strict=True)}
     rows = []
     calibrated = {r["spec"] for r in table.calibration}
     for name in specs:

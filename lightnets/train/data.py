@@ -153,11 +153,21 @@ def stratified_split(
     return torch.cat(train).sort().values, torch.cat(test).sort().values
 
 
-def digits(resolution: int = 32, augment: bool = True) -> tuple[DataSplit, DataSplit]:
-    """The built-in digits dataset as (train, test) splits at ``resolution`` pixels."""
+def digits(resolution: int = 32, augment: bool = True, train_fraction: float = 1.0) -> tuple[DataSplit, DataSplit]:
+    """The built-in digits dataset as (train, test) splits at ``resolution`` pixels.
+
+    ``train_fraction`` < 1 keeps that share of each class's training images (a fixed, seeded
+    subset; the test split is unchanged): a harder task, on which networks that all reach
+    ~100% on the full split differ.
+    """
     check_resolution(resolution)
+    if isinstance(train_fraction, bool) or not isinstance(train_fraction, (int, float)) or not 0 < train_fraction <= 1:
+        raise ValueError(f"train_fraction must be in (0, 1], got {train_fraction!r}")
     images, labels = load_digits()
     train_idx, test_idx = stratified_split(labels)
+    if train_fraction < 1:
+        kept, _ = stratified_split(labels[train_idx], test_fraction=1 - train_fraction, seed=1)
+        train_idx = train_idx[kept]
     pre = Preprocessing("digits", resolution, DIGITS_MEAN, DIGITS_STD)
     classes = [str(i) for i in range(10)]
     return (
