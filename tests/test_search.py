@@ -291,6 +291,18 @@ def test_netadapt_workers_choose_as_one_process_does(fake_timing, monkeypatch):
         _netadapt_run(fake_timing, monkeypatch, None, 1, workers=0)
 
 
+def test_selection_prefers_the_accuracy_ratio_then_the_larger_saving():
+    from lightnets.search.adapt import selection_score
+
+    rows = [{"top1": 0.99, "predicted_ms": 0.9}, {"top1": 0.99, "predicted_ms": 0.8},
+            {"top1": 0.98, "predicted_ms": 0.5}]
+    best = max(rows, key=lambda r: selection_score(r, "ratio", 0.99, 1.0))
+    assert best is rows[1]  # both keep the accuracy; the second saves twice as much
+    rows.append({"top1": 0.995, "predicted_ms": 0.95})
+    assert max(rows, key=lambda r: selection_score(r, "ratio", 0.99, 1.0)) is rows[3]  # a gain beats any saving
+    assert max(rows[:3], key=lambda r: selection_score(r, "accuracy", 0.99, 1.0)) is rows[1]
+
+
 def row_top1_before(result, row):
     """The top-1 a step started from: the previous step's, or the seed network's."""
     index = result.history.index(row)

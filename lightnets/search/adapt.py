@@ -150,11 +150,14 @@ class NetAdaptResult:
     measured_ms: float | None = None
 
 
-def selection_score(row: dict, select: str, top1: float, latency_ms: float) -> float:
-    """What a step maximises: dAcc / |dLatency| (``ratio``, MobileNetV3 section 4.2) or accuracy."""
+def selection_score(row: dict, select: str, top1: float, latency_ms: float) -> tuple[float, float]:
+    """What a step maximises: dAcc / |dLatency| (``ratio``, MobileNetV3 section 4.2) or accuracy,
+    then the latency saved: proposals that all keep the accuracy (dAcc = 0, common on an easy
+    task) are told apart by how far they go, not by the order of the groups."""
+    saved = latency_ms - row["predicted_ms"]
     if select == "accuracy":
-        return row["top1"]
-    return (row["top1"] - top1) / (latency_ms - row["predicted_ms"])
+        return row["top1"], saved
+    return (row["top1"] - top1) / saved, saved
 
 
 def _finetune(model: ConvNet, data: tuple[DataSplit, DataSplit], steps: int, seed: int, threads: int | None = None):
