@@ -2,7 +2,7 @@
 
     python benchmarks/netadapt_digits.py [--model mobilenet_v2] [--epochs 15] [--resolution 32]
         [--backend onnxruntime] [--threads 1] [--target-ratio 0.6] [--delta-ratio 0.01]
-        [--steps 1000] [--final-steps 0] [--workers 1] [--train-fraction 1.0]
+        [--batch 1] [--runs 30] [--steps 1000] [--final-steps 0] [--workers 1] [--train-fraction 1.0]
         [--baseline 0.35,0.5,0.75] [--tag NAME]
 
 Trains the seed network from scratch (small-data recipe, ``--epochs``), builds a latency table
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import statistics
 import tempfile
 import time
 
@@ -42,6 +43,8 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, default=32)
     parser.add_argument("--backend", default="onnxruntime")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--batch", type=int, default=1, help="images per timed forward pass")
+    parser.add_argument("--runs", type=int, default=30, help="timed runs per site and network")
     parser.add_argument("--target-ratio", type=float, default=0.6)
     parser.add_argument("--delta-ratio", type=float, default=0.01)
     parser.add_argument("--steps", type=int, default=1000)
@@ -61,7 +64,7 @@ def main() -> None:
     seed.eval()
     seed_steps = args.epochs * math.ceil(data[0].size / get_recipe("small-data").batch_size)
     train_s = time.perf_counter() - start
-    table = LatencyTable.new(args.backend, threads=args.threads, runs=30)
+    table = LatencyTable.new(args.backend, threads=args.threads, runs=args.runs, batch=args.batch)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         result = netadapt(
@@ -79,6 +82,11 @@ def main() -> None:
             log=lambda m: print(m, flush=True),
         )
     netadapt_s = time.perf_counter() - start
+    # seed and result once more, side by side, in 5 rounds (ONNX Runtime: 5 fresh sessions each)
+    shape = (args.batch, 3, args.resolution, args.resolution)
+    again = table.time_rounds([lightnets.build(seed.spec), result.model], [shape, shape], 5, part=False,
+                              label="seed and result", show_progress=False)
+    seed_again, result_again = (statistics.median(statistics.median(t) for t in rounds) for rounds in again)
     baseline, budget = [], seed_steps + args.steps * len(result.history) + args.final_steps
     if args.baseline:
         widths = [float(w) for w in args.baseline.split(",")]
@@ -102,7 +110,7 @@ def main() -> None:
     ]
     title = (
         f"NetAdapt on digits (train fraction {args.train_fraction:g}), {args.model}, "
-        f"{args.resolution}x{args.resolution}, {args.backend}, {table.threads} thread(s), target {args.target_ratio} "
+        f"{args.resolution}x{args.resolution}, batch {args.batch}, {args.backend}, {table.threads} thread(s), target {args.target_ratio} "
         f"of the seed's measured latency, delta {args.delta_ratio} of it per step, {args.steps} fine-tune steps "
         f"per proposal, {args.final_steps} final; {machine['cpu']}, torch {machine['torch']}"
     )
@@ -122,6 +130,8 @@ def main() -> None:
         f"({result.measured_ms / result.measured_seed_ms:.1%} of the seed), top-1 {100 * result.seed_top1:.2f}% -> "
         f"{100 * result.top1:.2f}% ({100 * (result.top1 - result.seed_top1):+.2f} points)"
     )
+    print(f"measured again side by side (5 rounds): seed {seed_again:.3f} ms, result {result_again:.3f} ms "
+          f"({result_again / seed_again:.1%})")
     if baseline:
         print(f"\nwidth multipliers of {args.model} trained from scratch for {budget} steps (the NetAdapt network's "
               f"budget: {seed_steps} seed + {args.steps} x {len(result.history)} kept steps + {args.final_steps} "
@@ -149,7 +159,10 @@ def main() -> None:
             "measured_ms": result.measured_ms,
             "seed_top1": result.seed_top1,
             "top1": result.top1,
+            "seed_spec": str(seed.spec),
             "spec": str(result.spec),
+            "remeasured_seed_ms": seed_again,
+            "remeasured_ms": result_again,
             "history": result.history,
             "baseline": baseline,
         },

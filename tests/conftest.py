@@ -9,3 +9,11 @@ torch.set_flush_denormal(True)
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def deploy() -> None:
+    """Skip unless the deploy extra is installed: ONNX export needs onnx and onnxscript, timing
+    and inference need onnxruntime (``pip install "lightnets[deploy]"``)."""
+    for module in ("onnx", "onnxscript", "onnxruntime"):
+        pytest.importorskip(module)

@@ -1,6 +1,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from lightnets.cli import main
 
 
@@ -46,6 +48,7 @@ def test_profile_passes_family_options(capsys):
 
 
 def test_zoo_command_writes_table_plot_and_json(capsys, tmp_path):
+    pytest.importorskip("matplotlib")  # the plot extra; without it the test skips rather than errors
     png, js = tmp_path / "zoo.png", tmp_path / "zoo.json"
     code = main(["zoo", "--resolution", "32", "--runs", "2", "--warmup", "0", "--models",
                  "mobilenet_v3_small_050,shufflenet_v2_x0_5,mobilenet_v2,mobilenet_v2_100", "--plot", str(png),
@@ -83,3 +86,14 @@ def test_spec_command_prints_walks_and_writes_a_spec_profile_reads(capsys, tmp_p
     assert "unknown model 'nonsense'" in capsys.readouterr().err
     assert main(["profile", str(out_json), "--width-mult", "0.5"]) == 2
     assert "options ['width_mult'] do not apply" in capsys.readouterr().err
+
+
+def test_a_missing_extra_is_one_line_naming_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "h5py", None)  # import h5py now raises ImportError
+    weights = tmp_path / "w.h5"
+    weights.write_bytes(b"\x89HDF\r\n\x1a\n")
+    assert main(["convert", "keras", "MobileNetV2", str(weights), "-o", str(tmp_path / "out.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [
+        'lightnets: error: reading Keras weight files needs h5py: pip install "lightnets[keras]" (or h5py)'
+    ]

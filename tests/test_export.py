@@ -30,7 +30,7 @@ ONNX_MODELS = [
 
 
 @pytest.mark.parametrize("name", ONNX_MODELS)
-def test_onnx_export_matches_pytorch_at_any_batch_and_size(name, tmp_path):
+def test_onnx_export_matches_pytorch_at_any_batch_and_size(name, tmp_path, deploy):
     pytest.importorskip("onnxruntime")
     from lightnets.export.onnx import OnnxModel, export_onnx
 
@@ -43,7 +43,7 @@ def test_onnx_export_matches_pytorch_at_any_batch_and_size(name, tmp_path):
             torch.testing.assert_close(session(x), model(x), atol=1e-4, rtol=1e-4)
 
 
-def test_onnx_graph_uses_single_hardswish_and_no_batchnorm(tmp_path):
+def test_onnx_graph_uses_single_hardswish_and_no_batchnorm(tmp_path, deploy):
     onnx = pytest.importorskip("onnx")
     from lightnets.export.onnx import export_onnx
 
@@ -52,7 +52,7 @@ def test_onnx_graph_uses_single_hardswish_and_no_batchnorm(tmp_path):
     assert {"HardSwish", "HardSigmoid", "Conv"} <= ops and "BatchNormalization" not in ops
 
 
-def test_measure_latency_onnxruntime_backend():
+def test_measure_latency_onnxruntime_backend(deploy):
     pytest.importorskip("onnxruntime")
     from lightnets.cost import measure_latency
 
@@ -61,7 +61,7 @@ def test_measure_latency_onnxruntime_backend():
     assert result.backend == "onnxruntime" and result.median_ms > 0 and result.threads == 1
 
 
-def test_export_command_onnx_and_pt2(tmp_path, capsys):
+def test_export_command_onnx_and_pt2(tmp_path, capsys, deploy):
     from lightnets.cli import main
 
     assert main(["export", "mobilenet_v3_small_050", "--resolution", "64", "-o", str(tmp_path / "m.onnx")]) == 0
@@ -93,7 +93,7 @@ def test_predict_command_uses_stored_preprocessing(tmp_path, capsys):
     assert 0 < total <= 100.01
 
 
-def test_export_int8_with_digits_calibration_keeps_accuracy(tmp_path, capsys):
+def test_export_int8_with_digits_calibration_keeps_accuracy(tmp_path, capsys, deploy):
     pytest.importorskip("onnxruntime")
     from lightnets.cli import main
     from lightnets.export.onnx import OnnxModel
@@ -123,7 +123,7 @@ def test_export_int8_with_digits_calibration_keeps_accuracy(tmp_path, capsys):
     assert "--int8 needs --format onnx and --calibration DATA" in capsys.readouterr().err
 
 
-def test_measure_latency_onnxruntime_int8_backend():
+def test_measure_latency_onnxruntime_int8_backend(deploy):
     pytest.importorskip("onnxruntime")
     from lightnets.cost import measure_latency
 
@@ -133,7 +133,7 @@ def test_measure_latency_onnxruntime_int8_backend():
 
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "onnxruntime-int8"])
-def test_onnxruntime_backends_time_the_shape_asked_for(backend, monkeypatch):
+def test_onnxruntime_backends_time_the_shape_asked_for(backend, monkeypatch, deploy):
     """Not a square 3-channel stand-in: a 1-channel 48x64 input is exported and run as such."""
     pytest.importorskip("onnxruntime")
     import lightnets.export.latency as backends
@@ -153,7 +153,7 @@ def test_onnxruntime_backends_time_the_shape_asked_for(backend, monkeypatch):
     assert set(shapes) == {((1, 48, 64), (1, 1, 48, 64))}
 
 
-def test_int8_mobilenet_v3_stays_int8_and_close_to_fp32(tmp_path):
+def test_int8_mobilenet_v3_stays_int8_and_close_to_fp32(tmp_path, deploy):
     """SE pools become GlobalAveragePool, h-swish an int8 Add/Mul, the SE gate an int8 Add, 1/6 folded into scales."""
     import onnx
 
@@ -209,7 +209,7 @@ def _qdq_mul_graph(q_scale, mul_is_output=False):
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
 
 
-def test_constant_scale_folding_is_exact_or_skipped():
+def test_constant_scale_folding_is_exact_or_skipped(deploy):
     import onnx
     import onnxruntime as ort
 

@@ -147,8 +147,7 @@ def test_only_the_layout_conversions_a_cut_out_part_adds_are_left_out():
 
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "onnxruntime-int8"])
-def test_onnxruntime_sites_are_timed_in_fresh_sessions(backend):
-    pytest.importorskip("onnxruntime")
+def test_onnxruntime_sites_are_timed_in_fresh_sessions(backend, deploy):
     from lightnets.export import onnxruntime_times
 
     site = walk(lightnets.create_model("mobilenet_v3_small_050").spec, 32)[1]  # 8 input channels, not 3
@@ -224,11 +223,9 @@ def test_shrink_to_save_removes_the_fewest_channels_that_save_delta(fake_timing)
 
 
 def _netadapt_run(fake_timing, monkeypatch, run_dir, iterations, log=None, **options):
-    import lightnets.search.adapt as na
     from lightnets.search import netadapt
     from lightnets.train import digits
 
-    monkeypatch.setattr(na, "measure_latency", lut.measure_latency)  # the injected timing for whole networks too
     torch.manual_seed(0)
     model = lightnets.create_model("mobilenet_v3_small_050", num_classes=10)
     table = LatencyTable.new(threads=1, runs=1)

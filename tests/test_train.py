@@ -239,6 +239,7 @@ def test_image_folder_errors(tmp_path):
 
 
 def test_train_and_eval_commands(tmp_path, capsys):
+    pytest.importorskip("matplotlib")  # the plot extra; without it the test skips rather than errors
     run = tmp_path / "run"
     assert main(["train", TINY, "--resolution", "16", "--epochs", "1", "--max-steps", "5", "--out", str(run),
                  "--no-progress", "--plot"]) == 0

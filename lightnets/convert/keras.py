@@ -67,10 +67,11 @@ class KerasLayer:
 
 
 def _require_h5py():
+    """h5py, or a ValueError naming the extra (the CLI prints it as one line, like every missing extra)."""
     try:
         import h5py
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError("reading Keras weight files needs h5py: pip install 'lightnets[keras]' (or h5py)") from err
+    except ImportError:
+        raise ValueError('reading Keras weight files needs h5py: pip install "lightnets[keras]" (or h5py)') from None
     return h5py
 
 

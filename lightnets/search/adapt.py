@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
 import torch.multiprocessing as mp
 
-from ..cost import measure_latency
 from ..formats import fault_point, load_checkpoint, save_checkpoint
 from ..models import (
     ChannelGroup,
@@ -148,6 +148,13 @@ class NetAdaptResult:
     history: list[dict]
     measured_seed_ms: float | None = None  # measured whole, at the end (``measure=True``)
     measured_ms: float | None = None
+
+
+def measure_whole(table: LatencyTable, network: ConvNet, shape: tuple[int, ...], rounds: int = 3) -> float:
+    """A whole network's latency as :func:`~lightnets.search.validate` measures it: the median of
+    ``rounds`` per-round medians (ONNX Runtime: fresh sessions), with the table's settings."""
+    per_round = table.time_rounds([network], [shape], rounds, part=False, label="measure", show_progress=False)[0]
+    return statistics.median(statistics.median(times) for times in per_round)
 
 
 def selection_score(row: dict, select: str, top1: float, latency_ms: float) -> tuple[float, float]:
@@ -280,11 +287,7 @@ def netadapt(
     shape = (table.batch, seed_spec.settings.in_chans, input_size, input_size)
 
     def measured(network: ConvNet) -> float | None:
-        if not measure:
-            return None
-        return measure_latency(
-            network, shape, threads=table.threads, runs=table.runs, backend=table.backend
-        ).median_ms
+        return measure_whole(table, network, shape) if measure else None
 
     seed_top1 = top1 = evaluate(model, val_split).top1
     current, history = model, []
@@ -430,9 +433,9 @@ def width_baseline(
         result = fit(model, data, recipe, run_dir=None, max_steps=steps, seed=seed, show_progress=False,
                      log=lambda _m: None)
         shape = (table.batch, model.spec.settings.in_chans, input_size, input_size)
-        ms = measure_latency(result.model, shape, threads=table.threads, runs=table.runs, backend=table.backend)
-        rows.append({"width_mult": width, "measured_ms": ms.median_ms, "top1": result.final["val_top1"]})
-        log(f"width baseline: {name} x{width} trained {steps} steps: {ms.median_ms:.3f} ms, "
+        ms = measure_whole(table, result.model, shape)
+        rows.append({"width_mult": width, "measured_ms": ms, "top1": result.final["val_top1"]})
+        log(f"width baseline: {name} x{width} trained {steps} steps: {ms:.3f} ms, "
             f"top-1 {result.final['val_top1']:.4f}")
     return rows
 
