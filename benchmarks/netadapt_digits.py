@@ -112,7 +112,8 @@ def main() -> None:
         f"NetAdapt on digits (train fraction {args.train_fraction:g}), {args.model}, "
         f"{args.resolution}x{args.resolution}, batch {args.batch}, {args.backend}, {table.threads} thread(s), "
         f"target {args.target_ratio} of the seed's measured latency, delta {args.delta_ratio} of it per step, "
-        f"{args.steps} fine-tune steps per proposal, {args.final_steps} final; {machine['cpu']}, torch {machine['torch']}"
+        f"{args.steps} fine-tune steps per proposal, {args.final_steps} final; {machine['cpu']}, "
+        f"torch {machine['torch']}"
     )
     print(f"\n{title}\nseed training {train_s:.0f} s; NetAdapt {netadapt_s:.0f} s ({proposals} proposals fine-tuned, "
           f"{args.workers} worker(s))")
