@@ -1,17 +1,137 @@
+import argparse
+import os
+import re
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
 from lightnets.cli import main
+from lightnets.cli.main import build_parser, passive_openmp_waits
+
+ROOT = str(Path(__file__).resolve().parents[1])  # this checkout's lightnets, whatever the subprocess's cwd
+
+
+def _python(*args: str, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
+    """Run ``python ARGS`` on this checkout, without the caller's OpenMP settings."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("OMP_")}
+    base["PYTHONPATH"] = ROOT
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env={**base, **(env or {})},
+                          cwd=ROOT, **kwargs)
 
 
 def test_models_table(capsys, tmp_path):
     out_json = tmp_path / "models.json"
-    assert main(["models", "--family", "mobilenet_v2", "--json", str(out_json)]) == 0
+    assert main(["models", "--family", "mobilenet_v2", "--counts", "--json", str(out_json)]) == 0
     out = capsys.readouterr().out
     assert "mobilenet_v2_140" in out and "3,504,872" in out and "300.8 M" in out
     assert '"params": 3504872' in out_json.read_text()
+
+
+def test_models_lists_names_families_and_papers_without_counting(capsys):
+    assert main(["models", "--family", "shufflenet_v1"]) == 0
+    out = capsys.readouterr().out
+    assert "shufflenet_v1_g8_x0_5" in out and "groups=8, width_mult=0.5" in out
+    assert "shufflenet_v1: ShuffleNet (Zhang et al., 2018), arXiv:1707.01083" in out
+    assert "MAdds@" not in out and "--counts" in out and "mobilenet" not in out
+    assert "34 models" in out  # 1 family name, 5 groups x 5 scales, 2 x 4 official
+
+
+def test_help_and_listing_do_not_import_torch():
+    """Both ways in (the console script imports lightnets.cli; python -m runs lightnets/__main__.py)."""
+    script = (
+        "import sys\n"
+        "from lightnets.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print('after --help:', 'torch' in sys.modules)\n"
+        "main(['models'])\n"
+        "print('after models:', 'torch' in sys.modules)\n"
+        "main(['models', '--family', 'mobilenet_v1', '--counts'])\n"
+        "print('after --counts:', 'torch' in sys.modules)\n"
+    )
+    out = _python("-c", script, check=True).stdout
+    assert "after --help: False" in out and "after models: False" in out
+    assert "after --counts: True" in out  # the check can see torch
+    imported = _python("-X", "importtime", "-m", "lightnets", "models", check=True).stderr
+    modules = [line.rsplit("|", 1)[-1].strip() for line in imported.splitlines() if line.startswith("import time:")]
+    assert "lightnets.cli.main" in modules and "torch" not in modules
+
+
+def test_models_listing_takes_under_2_s():
+    """It used to build 63 networks (28.6 s); now it must not even pay for importing torch."""
+
+    def wall(*args: str) -> float:
+        start = time.perf_counter()
+        _python(*args, check=True)
+        return time.perf_counter() - start
+
+    listing = min(wall("-m", "lightnets", "models") for _ in range(2))
+    torch_import = min(wall("-c", "import torch") for _ in range(2))
+    assert listing < 2.0, f"lightnets models took {listing:.2f} s"
+    assert listing < torch_import, f"lightnets models {listing:.2f} s, import torch {torch_import:.2f} s"
+
+
+def test_commands_run_openmp_with_passive_waits():
+    """libgomp reads OMP_WAIT_POLICY once, when torch loads it: the CLI must set it before."""
+    result = _python("-m", "lightnets", "spec", "mobilenet_v1_025", env={"OMP_DISPLAY_ENV": "TRUE"}, check=True)
+    if "OPENMP DISPLAY ENVIRONMENT" not in result.stderr:
+        pytest.skip("this torch's OpenMP runtime does not display its settings")
+    assert re.search(r"OMP_WAIT_POLICY = 'PASSIVE'", result.stderr), result.stderr
+
+
+def test_passive_waits_respect_the_users_choice(monkeypatch):
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert passive_openmp_waits() == "ACTIVE"
+    monkeypatch.delenv("OMP_WAIT_POLICY")
+    assert passive_openmp_waits() == "PASSIVE" and os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+
+
+def _actions(parser: argparse.ArgumentParser, path: str = "lightnets"):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _actions(sub, f"{path} {name}")
+        elif not isinstance(action, (argparse._HelpAction, argparse._VersionAction)):
+            yield path, action
+
+
+def _mentions(text: str, value) -> bool:
+    forms = {str(value)} | ({f"{value:g}"} if isinstance(value, float) else set())
+    return "default" in text and any(form in text for form in forms)
+
+
+def test_every_argument_says_what_it_does_and_its_default():
+    actions = list(_actions(build_parser()))
+    assert len(actions) > 100  # the walk reaches every subcommand
+    silent = [f"{path} {a.dest}" for path, a in actions if not (a.help or "").strip()]
+    assert not silent, f"arguments without help: {silent}"
+    flags = (argparse._StoreTrueAction, argparse._StoreFalseAction)  # off unless given: the help says what on does
+    undefaulted = [
+        f"{path} {a.option_strings[0]} (default {a.default!r}): {a.help}" for path, a in actions
+        if a.option_strings and a.default not in (None, argparse.SUPPRESS) and not isinstance(a, flags)
+        and not _mentions(a.help, a.default)
+    ]
+    assert not undefaulted, "\n".join(undefaulted)
+    assert not _mentions("input size (default 32)", 224)  # the check can fail
+
+
+def _recipe_figures(help_text: str) -> dict[str, int]:
+    """'(default: the recipe's: a 15, b and c 300)' -> {'a': 15, 'b': 300, 'c': 300}."""
+    figures = {}
+    for part in help_text.split("the recipe's: ")[1].rstrip(")").split(", "):
+        *names, value = part.split(" ")
+        figures.update({name: int(value) for name in names if name != "and"})
+    return figures
+
+
+def test_train_help_states_each_recipes_epochs_and_batch_size():
+    from lightnets.train.recipes import RECIPES
+
+    train = {a.dest: a.help for path, a in _actions(build_parser()) if path == "lightnets train"}
+    assert _recipe_figures(train["epochs"]) == {name: r.epochs for name, r in RECIPES.items()}
+    assert _recipe_figures(train["batch_size"]) == {name: r.batch_size for name, r in RECIPES.items()}
 
 
 def test_models_rejects_bad_resolution(capsys):

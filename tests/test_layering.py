@@ -2,7 +2,7 @@
 
 Ranks; a module may import its own package and packages of a lower rank, nothing else:
 
-    0  layers
+    0  layers, catalog
     1  models
     2  cost, formats, report
     3  train, export, convert, lab, analysis
@@ -35,7 +35,7 @@ from pathlib import Path
 import lightnets
 
 RANKS = {
-    "layers": 0,
+    "layers": 0, "catalog": 0,
     "models": 1,
     "cost": 2, "formats": 2, "report": 2,
     "train": 3, "export": 3, "convert": 3, "lab": 3, "analysis": 3,

@@ -224,3 +224,19 @@ def test_registry_names():
     ]:
         assert required in names
     assert count_params(meta_model("shufflenet_v1_g3_x1_0")) == count_params(meta_model("shufflenet_v1", groups=3))
+
+
+def test_the_torch_free_catalog_is_the_registry_and_the_papers_tables():
+    """lightnets.catalog names the zoo without torch; the registry and the models' tables must agree with it."""
+    from lightnets import catalog
+    from lightnets.models import FAMILIES, get_entry, list_models
+    from lightnets.models.shufflenet_v1 import GROUPS, OFFICIAL_GROUPS, OFFICIAL_STEM_CHS, SCALES
+    from lightnets.models.shufflenet_v2 import WIDTHS
+
+    assert list_models() == catalog.model_names() and len(list_models()) == 63
+    assert all(get_entry(name).family == catalog.family_of(name) for name in list_models())
+    assert {family: paper for family, (_, paper) in FAMILIES.items()} == catalog.PAPERS
+    assert catalog.SHUFFLENET_V1_GROUPS == GROUPS and catalog.SHUFFLENET_V1_SCALES == SCALES
+    assert catalog.SHUFFLENET_V1_OFFICIAL_GROUPS == OFFICIAL_GROUPS
+    assert catalog.SHUFFLENET_V1_OFFICIAL_WIDTHS == tuple(OFFICIAL_STEM_CHS)
+    assert catalog.SHUFFLENET_V2_WIDTHS == WIDTHS

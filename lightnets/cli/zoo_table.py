@@ -1,28 +1,24 @@
-"""The rows behind ``lightnets models``."""
+"""The counted columns of ``lightnets models --counts``."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 
 from ..cost import count_madds, count_params
-from ..models import create_model, get_entry, list_models
+from ..models import create_model
+from ..report import progress
 
 
-def model_rows(family: str | None = None, resolution: int = 224) -> list[dict]:
-    """One row per registered model: name, family, params, MAdds at ``resolution``.
+def model_counts(names: Sequence[str], resolution: int = 224) -> dict[str, dict[str, int]]:
+    """Params and MAdds at ``resolution`` of each registered model, with a progress bar on a terminal.
 
-    Models are built on the meta device, so nothing is allocated or computed.
+    Models are built on the meta device, so no weight is allocated or initialised.
     """
-    rows = []
-    for name in list_models(family):
+    counts = {}
+    for name in progress(names, len(names), "counting"):
         with torch.device("meta"):
             model = create_model(name)
-        rows.append(
-            {
-                "name": name,
-                "family": get_entry(name).family,
-                "params": count_params(model),
-                "madds": count_madds(model, (1, 3, resolution, resolution)),
-            }
-        )
-    return rows
+        counts[name] = {"params": count_params(model), "madds": count_madds(model, (1, 3, resolution, resolution))}
+    return counts

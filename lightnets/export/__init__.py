@@ -1,8 +1,9 @@
 """Deployment: BatchNorm folding, ONNX and torch.export files, int8 quantization, ONNX Runtime inference.
 
 :func:`~lightnets.export.latency.register_backends` provides the ``onnxruntime`` and
-``onnxruntime-int8`` backends of :func:`lightnets.cost.measure_latency`; ``import lightnets``
-calls it, because cost sits below export and cannot import it.
+``onnxruntime-int8`` backends of :func:`lightnets.cost.measure_latency`; importing this package
+calls it (cost sits below export and cannot import it), and so does the first use of a top-level
+``lightnets`` name.
 """
 
 from .fuse import count_batchnorms, fuse
@@ -16,3 +17,7 @@ __all__ = [
     "OnnxModel", "Prediction", "boundary_reorders", "count_batchnorms", "export_onnx", "export_pt2", "fuse",
     "onnxruntime_times", "predict", "quantize_int8", "register_backends",
 ]
+
+# ``import lightnets`` no longer loads the library (the CLI's --help stays fast), so the exporter
+# registers its backends itself: measure_latency(backend="onnxruntime") works whenever it is loaded.
+register_backends()

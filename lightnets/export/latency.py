@@ -163,6 +163,6 @@ def onnxruntime_int8_runner(
 
 
 def register_backends() -> None:
-    """Hand the two ONNX Runtime backends to :func:`lightnets.cost.measure_latency` (``import lightnets`` does)."""
+    """Hand the two ONNX Runtime backends to :func:`lightnets.cost.measure_latency` (importing export does)."""
     register_backend("onnxruntime", onnxruntime_runner)
     register_backend("onnxruntime-int8", onnxruntime_int8_runner)

@@ -53,6 +53,7 @@ def export_onnx(
     if opset < 17:
         raise ValueError(f"opset must be >= 17, got {opset}")
     onnx = _require("onnx")
+    _require("onnxscript")  # torch.onnx's exporter; without it, a traceback from deep inside torch
     net = fuse(model) if fuse_bn else model.eval()
     channels = in_chans or getattr(model, "in_chans", 3)
     height, width = _size(resolution)

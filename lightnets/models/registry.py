@@ -14,28 +14,29 @@ from typing import Any
 
 from torch import nn
 
+from ..catalog import ENTRIES, PAPERS
 from .builder import build
 from .mobilenet_v1 import mobilenet_v1
 from .mobilenet_v2 import mobilenet_v2
 from .mobilenet_v3 import mobilenet_v3_large, mobilenet_v3_small
 from .shufflenet_v1 import GROUPS as SHUFFLENET_V1_GROUPS
-from .shufflenet_v1 import OFFICIAL_GROUPS as SHUFFLENET_V1_OFFICIAL_GROUPS
-from .shufflenet_v1 import OFFICIAL_STEM_CHS, shufflenet_v1
-from .shufflenet_v1 import SCALES as SHUFFLENET_V1_SCALES
-from .shufflenet_v2 import WIDTHS as SHUFFLENET_V2_WIDTHS
+from .shufflenet_v1 import shufflenet_v1
 from .shufflenet_v2 import shufflenet_v2
 from .spec import NetSpec
 
 COMMON_OPTIONS = ("num_classes", "width_mult", "in_chans", "dropout", "bn_eps")
 
-#: Family name -> (builder, paper).
+_BUILDERS: dict[str, Callable[..., nn.Module]] = {
+    "mobilenet_v1": mobilenet_v1,
+    "mobilenet_v2": mobilenet_v2,
+    "mobilenet_v3_large": mobilenet_v3_large,
+    "mobilenet_v3_small": mobilenet_v3_small,
+    "shufflenet_v1": shufflenet_v1,
+    "shufflenet_v2": shufflenet_v2,
+}
+#: Family name -> (builder, paper); the names and papers are :mod:`lightnets.catalog`'s.
 FAMILIES: dict[str, tuple[Callable[..., nn.Module], str]] = {
-    "mobilenet_v1": (mobilenet_v1, "MobileNets (Howard et al., 2017), arXiv:1704.04861"),
-    "mobilenet_v2": (mobilenet_v2, "MobileNetV2 (Sandler et al., 2018), arXiv:1801.04381"),
-    "mobilenet_v3_large": (mobilenet_v3_large, "Searching for MobileNetV3 (Howard et al., 2019), arXiv:1905.02244"),
-    "mobilenet_v3_small": (mobilenet_v3_small, "Searching for MobileNetV3 (Howard et al., 2019), arXiv:1905.02244"),
-    "shufflenet_v1": (shufflenet_v1, "ShuffleNet (Zhang et al., 2018), arXiv:1707.01083"),
-    "shufflenet_v2": (shufflenet_v2, "ShuffleNet V2 (Ma et al., 2018), arXiv:1807.11164"),
+    family: (_BUILDERS[family], paper) for family, paper in PAPERS.items()
 }
 
 
@@ -63,42 +64,8 @@ def register(name: str, family: str, **fixed: Any) -> None:
     _REGISTRY[name] = ModelEntry(name, family, fixed)
 
 
-def _width_suffix(width: float) -> str:
-    """1.0 -> '100', 0.75 -> '075' (timm's naming of width multipliers)."""
-    return f"{round(width * 100):03d}"
-
-
-def _shufflenet_suffix(width: float) -> str:
-    """0.5 -> 'x0_5' (torchvision's naming)."""
-    return "x" + f"{width:g}".replace(".", "_") + ("_0" if float(width).is_integer() else "")
-
-
-for _family in FAMILIES:
-    register(_family, _family)
-for _w in (1.0, 0.75, 0.5, 0.25):
-    register(f"mobilenet_v1_{_width_suffix(_w)}", "mobilenet_v1", width_mult=_w)
-for _w in (1.4, 1.0, 0.75, 0.5, 0.35):
-    register(f"mobilenet_v2_{_width_suffix(_w)}", "mobilenet_v2", width_mult=_w)
-for _size, _widths in (("large", (1.0, 0.75)), ("small", (1.0, 0.75, 0.5))):
-    for _w in _widths:
-        register(f"mobilenet_v3_{_size}_{_width_suffix(_w)}", f"mobilenet_v3_{_size}", width_mult=_w)
-    register(f"mobilenet_v3_{_size}_minimal", f"mobilenet_v3_{_size}", width_mult=1.0, minimal=True)
-for _g in SHUFFLENET_V1_GROUPS:
-    for _w in SHUFFLENET_V1_SCALES:
-        register(f"shufflenet_v1_g{_g}_{_shufflenet_suffix(_w)}", "shufflenet_v1", groups=_g, width_mult=_w)
-for _g in SHUFFLENET_V1_OFFICIAL_GROUPS:
-    for _w in OFFICIAL_STEM_CHS:
-        register(
-            f"shufflenet_v1_g{_g}_{_shufflenet_suffix(_w)}_official",
-            "shufflenet_v1",
-            groups=_g,
-            width_mult=_w,
-            official=True,
-        )
-for _w in SHUFFLENET_V2_WIDTHS:
-    register(f"shufflenet_v2_{_shufflenet_suffix(_w)}", "shufflenet_v2", width_mult=_w)
-for _w in SHUFFLENET_V2_WIDTHS:
-    register(f"shufflenet_v2_{_shufflenet_suffix(_w)}_official", "shufflenet_v2", width_mult=_w, official=True)
+for _name, _family, _fixed in ENTRIES:
+    register(_name, _family, **_fixed)
 
 
 def list_models(family: str | None = None) -> list[str]:

@@ -6,8 +6,6 @@ import os
 import platform
 import socket
 
-import torch
-
 
 def cpu_name() -> str:
     try:
@@ -21,6 +19,9 @@ def cpu_name() -> str:
 
 
 def machine_info() -> dict:
+    # imported here: the report package is also the CLI's table printer, which must not load torch
+    import torch
+
     return {
         "hostname": socket.gethostname(),
         "cpu": cpu_name(),
