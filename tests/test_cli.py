@@ -217,3 +217,51 @@ def test_a_missing_extra_is_one_line_naming_it(tmp_path, monkeypatch, capsys):
     assert err.strip().splitlines() == [
         'lightnets: error: reading Keras weight files needs h5py: pip install "lightnets[keras]" (or h5py)'
     ]
+
+
+def test_missing_extras_are_one_line_each_naming_the_extra(tmp_path):
+    """h5py, onnx/onnxscript and matplotlib made absent (None in sys.modules makes their import fail)."""
+    weights = tmp_path / "w.h5"
+    weights.write_bytes(b"\x89HDF\r\n\x1a\n")
+    commands = [
+        ["convert", "keras", "MobileNetV2", str(weights), "-o", str(tmp_path / "out.safetensors")],
+        ["export", "mobilenet_v1_025", "--resolution", "32", "-o", str(tmp_path / "m.onnx")],
+        ["zoo", "--models", "mobilenet_v1_025", "--plot", str(tmp_path / "zoo.png")],
+    ]
+    script = (
+        "import sys\n"
+        "for name in ('h5py', 'onnx', 'onnxscript', 'matplotlib'):\n    sys.modules[name] = None\n"
+        "from lightnets.cli import main\n"
+        f"codes = [main(command) for command in {commands!r}]\n"
+        "print(codes)\n"
+    )
+    result = _python("-c", script)
+    assert result.returncode == 0 and result.stdout.strip() == "[2, 2, 2]", result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines() == [
+        'lightnets: error: reading Keras weight files needs h5py: pip install "lightnets[keras]" (or h5py)',
+        'lightnets: error: this needs onnx: pip install "lightnets[deploy]"',
+        'lightnets: error: plotting needs matplotlib: pip install "lightnets[plot]"',
+    ]
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_a_missing_module_deep_inside_a_command_names_its_extra(monkeypatch, capsys):
+    """Any ModuleNotFoundError of an optional module, however deep, is one line; other import errors stay loud."""
+    import lightnets.export
+
+    def export_onnx(*args, **kwargs):
+        raise ModuleNotFoundError("No module named 'onnxscript'", name="onnxscript")
+
+    monkeypatch.setattr(lightnets.export, "export_onnx", export_onnx)
+    assert main(["export", "mobilenet_v1_025", "--resolution", "32", "-o", "unused.onnx"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        'lightnets: error: this needs onnxscript, which is not installed: pip install "lightnets[deploy]"'
+    ]
+
+    def broken(*args, **kwargs):
+        raise ModuleNotFoundError("No module named 'lightnets_typo'", name="lightnets_typo")
+
+    monkeypatch.setattr(lightnets.export, "export_onnx", broken)
+    with pytest.raises(ModuleNotFoundError, match="lightnets_typo"):
+        main(["export", "mobilenet_v1_025", "--resolution", "32", "-o", "unused.onnx"])
