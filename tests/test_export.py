@@ -1,10 +1,12 @@
+import sys
+
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
 import lightnets
-from lightnets.export import count_batchnorms, fuse
+from lightnets.export import count_batchnorms, export_onnx, fuse
 from lightnets.testing import randomize_for_parity as randomise
 
 
@@ -153,12 +155,15 @@ def test_onnxruntime_backends_time_the_shape_asked_for(backend, monkeypatch, dep
     assert set(shapes) == {((1, 48, 64), (1, 1, 48, 64))}
 
 
-def test_int8_mobilenet_v3_stays_int8_and_close_to_fp32(tmp_path, deploy):
-    """SE pools become GlobalAveragePool, h-swish an int8 Add/Mul, the SE gate an int8 Add, 1/6 folded into scales."""
+def test_int8_mobilenet_v3_stays_int8_and_close_to_fp32(tmp_path, capfd, deploy):
+    """SE pools become GlobalAveragePool, h-swish an int8 Add/Mul, the SE gate an int8 Add, 1/6 folded into scales.
+
+    And the file holds no initializer that nothing reads: ONNX Runtime warned of each at every load (59).
+    """
     import onnx
 
     from lightnets.export.onnx import OnnxModel
-    from lightnets.export.quantize import quantize_int8
+    from lightnets.export.quantize import _graph_reads, quantize_int8
     from lightnets.testing import randomize_for_parity
 
     torch.manual_seed(0)
@@ -178,9 +183,13 @@ def test_int8_mobilenet_v3_stays_int8_and_close_to_fp32(tmp_path, deploy):
 
     scalar_muls = [n.name for n in graph.node if n.op_type == "Mul" and any(scalar(i) for i in n.input)]
     assert scalar_muls == []  # h-swish's 1/6 lives in a quantization scale, not in a pass over the map
+    unused = {i.name for i in graph.initializer} - _graph_reads(graph)
+    assert len(graph.initializer) > 100 and unused == set()
     with torch.no_grad():
         expected = model(calibration[0])
+    capfd.readouterr()
     got = OnnxModel(path)(calibration[0])
+    assert "Removing initializer" not in capfd.readouterr().err  # ONNX Runtime warns on fd 2 as it loads
     # int8 noise, but the same function: logits correlate and most top-1 classes agree
     assert torch.corrcoef(torch.stack([got.flatten(), expected.flatten()]))[0, 1] > 0.9
 
@@ -229,3 +238,54 @@ def test_constant_scale_folding_is_exact_or_skipped(deploy):
     narrow = _qdq_mul_graph(0.01)  # the Q clamps at 2.55: folding would lose that
     assert _fold_constant_scales(narrow) == 0
     assert _fold_constant_scales(_qdq_mul_graph(0.2, mul_is_output=True)) == 0
+
+
+def test_dead_initializers_are_dropped_but_subgraph_reads_and_inputs_kept(deploy):
+    from onnx import TensorProto, helper, numpy_helper
+
+    from lightnets.export.quantize import drop_unused_initializers
+
+    def init(name):
+        return numpy_helper.from_array(np.ones(1, np.float32), name)
+
+    then = helper.make_graph([helper.make_node("Add", ["x", "outer"], ["t"])], "then", [],
+                             [helper.make_tensor_value_info("t", TensorProto.FLOAT, [1])])
+    nodes = [helper.make_node("If", ["c"], ["y"], then_branch=then, else_branch=then)]
+    graph = helper.make_graph(
+        nodes, "g",
+        [helper.make_tensor_value_info(n, t, [1]) for n, t in (("x", TensorProto.FLOAT), ("c", TensorProto.BOOL),
+                                                                ("w_in", TensorProto.FLOAT))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+        [init("outer"), init("dead"), init("w_in")],
+    )
+    model = helper.make_model(graph)
+    assert drop_unused_initializers(model) == 1
+    assert [i.name for i in model.graph.initializer] == ["outer", "w_in"]
+
+
+def test_onnx_export_silences_only_the_torchvision_skip_lines(tmp_path, monkeypatch, deploy):
+    """Without torchvision, torch.onnx logged 'torchvision is not installed. Skipping torchvision::nms' and
+    three more at every export; our networks use none of torchvision's ops."""
+    import logging
+
+    from torch.onnx._internal.exporter._registration import _get_overload
+
+    from lightnets.export.onnx import _REGISTRATION_LOGGER, _quiet_torchvision_skips
+
+    monkeypatch.setitem(sys.modules, "torchvision", None)
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger(_REGISTRATION_LOGGER)
+    logger.addHandler(handler)
+    try:
+        _get_overload("torchvision::nms")  # outside an export: the line torch logs, which the handler sees
+        assert [r.getMessage() for r in records] == ["torchvision is not installed. Skipping torchvision::nms"]
+        records.clear()
+        export_onnx(lightnets.create_model("mobilenet_v1_025", num_classes=4), str(tmp_path / "m.onnx"),
+                    resolution=32, check=False)
+        with _quiet_torchvision_skips():
+            logger.warning("another exporter message")
+    finally:
+        logger.removeHandler(handler)
+    assert [r.getMessage() for r in records] == ["another exporter message"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import warnings
 
@@ -20,6 +21,27 @@ def _require(module: str):
         return __import__(module)
     except ImportError:
         raise ValueError(f'this needs {module}: pip install "lightnets[deploy]"') from None
+
+
+# torch.onnx logs four of these per export when torchvision is absent (it registers
+# torchvision's detection ops); our networks use none of them, so the lines only alarm.
+_TORCHVISION_SKIP = "torchvision is not installed. Skipping torchvision::"
+_REGISTRATION_LOGGER = "torch.onnx._internal.exporter._registration"
+
+
+def _no_torchvision_skip(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith(_TORCHVISION_SKIP)
+
+
+@contextlib.contextmanager
+def _quiet_torchvision_skips():
+    """Drop exactly those log records during an export; every other exporter message still shows."""
+    logger = logging.getLogger(_REGISTRATION_LOGGER)
+    logger.addFilter(_no_torchvision_skip)
+    try:
+        yield
+    finally:
+        logger.removeFilter(_no_torchvision_skip)
 
 
 def _size(resolution: int | tuple[int, int]) -> tuple[int, int]:
@@ -77,7 +99,7 @@ def _export(net: nn.Module, x: torch.Tensor, path: str, opset: int, dynamic_batc
             dims[3] = torch.export.Dim("width", min=32, max=4096)
         dynamic_shapes = {"x": dims}
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with contextlib.redirect_stdout(io.StringIO()):
+    with contextlib.redirect_stdout(io.StringIO()), _quiet_torchvision_skips():
         torch.onnx.export(
             net, (x,), path, input_names=["input"], output_names=["logits"], opset_version=opset,
             dynamic_shapes=dynamic_shapes, dynamo=True, external_data=False, verbose=False,
