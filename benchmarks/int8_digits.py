@@ -5,7 +5,7 @@
 Trains each family on digits with the small-data recipe (as benchmarks/train_digits.py),
 exports it to ONNX (BN folded) and quantizes it to int8 with ONNX Runtime (QDQ, per-channel
 weights, 10 calibration batches of 32 training images), then evaluates fp32 ONNX and int8
-ONNX on the 359 test digits. Prints the table (fp32 top-1, int8 top-1, drop, sizes) and
+ONNX on the 359 val digits. Prints the table (fp32 top-1, int8 top-1, drop, sizes) and
 writes ``benchmarks/results/int8-digits-<cpu>.json``. Target: drop <= 1 point per family.
 """
 
@@ -45,7 +45,7 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, default=32)
     parser.add_argument("--models", default=",".join(MODELS))
     args = parser.parse_args()
-    train, test = digits(args.resolution, augment=False)
+    train, val = digits(args.resolution, augment=False)
     calibration = [b.images for b in train.batches(32, shuffle=True, seed=1)][:10]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -56,10 +56,10 @@ def main() -> None:
                 show_progress=False, log=lambda m: None)
             fp32 = export_onnx(model, f"{tmp}/{name}.onnx", resolution=args.resolution)
             int8 = quantize_int8(model, f"{tmp}/{name}-int8.onnx", calibration, resolution=args.resolution)
-            top_fp32 = evaluate(_Session(fp32), test).top1
-            top_int8 = evaluate(_Session(int8), test).top1
+            top_fp32 = evaluate(_Session(fp32), val).top1
+            top_int8 = evaluate(_Session(int8), val).top1
             rows.append({
-                "model": name, "torch_top1": evaluate(model, test).top1, "fp32_top1": top_fp32, "int8_top1": top_int8,
+                "model": name, "torch_top1": evaluate(model, val).top1, "fp32_top1": top_fp32, "int8_top1": top_int8,
                 "drop_points": 100 * (top_fp32 - top_int8), "fp32_kb": os.path.getsize(fp32) / 1024,
                 "int8_kb": os.path.getsize(int8) / 1024,
             })
@@ -69,7 +69,7 @@ def main() -> None:
     def pct(v: float) -> str:
         return f"{100 * v:.2f}%"
 
-    print(f"\nint8 PTQ on digits ({args.resolution}x{args.resolution}, 359 test images), ONNX Runtime QDQ, "
+    print(f"\nint8 PTQ on digits ({args.resolution}x{args.resolution}, 359 val images), ONNX Runtime QDQ, "
           f"per-channel weights; {machine['cpu']}, torch {machine['torch']}")
     print(format_table(rows, [("model", "model"), ("torch_top1", "PyTorch"), ("fp32_top1", "ONNX fp32"),
                               ("int8_top1", "ONNX int8"), ("drop_points", "drop (points)"), ("fp32_kb", "fp32 KB"),

@@ -9,7 +9,7 @@ every prunable group (expansions, SE bottlenecks, residual chains, the head conv
 way (widths rounded to multiples of 8). Each child is
 filled three ways: ``inherit_weights`` with NetAdapt's rule (largest filter L2 norm), the same
 widths with a seeded random choice of channels, and a fresh initialisation. For each it
-reports parameters, MAdds and measured latency at 224x224 (batch 1, median of 30), and test
+reports parameters, MAdds and measured latency at 224x224 (batch 1, median of 30), and val
 top-1 before fine-tuning, with only the BatchNorm statistics re-estimated on 20 training
 batches, and after ``--finetune-steps`` steps of the ``finetune`` recipe
 (in memory, nothing written). Writes ``benchmarks/results/prune-digits-<cpu>.json``.
@@ -87,12 +87,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     quiet = {"show_progress": False, "log": lambda m: None}
-    train, test = digits(resolution=args.resolution)
+    train, val = digits(resolution=args.resolution)
 
     torch.manual_seed(args.seed)
     parent = lightnets.create_model(args.model, num_classes=10)
     start = time.perf_counter()
-    fit(parent, (train, test), "small-data", run_dir=None, epochs=args.epochs, seed=args.seed, **quiet)
+    fit(parent, (train, val), "small-data", run_dir=None, epochs=args.epochs, seed=args.seed, **quiet)
     train_s = time.perf_counter() - start
     parent.eval()
 
@@ -102,12 +102,12 @@ def main() -> None:
             "params": count_params(model),
             "madds_224": count_madds(model, (1, 3, 224, 224)),
             "latency_ms": measure_latency(model, (1, 3, 224, 224), runs=args.runs, warmup=5).median_ms,
-            "top1": evaluate(model, test).top1,
+            "top1": evaluate(model, val).top1,
         }
 
     rows = [{"network": args.model, "weights": "trained", **measure(parent), "recal_top1": None,
              "finetuned_top1": None, "spec": str(parent.spec)}]
-    print(f"parent {args.model}: test top-1 {100 * rows[0]['top1']:.2f}% after {args.epochs} epochs ({train_s:.0f} s)")
+    print(f"parent {args.model}: val top-1 {100 * rows[0]['top1']:.2f}% after {args.epochs} epochs ({train_s:.0f} s)")
     plans = (("widest expansion", "one"), ("every expansion", "expansions"), ("every group", "all"))
     for label, which in plans:
         spec = pruned_spec(parent.spec, args.keep, which)
@@ -119,9 +119,9 @@ def main() -> None:
                 rule = {} if weights.startswith("L2") else {"keep": random_rule(args.seed)}
                 child = inherit_weights(parent, spec, **rule)
             row = {"network": label, "weights": weights, **measure(child), "spec": str(spec)}
-            row["recal_top1"] = evaluate(recalibrated(child, train), test).top1
+            row["recal_top1"] = evaluate(recalibrated(child, train), val).top1
             if args.finetune_steps:
-                result = fit(child, (train, test), "finetune", run_dir=None, max_steps=args.finetune_steps,
+                result = fit(child, (train, val), "finetune", run_dir=None, max_steps=args.finetune_steps,
                              seed=args.seed, **quiet)
                 row["finetuned_top1"] = result.final["val_top1"]
             rows.append(row)
@@ -130,7 +130,7 @@ def main() -> None:
                   f"{100 * row.get('finetuned_top1', float('nan')):.2f}% after", flush=True)
 
     machine = machine_info()
-    print(f"\n{args.model} on digits ({args.resolution}x{args.resolution}; 1,438 train / 359 test), "
+    print(f"\n{args.model} on digits ({args.resolution}x{args.resolution}; 1,438 train / 359 val), "
           f"children keep {args.keep} of each group's channels; fine-tune: {args.finetune_steps} steps of "
           f"'finetune'; latency at 224x224, batch 1, median of {args.runs}, {torch.get_num_threads()} threads, "
           f"{machine['cpu']}, torch {machine['torch']}")

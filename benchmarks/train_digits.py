@@ -4,8 +4,8 @@
 
 Trains mobilenet_v1, mobilenet_v2, mobilenet_v3_large, mobilenet_v3_small, shufflenet_v1
 (g = 3) and shufflenet_v2 (x1.0) at their default widths, one after another, prints a table
-(model, epochs, wall time, images/s, final and best test top-1) and writes
-``benchmarks/results/train-digits-<cpu>.json``. Target: >= 97% test top-1 for every family.
+(model, epochs, wall time, images/s, final and best val top-1) and writes
+``benchmarks/results/train-digits-<cpu>.json``. Target: >= 97% val top-1 for every family.
 """
 
 from __future__ import annotations
@@ -50,10 +50,10 @@ def main() -> None:
                 "model": name, "epochs": result.epochs, "wall_s": wall, "images_per_s": ips,
                 "final_top1": result.final["val_top1"], "best_top1": result.best_top1,
             })
-            print(f"{name}: final test top-1 {100 * result.final['val_top1']:.2f}% in {wall:.0f} s", flush=True)
+            print(f"{name}: final val top-1 {100 * result.final['val_top1']:.2f}% in {wall:.0f} s", flush=True)
     machine = machine_info()
     total = sum(r["wall_s"] for r in rows)
-    print(f"\ndigits ({args.resolution}x{args.resolution}, 1,438 train / 359 test), small-data recipe, "
+    print(f"\ndigits ({args.resolution}x{args.resolution}, 1,438 train / 359 val), small-data recipe, "
           f"{torch.get_num_threads()} threads, {machine['cpu']}, torch {machine['torch']}; total {total / 60:.1f} min")
     print(format_table(rows,
                        [("model", "model"), ("epochs", "epochs"), ("wall_s", "wall s"), ("images_per_s", "train img/s"),
@@ -61,7 +61,7 @@ def main() -> None:
                        formats={"wall_s": "{:.0f}", "images_per_s": "{:.0f}", "final_top1": lambda v: f"{100 * v:.2f}%",
                                 "best_top1": lambda v: f"{100 * v:.2f}%"}))
     passed = all(r["final_top1"] >= 0.97 for r in rows)
-    print(f"every family >= 97% final test top-1: {'yes' if passed else 'NO'}")
+    print(f"every family >= 97% final val top-1: {'yes' if passed else 'NO'}")
     out = write_results("train-digits", {"settings": vars(args), "total_s": total, "models": rows})
     print(f"wrote {out}")
 

@@ -162,7 +162,12 @@ def test_profile_command(capsys, tmp_path):
 
 def test_profile_passes_family_options(capsys):
     assert main(["profile", "shufflenet_v1", "--groups", "8", "--width-mult", "0.5", "--resolution", "32"]) == 0
-    assert "grouped conv" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "grouped conv" in out and out.startswith("shufflenet_v1 (g=8, width 0.5) at 32x32, batch 1\n")
+    assert main(["profile", "shufflenet_v1_g8_x0_5", "--resolution", "32"]) == 0  # what the name fixes
+    assert capsys.readouterr().out.startswith("shufflenet_v1_g8_x0_5 (g=8, width 0.5) at 32x32")
+    assert main(["profile", "mobilenet_v3_small", "--minimal", "--resolution", "32"]) == 0  # the family's defaults
+    assert capsys.readouterr().out.startswith("mobilenet_v3_small (width 1, minimal) at 32x32")
     assert main(["profile", "mobilenet_v2", "--groups", "8"]) == 2
     assert "unknown option 'groups'" in capsys.readouterr().err
 

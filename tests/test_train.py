@@ -352,7 +352,7 @@ def test_resume_takes_the_network_seed_and_data_from_the_checkpoint(tmp_path):
         resume(str(tmp_path), "mobilenet_v2")
     messages = []
     result = resume(str(tmp_path), TINY, max_steps=5, show_progress=False, log=messages.append)
-    assert messages[0].startswith("data: train 1438 / test 359 images")
+    assert messages[0].startswith("data: train 1438 / val 359 images")
     assert messages[1].startswith("resumed") and "at epoch 0, step 3" in messages[1]
     assert result.final["step"] == 5
     config = load_checkpoint(str(tmp_path / "last.safetensors")).config
@@ -496,3 +496,21 @@ def test_train_command_takes_the_augmentation_flags(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["train", TINY, "--data", tree, "--augment", "crop", "--out", str(run)])
     assert "invalid choice: 'crop'" in capsys.readouterr().err
+
+
+def test_progress_bar_labels_its_eta_as_the_whole_runs(monkeypatch):
+    """The bar fills over one epoch; its ETA counts every epoch left, so it must say so."""
+    import io
+
+    from lightnets.train.loop import _Progress
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    stream = Terminal()
+    monkeypatch.setattr(sys, "stderr", stream)
+    bar = _Progress(enabled=True)
+    bar.update(0, 15, 22, 22, loss=1.0, lr=0.05, ips=500.0, done=22, total=330)
+    line = stream.getvalue()
+    assert "epoch 1/15" in line and "22/22" in line and "run ETA " in line

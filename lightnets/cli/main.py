@@ -135,6 +135,31 @@ def cmd_spec(args: argparse.Namespace) -> int:
     return 0
 
 
+def configuration(name: str, options: dict) -> str:
+    """A registered model with the width, groups and variant it builds: ``shufflenet_v1 (g=8, width 0.5)``.
+
+    The options given, else what the name fixes, else the family's defaults; a spec is named as given.
+    """
+    import inspect
+
+    from ..models import get_entry, list_models
+
+    if name not in list_models():
+        return name
+    entry = get_entry(name)
+    defaults = {k: p.default for k, p in inspect.signature(entry.builder).parameters.items()}
+    chosen = {**defaults, **entry.fixed, **options}
+    parts = []
+    if "groups" in chosen:
+        parts.append(f"g={chosen['groups']}")
+    parts.append(f"width {chosen['width_mult']:g}")
+    if chosen.get("minimal"):
+        parts.append("minimal")
+    if chosen.get("official"):
+        parts.append("official")
+    return f"{name} ({', '.join(parts)})"
+
+
 def cmd_profile(args: argparse.Namespace) -> int:
     from ..cost import profile
     from .reports import profile_report
@@ -142,7 +167,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
     model = _build_from_args(args)
     size = (1, 3, args.resolution, args.resolution)
     prof = profile(model, size, latency=args.latency, runs=args.runs, threads=args.threads)
-    print(profile_report(prof, f"{args.name} at {args.resolution}x{args.resolution}, batch 1"))
+    title = f"{configuration(args.name, _model_options(args))} at {args.resolution}x{args.resolution}, batch 1"
+    print(profile_report(prof, title))
     if args.json:
         prof.write_json(args.json)
         print(f"wrote {args.json}")

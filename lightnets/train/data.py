@@ -4,7 +4,7 @@
 values 0-16, ten classes), shipped inside lightnets as ``lightnets/data/digits.safetensors``
 so that ``lightnets train mobilenet_v2`` runs with no download. Images are upscaled to the
 chosen resolution (the paper's resolution multiplier) and replicated to 3 channels; the
-train/test split is fixed, stratified and seeded.
+train/val split is fixed, stratified and seeded.
 
 ImageFolder trees (``PATH/train/<class>/*.jpg`` and ``PATH/val/<class>/*``) use the usual
 ImageNet transforms: random resized crop and horizontal flip for training, resize and centre
@@ -139,34 +139,36 @@ def load_digits() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def stratified_split(
-    labels: torch.Tensor, test_fraction: float = 0.2, seed: int = 0
+    labels: torch.Tensor, val_fraction: float = 0.2, seed: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Indices of a fixed, stratified, seeded train/test split."""
+    """Indices of a fixed, stratified, seeded train/val split."""
     g = torch.Generator().manual_seed(seed)
-    train, test = [], []
+    train, val = [], []
     for c in labels.unique().tolist():
         idx = (labels == c).nonzero().flatten()
         idx = idx[torch.randperm(len(idx), generator=g)]
-        k = round(len(idx) * test_fraction)
-        test.append(idx[:k])
+        k = round(len(idx) * val_fraction)
+        val.append(idx[:k])
         train.append(idx[k:])
-    return torch.cat(train).sort().values, torch.cat(test).sort().values
+    return torch.cat(train).sort().values, torch.cat(val).sort().values
 
 
 def digits(resolution: int = 32, augment: bool = True, train_fraction: float = 1.0) -> tuple[DataSplit, DataSplit]:
-    """The built-in digits dataset as (train, test) splits at ``resolution`` pixels.
+    """The built-in digits dataset as (train, val) splits at ``resolution`` pixels.
 
-    ``train_fraction`` < 1 keeps that share of each class's training images (a fixed, seeded
-    subset; the test split is unchanged): a harder task, on which networks that all reach
+    The held-out 20% is a validation split, not a test split: training reports it every epoch
+    and keeps the best epoch by it (``best.safetensors``), so it takes part in choosing the
+    network. ``train_fraction`` < 1 keeps that share of each class's training images (a fixed,
+    seeded subset; the val split is unchanged): a harder task, on which networks that all reach
     ~100% on the full split differ.
     """
     check_resolution(resolution)
     if isinstance(train_fraction, bool) or not isinstance(train_fraction, (int, float)) or not 0 < train_fraction <= 1:
         raise ValueError(f"train_fraction must be in (0, 1], got {train_fraction!r}")
     images, labels = load_digits()
-    train_idx, test_idx = stratified_split(labels)
+    train_idx, val_idx = stratified_split(labels)
     if train_fraction < 1:
-        kept, _ = stratified_split(labels[train_idx], test_fraction=1 - train_fraction, seed=1)
+        kept, _ = stratified_split(labels[train_idx], val_fraction=1 - train_fraction, seed=1)
         train_idx = train_idx[kept]
     pre = Preprocessing("digits", resolution, DIGITS_MEAN, DIGITS_STD)
     classes = [str(i) for i in range(10)]
@@ -175,7 +177,7 @@ def digits(resolution: int = 32, augment: bool = True, train_fraction: float = 1
                   _TensorLoader(images[train_idx], labels[train_idx], pre, augment),
                   augmentation="digits: random rotation up to 10 degrees, scale 0.9-1.1, shift up to 10%"
                   if augment else "none"),
-        DataSplit("test", len(test_idx), classes, pre, _TensorLoader(images[test_idx], labels[test_idx], pre, False)),
+        DataSplit("val", len(val_idx), classes, pre, _TensorLoader(images[val_idx], labels[val_idx], pre, False)),
     )
 
 

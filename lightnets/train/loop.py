@@ -152,7 +152,11 @@ def _fingerprint(model: nn.Module) -> str:
 
 
 class _Progress:
-    """A one-line progress bar with ETA on a terminal; nothing otherwise."""
+    """A one-line progress bar on a terminal; nothing otherwise.
+
+    The bar fills over the epoch, but the ETA is the whole run's (every epoch left), so it says
+    "run ETA": "22/22 ... ETA 1:13" at the end of epoch 1 read as a stalled epoch.
+    """
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled and sys.stderr.isatty()
@@ -167,7 +171,7 @@ class _Progress:
         bar = "#" * int(20 * step / max(steps, 1))
         sys.stderr.write(
             f"\repoch {epoch + 1}/{epochs} [{bar:<20}] {step}/{steps} loss {loss:.3f} lr {lr:.4g} "
-            f"{ips:.0f} img/s ETA {int(eta // 60)}:{int(eta % 60):02d}   "
+            f"{ips:.0f} img/s, run ETA {int(eta // 60)}:{int(eta % 60):02d}   "
         )
         sys.stderr.flush()
 
