@@ -270,3 +270,23 @@ def test_a_missing_module_deep_inside_a_command_names_its_extra(monkeypatch, cap
     monkeypatch.setattr(lightnets.export, "export_onnx", broken)
     with pytest.raises(ModuleNotFoundError, match="lightnets_typo"):
         main(["export", "mobilenet_v1_025", "--resolution", "32", "-o", "unused.onnx"])
+
+
+def test_import_lightnets_is_lazy_and_the_first_use_loads_everything():
+    script = (
+        "import sys\n"
+        "import lightnets\n"
+        "print('torch after import:', 'torch' in sys.modules)\n"
+        "net = lightnets.create_model('mobilenet_v1_025')\n"
+        "from lightnets.cost.latency import BACKENDS, _REGISTERED\n"
+        "print('registered:', sorted(_REGISTERED))\n"
+        "print('cost:', lightnets.cost.count_params(net))\n"
+    )
+    out = _python("-c", script, check=True).stdout
+    assert "torch after import: False" in out
+    assert "registered: ['onnxruntime', 'onnxruntime-int8']" in out  # the exporter's backends, as before
+    assert "cost: 470072" in out
+    with pytest.raises(AttributeError, match="no attribute 'nonsense'"):
+        import lightnets
+
+        lightnets.nonsense  # noqa: B018
