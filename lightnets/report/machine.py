@@ -27,6 +27,8 @@ def machine_info() -> dict:
         "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        # idle OpenMP threads spin or sleep by it, which moves latencies; the lightnets command sets PASSIVE
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset (OpenMP's default)"),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "torch": torch.__version__,
