@@ -290,3 +290,13 @@ def test_import_lightnets_is_lazy_and_the_first_use_loads_everything():
         import lightnets
 
         lightnets.nonsense  # noqa: B018
+
+
+def test_readme_counts_are_the_codes():
+    """The README states how many models the listing and the zoo show; those numbers come from the registry."""
+    from lightnets.analysis import distinct_models
+    from lightnets.catalog import model_names
+
+    readme = (Path(ROOT) / "README.md").read_text(encoding="utf8")
+    assert f"`lightnets models` lists all {len(model_names())} names" in readme
+    assert f"`lightnets zoo` now measures {len(distinct_models())} distinct networks" in readme
