@@ -65,11 +65,13 @@ def run_setting(setting: str, steps: int, batch: int) -> dict:
     if policy is not None:
         env["OMP_WAIT_POLICY"] = policy
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    out = subprocess.run(
+    done = subprocess.run(
         [sys.executable, __file__, "--child", setting, "--steps", str(steps), "--batch", str(batch)],
-        env=env, check=True, capture_output=True, text=True,
-    ).stdout
-    return json.loads(out.strip().splitlines()[-1])
+        env=env, capture_output=True, text=True,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"the {setting} run failed (exit code {done.returncode}):\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def start_hog(core: int) -> subprocess.Popen:
