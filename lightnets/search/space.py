@@ -250,6 +250,10 @@ class SearchSpace:
                 total *= sum(1 for _ in self.stage_combinations(i))
         return total
 
+    def base_network(self) -> NetSpec:
+        """The base network, resolved (what :meth:`base_choices` gives back)."""
+        return resolve(self.base)
+
     def base_choices(self) -> Choices:
         """The choice vector that gives the base network back (where its stages are uniform)."""
         return self.choices_of(resolve(self.base))
