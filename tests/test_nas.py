@@ -346,3 +346,28 @@ def test_a_killed_search_resumes_with_no_trial_lost_or_repeated(tmp_path):
     assert load_model(str(run / "last.safetensors"), "spec").model.spec == best
     with pytest.raises(SystemExit, match="not both"):
         main(["train", "mobilenet_v2", "--spec", str(out / "best_spec.txt")])
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
+def test_a_shared_storage_asks_again_the_trials_of_a_silent_worker(fake_timing, tmp_path):
+    """The multi-machine path with SQLite standing in for PostgreSQL: a worker that stopped
+    sending heartbeats leaves a running trial; the next worker fails it and runs its parameters."""
+    import time
+
+    from lightnets.search import open_study
+
+    space = SearchSpace.around("mobilenet_v3_small_050", num_classes=10)
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    study, _, lock, storage = open_study(url, "shared", None, directions=["maximize"], sampler=None, stale_after=3)
+    assert lock is None  # a shared storage is not locked: other workers join it
+    dead = study.ask()
+    choices = space.suggest(dead)
+    study_id = storage.get_study_id_from_name("shared")
+    storage.record_heartbeat(storage.get_trial_id_from_study_id_trial_number(study_id, dead.number))
+    time.sleep(4)  # longer than stale_after: the worker is gone
+    result = search(space, _evaluator(), budget=1, target_ms=2.0, storage=url, study_name="shared", stale_after=3,
+                    calibrate=False, measure=False, log=lambda m: None)
+    trials = optuna.load_study(study_name="shared", storage=url).trials
+    assert [t.state.name for t in trials] == ["FAIL", "COMPLETE"]
+    assert trials[1].system_attrs["failed_trial"] == 0 and trials[1].params == dead.params
+    assert result.rows[0]["spec"] == str(space.candidate(choices))
