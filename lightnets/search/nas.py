@@ -510,7 +510,7 @@ def plot_search(fronts: dict[str, list[dict]], path: str, title: str, *, target_
             ax.annotate(r.get("label", ""), (r["latency_ms"], 100 * r["accuracy"]), textcoords="offset points",
                         xytext=(4, -10), fontsize=8, color="grey")
     if target_ms is not None:
-        ax.axvline(target_ms, color="red", lw=0.8, ls=":", label=f"target {target_ms:g} ms")
+        ax.axvline(target_ms, color="red", lw=0.8, ls=":", label=f"target {target_ms:.3g} ms")
     ax.set(xlabel="latency predicted by the lookup table (ms)", ylabel="proxy top-1 (%)", title=title)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
