@@ -308,7 +308,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     result = search(space, evaluator, sampler=args.sampler, study_name=args.study, **common)
     fronts = {args.sampler: result.rows}
     if args.compare_random:
-        baseline = search(space, evaluator, sampler="random", study_name=f"{args.study}-random", **common)
+        # the same table and calibration as the search it is compared with
+        baseline = search(space, evaluator, sampler="random", study_name=f"{args.study}-random", calibrate=False,
+                          **common)
         fronts["random"] = baseline.rows
     if args.table:
         table.save(args.table)

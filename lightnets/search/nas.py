@@ -306,7 +306,8 @@ def search(
     :func:`open_study`); a search started again with the same settings continues until
     ``budget`` trials are complete, asking again the trials a killed run left unfinished.
     ``calibrate`` fits the table's overhead to the base network measured whole once per study
-    (every later run and worker uses the stored fit); at the end (``measure=True``) the best
+    (``False``: the table's current fit is the study's; every later run and worker uses the
+    stored fit); at the end (``measure=True``) the best
     network and the front's ``measure_top`` most accurate are measured whole (``measured_ms``).
     """
     optuna = _optuna()
@@ -379,15 +380,18 @@ def search(
 
 
 def _calibrated(study, table, space, evaluator, calibrate, log) -> None:
-    """The table's overhead and scale as the study first fitted them, fitted now if it has none."""
+    """The table's overhead and scale as the study first recorded them; a new study records the
+    fit to the base network measured now (``calibrate``) or the table's own (two studies that
+    are to be compared share one table and so one fit)."""
     stored = study.user_attrs.get("calibration")
     if stored is not None:
         table.overhead_ms, table.scale = stored["overhead_ms"], stored["scale"]
-    elif calibrate:
-        overhead, scale = table.calibrate([space.base_network()], evaluator.input_size)
-        study.set_user_attr("calibration", {"overhead_ms": overhead, "scale": scale})
+        return
+    if calibrate:
+        table.calibrate([space.base_network()], evaluator.input_size)
         log(f"search: latency table calibrated on the base network measured whole: "
-            f"{overhead:.3f} ms + {scale:.3f} x summed sites")
+            f"{table.overhead_ms:.3f} ms + {table.scale:.3f} x summed sites")
+    study.set_user_attr("calibration", {"overhead_ms": table.overhead_ms, "scale": table.scale})
 
 
 def _progress(budget: int, target_ms: float | None, pareto: bool, log: Callable[[str], None]):
