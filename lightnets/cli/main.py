@@ -297,7 +297,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     else:
         table = LatencyTable.new(args.backend, threads=args.threads, runs=args.runs)
     evaluator = ProxyEvaluator(splits, table, input_size=resolution, steps=args.proxy_steps, recipe=args.recipe,
-                               seed=args.seed)
+                               seed=args.seed, threads=args.train_threads)
     base_label = args.base if isinstance(args.base, str) and "/" not in args.base else "spec"
     out = args.out or os.path.join("runs", f"search-{base_label}-{args.study}")
     common = dict(budget=args.budget, target_ms=args.target_ms, w=args.w, hard=args.hard, pareto=args.pareto,
@@ -688,6 +688,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="optimizer steps of the proxy training per candidate (default 200)")
     se.add_argument("--recipe", default="small-data", help="the proxy training's recipe (default small-data)")
     se.add_argument("--seed", type=int, default=0, help="initial weights, batches and sampler seed (default 0)")
+    se.add_argument("--train-threads", type=_positive_int,
+                    help="intra-op threads of the proxy training (default: torch's current count)")
     se.add_argument("--table", metavar="FILE", help="a latency table to use and extend (default: a new one)")
     se.add_argument("--backend", choices=["eager", "compile", "onnxruntime", "onnxruntime-int8"], default="eager",
                     help="with a new table: what runs the sites (default eager)")
