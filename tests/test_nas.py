@@ -40,6 +40,10 @@ optuna = pytest.importorskip("optuna")
 
 @pytest.fixture
 def fake_timing(monkeypatch):
+    """Injected timings; a test may set ``drift_ms``: each whole-network measurement then comes
+    out that much slower than the one before, so two calibrations differ."""
+    state = SimpleNamespace(drift_ms=0.0, whole=0)
+
     def site_ms(module):
         return 0.1 + sum(p.numel() for p in module.parameters()) / 1e6
 
@@ -47,11 +51,14 @@ def fake_timing(monkeypatch):
         if isinstance(module, ConvNet):
             sites = walk(module.spec, input_size[-1])
             ms = sum(site_ms(lut.build_site(s, module.spec.settings)) for s in sites) + 0.5
+            ms += state.drift_ms * state.whole
+            state.whole += 1
         else:
             ms = site_ms(module)
         return SimpleNamespace(median_ms=ms, p10_ms=ms, p90_ms=ms, runs=runs, times_ms=[ms] * runs)
 
     monkeypatch.setattr(lut, "measure_latency", fake)
+    return state
 
 
 # ---- the reward ---------------------------------------------------------------------------
@@ -381,3 +388,25 @@ def test_a_shared_storage_asks_again_the_trials_of_a_silent_worker(fake_timing, 
     assert [t.state.name for t in trials] == ["FAIL", "COMPLETE"]
     assert trials[1].system_attrs["failed_trial"] == 0 and trials[1].params == dead.params
     assert result.rows[0]["spec"] == str(space.candidate(choices))
+
+
+def test_the_command_compares_with_random_search_on_one_latency_scale(fake_timing, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    fake_timing.drift_ms = 0.01  # a second calibration would give another overhead
+    out, plot = tmp_path / "search", tmp_path / "front.png"
+    assert main(["search", "--base", "mobilenet_v3_small_050", "--target-ms", "2", "--budget", "1", "--hard",
+                 "--proxy-steps", "1", "--resolution", "16", "--train-fraction", "0.3", "--runs", "1", "--threads", "1",
+                 "--train-threads", "1", "--compare-random", "--plot", str(plot), "--widths", "0.5", "--out",
+                 str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "train it: lightnets train --spec" in printed and plot.stat().st_size > 10_000
+    url = f"sqlite:///{out / 'search.db'}"
+    searched, random = (optuna.load_study(study_name=name, storage=url)
+                        for name in ("lightnets-search", "lightnets-search-random"))
+    assert len(searched.trials) == len(random.trials) == 1
+    assert searched.user_attrs["calibration"] == random.user_attrs["calibration"]
+    saved = json.loads((out / "search.json").read_text())
+    assert saved["settings"]["hard"] and saved["best"]["reward"] == pytest.approx(
+        reward(saved["best"]["accuracy"], saved["best"]["latency_ms"], 2.0, hard=True))
+    with pytest.raises(SystemExit, match="--widths draws on the --plot"):
+        main(["search", "--target-ms", "2", "--widths", "0.5"])
