@@ -323,7 +323,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     print(f"trial {best['number']}: predicted {best['latency_ms']:.3f} ms{measured}, proxy top-1 "
           f"{100 * best['accuracy']:.2f}%{score}; Pareto front of {len(result.front)} of {len(result.rows)} networks")
     print(f"wrote {', '.join(paths)}")
-    print(f"  train it: lightnets train --spec {paths[0]}")
+    print(f"  train it: lightnets train --spec {paths[0]} --out RUN; then shrink it to the target with NetAdapt: "
+          f"lightnets netadapt spec --checkpoint RUN/last.safetensors --target-ms MS")
     if args.plot:
         rows = evaluate_widths(args.base, widths, evaluator) if widths else []
         title = f"search around {args.base}, {resolution}x{resolution}, {table.backend}"
