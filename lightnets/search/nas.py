@@ -152,7 +152,7 @@ def _optuna():
     return optuna
 
 
-def make_sampler(name: str, budget: int, seed: int | None, pareto: bool):
+def make_sampler(name: str, budget: int, seed: int | None = None):
     """The Optuna sampler ``name`` for a search of ``budget`` trials.
 
     ``tpe`` (default): model-based, asks few trials before it starts to model (a tenth of the
@@ -187,7 +187,7 @@ class _LocalLock:
     def __init__(self, path: str) -> None:
         import fcntl
 
-        self.handle = open(path + ".lock", "w")  # noqa: SIM115 - held for the whole search
+        self.handle = open(path + ".lock", "w")  # held open for the whole search: the lock lives with it
         try:
             fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -264,11 +264,11 @@ def open_study(storage: str | None, study_name: str, run_dir: str | None, *, dir
     return study, url, lock, rdb
 
 
-def _worker_seed(seed: int, done: int, shared: bool) -> int:
+def _worker_seed(seed: int, trials_so_far: int, shared: bool) -> int:
     """The sampler's seed in this process: another stream than the one that sampled the trials
     already in the study (a resumed run would otherwise ask the same candidates again), and, on
     a shared storage, another stream per worker."""
-    mixed = seed + 7919 * done
+    mixed = seed + 7919 * trials_so_far
     if shared:
         mixed += zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode())
     return mixed % 2**32
@@ -306,9 +306,9 @@ def search(
     :func:`open_study`); a search started again with the same settings continues until
     ``budget`` trials are complete, asking again the trials a killed run left unfinished.
     ``calibrate`` fits the table's overhead to the base network measured whole once per study
-    (``False``: the table's current fit is the study's; every later run and worker uses the
-    stored fit); at the end (``measure=True``) the best
-    network and the front's ``measure_top`` most accurate are measured whole (``measured_ms``).
+    (``False``: the table's current fit is the study's); every later run and worker uses the
+    stored fit. At the end (``measure=True``) the best network and the front's ``measure_top``
+    most accurate are measured whole (``measured_ms``) to check the table's predictions.
     """
     optuna = _optuna()
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
@@ -348,8 +348,7 @@ def search(
         _calibrated(study, table, space, evaluator, calibrate, log)
         complete = optuna.trial.TrialState.COMPLETE
         done = len(study.get_trials(deepcopy=False, states=(complete,)))
-        study.sampler = make_sampler(sampler, budget, _worker_seed(seed, len(study.trials), storage is not None),
-                                     pareto)
+        study.sampler = make_sampler(sampler, budget, _worker_seed(seed, len(study.trials), storage is not None))
         if done:
             log(f"search: {url} study {study_name!r} has {done} of {budget} trials complete; continuing")
 
