@@ -222,6 +222,8 @@ def _sample_and_check(space, study, kinds):
         (StageChoice("ir", 3, "base", True, "re", -1, 1.0),) + (None,) * 5), "repeats -1 not allowed"),
     (lambda: SearchSpace.around("mobilenet_v3_small").choices_of(lightnets.create_model("mobilenet_v3_large").spec),
      "7 stages, the space 6"),
+    (lambda: SearchSpace.around("mobilenet_v2").choices_of(lightnets.create_model("mobilenet_v2").spec),
+     r"stage 0 \(ds_k3_s1_c16_nores_r6\) is not reachable"),  # ReLU6 is not among the default activations
     (lambda: SearchSpace(lightnets.create_model("shufflenet_v2").spec, (StageOptions(),) * 3),
      "only ir / ds stages can be searched"),
     (lambda: SearchSpace.from_json("{}"), "exactly the keys"),

@@ -146,7 +146,9 @@ def table_of(spec: NetSpec) -> NetSpec:
     A resolved spec's expansions become ratios of their actual input (``mid / in``), which
     :func:`~lightnets.models.resolve` turns back into the same widths where they are multiples
     of the divisor (every registered MobileNet's are); SE widths and residuals are left to
-    resolve's rules again, since a searched block's widths change under them.
+    resolve's rules again, since a searched block's widths change under them. (An inverted
+    residual whose expansion equals its input, ratio 1, would come back depthwise separable, as
+    resolve reads ``e1``; no registered network has one.)
     """
     if not spec.is_resolved:
         return spec.replace(stages=tuple(tuple(_expand_rows(stage)) for stage in spec.stages))
