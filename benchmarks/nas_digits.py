@@ -2,7 +2,8 @@
 
     python benchmarks/nas_digits.py [--base mobilenet_v3_small] [--target-ratio 0.7] [--budget 40]
         [--proxy-steps 200] [--resolution 32] [--train-fraction 0.3] [--w -0.15 | --hard]
-        [--backend eager] [--threads 1] [--runs 30] [--widths 0.5,0.75,1.0] [--seed 0] [--tag NAME]
+        [--backend eager] [--threads 1] [--runs 30] [--widths 0.5,0.75,1.0] [--seed 0] [--noise-seeds 2]
+        [--tag NAME]
 
 Searches the MnasNet-style space around ``--base`` (lightnets.search.SearchSpace) twice with the
 same budget, on one SQLite storage in a temporary directory: TPE (model-based) and random search
@@ -54,6 +55,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=30, help="timed runs per site and network")
     parser.add_argument("--widths", default="0.5,0.75,1.0", help="width multipliers of the base to score")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--noise-seeds", type=int, default=2, help="the best network trained from other seeds too")
     parser.add_argument("--tag", default=None, help="results name (default digits-<base>)")
     args = parser.parse_args()
     tag = args.tag or f"digits-{args.base}"
@@ -73,7 +75,7 @@ def main() -> None:
             results[sampler] = search(
                 space, evaluator, budget=args.budget, target_ms=target, w=w, hard=args.hard, sampler=sampler,
                 study_name=f"nas-{sampler}", storage=f"sqlite:///{tmp}/nas.db", seed=args.seed,
-                calibrate=False, log=lambda m: print(m, flush=True),
+                calibrate=False, noise_seeds=args.noise_seeds, log=lambda m: print(m, flush=True),
             )
             seconds[sampler] = time.perf_counter() - start
     widths = [float(x) for x in args.widths.split(",") if x.strip()]
@@ -92,8 +94,10 @@ def main() -> None:
     rows = []
     for sampler, result in results.items():
         spread = result.spread
+        noise = (f"; the best network over {len(spread['seed_accuracies'])} seeds: stdev "
+                 f"{100 * spread['seed_stdev']:.2f} points" if "seed_stdev" in spread else "")
         print(f"{sampler}: {seconds[sampler]:.0f} s; proxy top-1 over the first {spread['count']} candidates "
-              f"{100 * spread['min']:.2f}-{100 * spread['max']:.2f}% (stdev {100 * spread['stdev']:.2f} points)")
+              f"{100 * spread['min']:.2f}-{100 * spread['max']:.2f}% (stdev {100 * spread['stdev']:.2f} points){noise}")
         best = result.best
         rows.append({"network": f"{sampler} best (trial {best['number']})", "latency_ms": best["latency_ms"],
                      "measured_ms": best.get("measured_ms"), "accuracy": best["accuracy"],

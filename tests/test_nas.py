@@ -256,7 +256,7 @@ def test_a_search_scores_trials_with_the_reward_and_continues_to_a_larger_budget
     evaluator = _evaluator()
     messages = []
     first = search(space, evaluator, budget=3, target_ms=2.0, w=W_MOBILENET_V3_SMALL, run_dir=str(tmp_path),
-                   log=messages.append)
+                   noise_seeds=1, log=messages.append)
     assert [r["number"] for r in first.rows] == [0, 1, 2]
     for row in first.rows:
         spec = NetSpec.parse(row["spec"])
@@ -266,8 +266,10 @@ def test_a_search_scores_trials_with_the_reward_and_continues_to_a_larger_budget
         first.best["spec"])
     assert first.best["measured_ms"] == pytest.approx(first.best["latency_ms"])  # calibrated on the base
     assert any("best reward" in m for m in messages) and any("proxy top-1 over the first 3" in m for m in messages)
-    # the proxy is deterministic: the best network trained again scores the same
+    # the proxy is deterministic: the best network trained again scores the same; another seed is the noise check
     assert evaluator.accuracy(first.best_spec) == first.best["accuracy"]
+    assert first.spread["seed_accuracies"] == [first.best["accuracy"], evaluator.accuracy(first.best_spec, seed=1)]
+    assert any("trained from 2 seeds" in m for m in messages)
     messages.clear()
     more = search(space, evaluator, budget=4, target_ms=2.0, w=W_MOBILENET_V3_SMALL, run_dir=str(tmp_path),
                   log=messages.append)
@@ -333,7 +335,7 @@ def test_a_killed_search_resumes_with_no_trial_lost_or_repeated(tmp_path):
     out = tmp_path / "search"
     cmd = [sys.executable, "-m", "lightnets", "search", "--base", "mobilenet_v3_small_050", "--target-ms", "5",
            "--budget", "3", "--proxy-steps", "1", "--resolution", "16", "--train-fraction", "0.3", "--runs", "1",
-           "--threads", "1", "--measure-top", "0", "--out", str(out)]
+           "--threads", "1", "--measure-top", "0", "--noise-seeds", "0", "--out", str(out)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     killed = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False,
                             env={**env, "LIGHTNETS_FAULT": "nas-trial-1"})

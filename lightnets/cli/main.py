@@ -302,7 +302,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     out = args.out or os.path.join("runs", f"search-{base_label}-{args.study}")
     common = dict(budget=args.budget, target_ms=args.target_ms, w=args.w, hard=args.hard, pareto=args.pareto,
                   storage=args.storage, run_dir=out, seed=args.seed, measure_top=args.measure_top,
-                  stale_after=args.stale_after)
+                  noise_seeds=args.noise_seeds, stale_after=args.stale_after)
     print(f"search: {space.size():,} networks around {args.base}; {args.budget} trials, {args.sampler} sampler, "
           f"proxy {args.proxy_steps} steps at {resolution}x{resolution}; results in {out}")
     result = search(space, evaluator, sampler=args.sampler, study_name=args.study, **common)
@@ -691,6 +691,9 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--seed", type=int, default=0, help="initial weights, batches and sampler seed (default 0)")
     se.add_argument("--train-threads", type=_positive_int,
                     help="intra-op threads of the proxy training (default: torch's current count)")
+    se.add_argument("--noise-seeds", type=int, default=2,
+                    help="train the best network from this many other seeds too, to compare the candidates' spread "
+                         "of proxy accuracy with the training's own noise (default 2; 0: no)")
     se.add_argument("--table", metavar="FILE", help="a latency table to use and extend (default: a new one)")
     se.add_argument("--backend", choices=["eager", "compile", "onnxruntime", "onnxruntime-int8"], default="eager",
                     help="with a new table: what runs the sites (default eager)")

@@ -105,15 +105,22 @@ class ProxyEvaluator:
     def latency_ms(self, spec: NetSpec) -> float:
         return self.table.predict(spec, self.input_size).total_ms
 
-    def accuracy(self, spec: NetSpec) -> float:
+    def accuracy(self, spec: NetSpec, seed: int | None = None) -> float:
+        """Proxy top-1 of ``spec`` trained from the evaluator's seed (or ``seed``: initial weights and batches)."""
         if spec.head.num_classes != self.num_classes:
             raise ValueError(f"the network has {spec.head.num_classes} classes, the data {self.num_classes}")
+        seed = self.seed if seed is None else seed
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)  # the same initial weights for the same network, run after run
+            torch.manual_seed(seed)  # the same initial weights for the same network, run after run
             model = build(spec)
-        result = fit(model, self.data, self.recipe, run_dir=None, max_steps=self.steps, seed=self.seed,
+        result = fit(model, self.data, self.recipe, run_dir=None, max_steps=self.steps, seed=seed,
                      threads=self.threads, show_progress=False, log=lambda _m: None)
         return float(result.final["val_top1"])
+
+    def seed_noise(self, spec: NetSpec, seeds: int) -> list[float]:
+        """Proxy top-1 of one network trained from ``seeds`` different seeds: how much of the spread
+        between candidates is the training's own noise."""
+        return [self.accuracy(spec, self.seed + 1 + k) for k in range(seeds)]
 
     def measured_ms(self, spec: NetSpec, rounds: int = 3) -> float:
         """The network measured whole with the table's settings (what the table's prediction is checked against)."""
@@ -291,6 +298,7 @@ def search(
     calibrate: bool = True,
     measure: bool = True,
     measure_top: int = 3,
+    noise_seeds: int = 0,
     stale_after: int = 60,
     log: Callable[[str], None] = print,
 ) -> SearchResult:
@@ -309,6 +317,8 @@ def search(
     (``False``: the table's current fit is the study's); every later run and worker uses the
     stored fit. At the end (``measure=True``) the best network and the front's ``measure_top``
     most accurate are measured whole (``measured_ms``) to check the table's predictions.
+    ``noise_seeds`` > 0 also trains the best network from that many other seeds, so that the
+    candidates' spread of proxy accuracy can be compared with the training's own noise.
     """
     optuna = _optuna()
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
@@ -375,7 +385,7 @@ def search(
         if lock:
             lock.release()
     return _finish(rows, evaluator, settings, url, study_name, retried, target_ms, pareto,
-                   measure_top if measure else None, log)
+                   measure_top if measure else None, noise_seeds, log)
 
 
 def _calibrated(study, table, space, evaluator, calibrate, log) -> None:
@@ -434,7 +444,7 @@ def proxy_spread(rows: list[dict], first: int = SPREAD_TRIALS) -> dict:
             "stdev": statistics.pstdev(accs), "distinct": len(set(accs))}
 
 
-def _finish(rows, evaluator, settings, url, study_name, retried, target_ms, pareto, measure_top, log):
+def _finish(rows, evaluator, settings, url, study_name, retried, target_ms, pareto, measure_top, noise_seeds, log):
     if not rows:
         raise ValueError(f"study {study_name!r} in {url} has no completed trial")
     front = pareto_front(rows)
@@ -450,6 +460,15 @@ def _finish(rows, evaluator, settings, url, study_name, retried, target_ms, pare
     if spread["count"] > 1 and spread["max"] - spread["min"] < 0.01:
         log("search: the proxy hardly separates candidates (under 1 point): train longer (proxy steps) or on a "
             "harder task (a smaller train fraction)")
+    if noise_seeds:
+        again = [best["accuracy"], *evaluator.seed_noise(NetSpec.parse(best["spec"]), noise_seeds)]
+        spread["seed_accuracies"], spread["seed_stdev"] = again, statistics.pstdev(again)
+        log(f"search: the best network trained from {len(again)} seeds: {100 * min(again):.2f}-"
+            f"{100 * max(again):.2f}% (stdev {100 * spread['seed_stdev']:.2f} points; candidates "
+            f"{100 * spread['stdev']:.2f})")
+        if spread["stdev"] <= 2 * spread["seed_stdev"]:
+            log("search: the candidates differ hardly more than one network does between seeds: the proxy ranks "
+                "them by chance; train longer or on a harder task")
     if measure_top is not None:
         others = [r for r in sorted(front, key=lambda r: -r["accuracy"]) if r is not best][:measure_top]
         for row in [best, *others]:
