@@ -321,6 +321,14 @@ def test_a_second_process_on_the_same_local_storage_is_refused(tmp_path):
     _LocalLock(str(tmp_path / "search.db")).release()  # free again once released
 
 
+def test_without_optuna_the_command_says_which_extra_to_install(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "optuna", None)  # import optuna now raises ImportError
+    assert main(["search", "--target-ms", "2", "--budget", "1", "--resolution", "16", "--out", "unused"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        'lightnets: error: architecture search needs optuna: pip install "lightnets[search]" (or optuna)'
+    ]
+
+
 def test_the_command_prints_the_space(capsys):
     assert main(["search", "--base", "mobilenet_v3_large", "--print-space"]) == 0
     out = capsys.readouterr().out

@@ -154,7 +154,7 @@ def _optuna():
     try:
         import optuna
     except ImportError:
-        raise ValueError("architecture search runs on Optuna: pip install 'lightnets[search]' (optuna>=4)") from None
+        raise ValueError('architecture search needs optuna: pip install "lightnets[search]" (or optuna)') from None
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own progress line says what matters
     return optuna
 
