@@ -312,6 +312,71 @@ def cmd_netadapt(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_search(args: argparse.Namespace) -> int:
+    from ..search import LatencyTable, ProxyEvaluator, SearchSpace, evaluate_widths, plot_search, search, write_result
+    from ..train import digits, load_data
+
+    widths = _width_list(args.widths) if args.widths else []
+    if widths and not args.plot:
+        raise SystemExit("lightnets search: --widths draws on the --plot; give --plot PNG too")
+    if args.target_ms is None and not (args.pareto or args.print_space):
+        raise SystemExit("lightnets search: give --target-ms MS (the reward's TAR), or --pareto for the front alone")
+    if args.plot:
+        from ..report import pyplot
+
+        pyplot()  # fail before the search if matplotlib is missing
+    resolution = args.resolution or (32 if args.data == "digits" else 224)
+    if args.data == "digits":
+        splits = digits(resolution, train_fraction=args.train_fraction)
+    elif args.train_fraction != 1.0:
+        raise SystemExit("lightnets search: --train-fraction applies to the built-in digits")
+    else:
+        splits = load_data(args.data, resolution)
+    space = SearchSpace.around(args.base, num_classes=len(splits[0].classes))
+    if args.print_space:
+        print(space.describe())
+        return 0
+    if args.table and os.path.exists(args.table):
+        table = LatencyTable.load(args.table)
+    else:
+        table = LatencyTable.new(args.backend, threads=args.threads, runs=args.runs)
+    evaluator = ProxyEvaluator(splits, table, input_size=resolution, steps=args.proxy_steps, recipe=args.recipe,
+                               seed=args.seed, threads=args.train_threads)
+    base_label = args.base if isinstance(args.base, str) and "/" not in args.base else "spec"
+    out = args.out or os.path.join("runs", f"search-{base_label}-{args.study}")
+    common = dict(budget=args.budget, target_ms=args.target_ms, w=args.w, hard=args.hard, pareto=args.pareto,
+                  storage=args.storage, run_dir=out, seed=args.seed, measure_top=args.measure_top,
+                  noise_seeds=args.noise_seeds, stale_after=args.stale_after)
+    print(f"search: {space.size():,} networks around {args.base}; {args.budget} trials, {args.sampler} sampler, "
+          f"proxy {args.proxy_steps} steps at {resolution}x{resolution}; results in {out}")
+    result = search(space, evaluator, sampler=args.sampler, study_name=args.study, **common)
+    fronts = {args.sampler: result.rows}
+    if args.compare_random:
+        # the same table and calibration as the search it is compared with
+        baseline = search(space, evaluator, sampler="random", study_name=f"{args.study}-random", calibrate=False,
+                          **common)
+        fronts["random"] = baseline.rows
+    if args.table:
+        table.save(args.table)
+    paths = write_result(result, out)
+    best = result.best
+    print("best network:")
+    print("\n".join(f"  {line}" for line in result.best_spec.lines()))
+    measured = f", measured whole {best['measured_ms']:.3f} ms" if "measured_ms" in best else ""
+    score = f", reward {best['reward']:.4f}" if best.get("reward") is not None else ""
+    print(f"trial {best['number']}: predicted {best['latency_ms']:.3f} ms{measured}, proxy top-1 "
+          f"{100 * best['accuracy']:.2f}%{score}; Pareto front of {len(result.front)} of {len(result.rows)} networks")
+    print(f"wrote {', '.join(paths)}")
+    print(f"  train it: lightnets train --spec {paths[0]} --out RUN; then shrink it to the target with NetAdapt: "
+          f"lightnets netadapt spec --checkpoint RUN/last.safetensors --target-ms MS")
+    if args.plot:
+        rows = evaluate_widths(args.base, widths, evaluator) if widths else []
+        title = f"search around {args.base}, {resolution}x{resolution}, {table.backend}"
+        plot_search(fronts, args.plot, title, target_ms=args.target_ms, baseline=rows)
+        print(f"wrote {args.plot}")
+    return 0
+
+
 def cmd_zoo(args: argparse.Namespace) -> int:
     from ..analysis import machine_info, run_zoo
     from .reports import zoo_report
@@ -387,6 +452,19 @@ def _model_options(args: argparse.Namespace) -> dict:
     return options
 
 
+def _spec_model(path: str, options: dict, num_classes: int):
+    """The network a spec file (or string) states, for training: it must have the data's classes."""
+    from ..models import build, read_spec
+
+    # the spec states its dropout too; a recipe's default dropout does not override it
+    if extra := sorted(set(options) - {"num_classes", "dropout"}):
+        raise ValueError(f"a network spec states every width; options {extra} do not apply to it")
+    spec = read_spec(path)
+    if spec.head.num_classes != num_classes:
+        raise ValueError(f"the spec's classifier has {spec.head.num_classes} classes, the data {num_classes}")
+    return build(spec)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     import time
 
@@ -399,6 +477,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         workers=args.workers, bad_images=args.bad_images, show_progress=not args.no_progress,
     )
     data_options = {"augment": args.augment, "flip": False if args.no_flip else None}
+    if args.spec and args.resume:
+        raise SystemExit("lightnets train: --resume continues the network its run stored; --spec starts a new run")
+    if args.spec:
+        if args.name not in (None, "spec"):
+            raise SystemExit(f"lightnets train: give a registered NAME or --spec FILE, not both ({args.name!r})")
+        args.name = "spec"
+    elif args.name is None and not args.resume:
+        raise SystemExit("lightnets train: give a registered model NAME or --spec FILE")
     if args.resume:
         result = resume(args.resume, args.name, checkpoint=args.checkpoint, **run_options)
     else:
@@ -413,10 +499,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         import torch
 
         torch.manual_seed(args.seed)  # the initial weights depend on the seed too
+        if args.spec:
+            model, model_config = _spec_model(args.spec, options, len(train_split.classes)), None
+        else:
+            model, model_config = create_model(args.name, **options), {"name": args.name, "options": options}
         result = fit(
-            create_model(args.name, **options), args.data, recipe, run_dir=run_dir, epochs=args.epochs,
+            model, args.data, recipe, run_dir=run_dir, epochs=args.epochs,
             batch_size=args.batch_size, lr=args.lr, resolution=resolution, seed=args.seed,
-            model_config={"name": args.name, "options": options}, **data_options, **run_options,
+            model_config=model_config, **data_options, **run_options,
         )
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"best validation top-1 {100 * result.best_top1:.2f}% at epoch {result.best_epoch}; "
@@ -622,6 +712,53 @@ def build_parser() -> argparse.ArgumentParser:
     na.add_argument("--out", metavar="RUN_DIR", help="run directory (an existing one resumes); default runs/...")
     na.set_defaults(func=cmd_netadapt)
 
+    se = sub.add_parser("search", help="platform-aware architecture search (MnasNet reward, Optuna) under a "
+                                       "latency target on this device")
+    se.add_argument("--base", default="mobilenet_v3_small",
+                    help="the network whose stages are searched: a registered name (default mobilenet_v3_small)")
+    se.add_argument("--target-ms", type=float, help="the latency target TAR of the reward (ms, this device)")
+    se.add_argument("--budget", type=_positive_int, default=30, help="completed trials in all (default 30)")
+    reward_kind = se.add_mutually_exclusive_group()
+    reward_kind.add_argument("--w", type=float, help="the reward's exponent (default -0.07, MnasNet; -0.15 for "
+                                                     "MobileNetV3-Small)")
+    reward_kind.add_argument("--hard", action="store_true", help="hard constraint: alpha = 0, beta = -1 (MnasNet)")
+    reward_kind.add_argument("--pareto", action="store_true",
+                             help="multi-objective: maximise accuracy, minimise latency, keep the Pareto front")
+    se.add_argument("--sampler", choices=["tpe", "random", "nsga2"], default="tpe",
+                    help="tpe (default: model-based), nsga2 (evolutionary), random (the baseline)")
+    se.add_argument("--compare-random", action="store_true",
+                    help="also run random search with the same budget (study NAME-random) for the plot")
+    se.add_argument("--storage", metavar="URL",
+                    help="a shared Optuna RDB storage (postgresql://user:pw@host/db) that several machines join "
+                         "with the same --study; default: OUT/search.db (SQLite), resumed by rerunning")
+    se.add_argument("--study", default="lightnets-search", help="the study's name (default lightnets-search)")
+    se.add_argument("--stale-after", type=_positive_int, default=60,
+                    help="with --storage: seconds without a heartbeat after which a trial is asked again")
+    se.add_argument("--data", default="digits", help="'digits' (built in, default) or an ImageFolder PATH")
+    se.add_argument("--train-fraction", type=float, default=1.0, help="digits: share of the training images")
+    se.add_argument("--resolution", type=_positive_int, help="input size (default 32 for digits, 224 otherwise)")
+    se.add_argument("--proxy-steps", type=_positive_int, default=200,
+                    help="optimizer steps of the proxy training per candidate (default 200)")
+    se.add_argument("--recipe", default="small-data", help="the proxy training's recipe (default small-data)")
+    se.add_argument("--seed", type=int, default=0, help="initial weights, batches and sampler seed (default 0)")
+    se.add_argument("--train-threads", type=_positive_int,
+                    help="intra-op threads of the proxy training (default: torch's current count)")
+    se.add_argument("--noise-seeds", type=int, default=2,
+                    help="train the best network from this many other seeds too, to compare the candidates' spread "
+                         "of proxy accuracy with the training's own noise (default 2; 0: no)")
+    se.add_argument("--table", metavar="FILE", help="a latency table to use and extend (default: a new one)")
+    se.add_argument("--backend", choices=["eager", "compile", "onnxruntime", "onnxruntime-int8"], default="eager",
+                    help="with a new table: what runs the sites (default eager)")
+    se.add_argument("--threads", type=_positive_int, help="with a new table: intra-op threads (default: torch's)")
+    se.add_argument("--runs", type=_positive_int, default=30, help="with a new table: timed runs per site (default 30)")
+    se.add_argument("--measure-top", type=int, default=3,
+                    help="also measure whole this many of the front's most accurate networks (default 3)")
+    se.add_argument("--plot", metavar="PNG", help="proxy top-1 against latency, the front(s) (needs matplotlib)")
+    se.add_argument("--widths", metavar="WIDTHS", help="with --plot: the base at these width multipliers too")
+    se.add_argument("--print-space", action="store_true", help="print the search space and its size, and stop")
+    se.add_argument("--out", metavar="DIR", help="results, and the default storage (default runs/search-BASE-STUDY)")
+    se.set_defaults(func=cmd_search)
+
     prof = sub.add_parser("profile", help="per-layer params, MAdds, MAC and (with --latency) time")
     prof.add_argument("name", help="a registered model (see 'lightnets models'), a spec file or a spec string")
     prof.add_argument("--width-mult", type=float, help="width multiplier alpha (default: the model's)")
@@ -662,7 +799,9 @@ def build_parser() -> argparse.ArgumentParser:
     lab.set_defaults(func=cmd_lab)
 
     train = sub.add_parser("train", help="train a model (digits by default, or an ImageFolder tree)")
-    train.add_argument("name", help="a registered model")
+    train.add_argument("name", nargs="?", help="a registered model (or --spec FILE)")
+    train.add_argument("--spec", metavar="FILE",
+                       help="train the network a spec file states (lightnets spec --json, lightnets search)")
     train.add_argument(
         "--data", default="digits",
         help="'digits' (built in) or PATH with train/ and val/ class folders (default: digits)"

@@ -102,8 +102,9 @@ def fault_point(name: str) -> None:
     The moments between two writes (a checkpoint renamed into place, the epoch's metrics line
     not yet appended) are too short to hit with a signal from outside; tests name them instead.
     Points: ``checkpoint-written`` (a checkpoint's temporary file written, not yet renamed),
-    ``epoch-checkpointed`` (an epoch's checkpoint in place, its metrics line not yet written) and
-    ``netadapt-step`` (a NetAdapt step's state and history written).
+    ``epoch-checkpointed`` (an epoch's checkpoint in place, its metrics line not yet written),
+    ``netadapt-step`` (a NetAdapt step's state and history written) and ``nas-trial-<n>``
+    (architecture search: trial ``n`` evaluated, its result not yet stored as complete).
     """
     if os.environ.get(FAULT_ENV) == name:
         os.kill(os.getpid(), signal.SIGKILL)

@@ -1,4 +1,5 @@
-"""Latency-aware search: lookup tables of measured site latencies, and NetAdapt's proposals built on them."""
+"""Latency-aware search: lookup tables of measured site latencies, NetAdapt's proposals built on
+them, and MnasNet-style platform-aware architecture search over a factorised space."""
 
 from .adapt import (
     NetAdaptResult,
@@ -23,25 +24,60 @@ from .lut import (
     validate,
     validation_table,
 )
+from .nas import (
+    SAMPLERS,
+    W_MNASNET,
+    W_MOBILENET_V3_SMALL,
+    ProxyEvaluator,
+    SearchResult,
+    evaluate_widths,
+    make_sampler,
+    open_study,
+    pareto_front,
+    plot_search,
+    proxy_spread,
+    reward,
+    search,
+    write_result,
+)
+from .space import SearchSpace, StageChoice, StageOptions, table_of
 
 __all__ = [
+    "SAMPLERS",
+    "W_MNASNET",
+    "W_MOBILENET_V3_SMALL",
     "Entry",
     "NetAdaptResult",
     "LatencyTable",
     "Prediction",
     "Proposal",
+    "ProxyEvaluator",
+    "SearchResult",
+    "SearchSpace",
+    "StageChoice",
+    "StageOptions",
     "device_fingerprint",
+    "evaluate_widths",
     "free_cores",
+    "make_sampler",
     "netadapt",
+    "open_study",
+    "pareto_front",
     "plot_netadapt",
+    "plot_search",
     "plot_validation",
     "proposal_kind",
     "proposals",
+    "proxy_spread",
+    "reward",
+    "search",
     "shrink_to_save",
     "site_key",
     "summarize",
     "summary_lines",
+    "table_of",
     "validate",
     "validation_table",
     "width_baseline",
+    "write_result",
 ]
