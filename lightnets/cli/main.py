@@ -617,6 +617,17 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_table_options(parser: argparse.ArgumentParser) -> None:
+    """The latency-table options netadapt and search share."""
+    parser.add_argument("--table", metavar="FILE", help="a latency table to use and extend (default: a new one)")
+    parser.add_argument("--backend", choices=["eager", "compile", "onnxruntime", "onnxruntime-int8"],
+                        default="eager", help="with a new table: what runs the sites (default eager)")
+    parser.add_argument("--threads", type=_positive_int,
+                        help="with a new table: intra-op threads (default: torch's)")
+    parser.add_argument("--runs", type=_positive_int, default=30,
+                        help="with a new table: timed runs per site (default 30)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lightnets",
@@ -684,11 +695,7 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--target-ms", type=float, help="stop at this predicted latency (ms)")
     target.add_argument("--target-ratio", type=float, help="stop at this fraction of the seed's latency")
     na.add_argument("--data", help="'digits' or PATH (default: the data the checkpoint was trained on)")
-    na.add_argument("--table", metavar="FILE", help="a latency table to use and extend (default: a new one)")
-    na.add_argument("--backend", choices=["eager", "compile", "onnxruntime", "onnxruntime-int8"], default="eager",
-                    help="with a new table: what runs the sites (default eager)")
-    na.add_argument("--threads", type=_positive_int, help="with a new table: intra-op threads (default: torch's)")
-    na.add_argument("--runs", type=_positive_int, default=30, help="with a new table: timed runs per site (default 30)")
+    _add_table_options(na)
     na.add_argument("--steps", type=_positive_int, default=1000,
                     help="fine-tune steps per proposal, T (default 1000, MobileNetV3 section 4.2)")
     na.add_argument("--final-steps", type=int, default=0, help="fine-tune steps after the last step (default 0)")
@@ -746,11 +753,7 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--noise-seeds", type=int, default=2,
                     help="train the best network from this many other seeds too, to compare the candidates' spread "
                          "of proxy accuracy with the training's own noise (default 2; 0: no)")
-    se.add_argument("--table", metavar="FILE", help="a latency table to use and extend (default: a new one)")
-    se.add_argument("--backend", choices=["eager", "compile", "onnxruntime", "onnxruntime-int8"], default="eager",
-                    help="with a new table: what runs the sites (default eager)")
-    se.add_argument("--threads", type=_positive_int, help="with a new table: intra-op threads (default: torch's)")
-    se.add_argument("--runs", type=_positive_int, default=30, help="with a new table: timed runs per site (default 30)")
+    _add_table_options(se)
     se.add_argument("--measure-top", type=int, default=3,
                     help="also measure whole this many of the front's most accurate networks (default 3)")
     se.add_argument("--plot", metavar="PNG", help="proxy top-1 against latency, the front(s) (needs matplotlib)")
