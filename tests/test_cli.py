@@ -3,7 +3,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -57,20 +56,6 @@ def test_help_and_listing_do_not_import_torch():
     imported = _python("-X", "importtime", "-m", "lightnets", "models", check=True).stderr
     modules = [line.rsplit("|", 1)[-1].strip() for line in imported.splitlines() if line.startswith("import time:")]
     assert "lightnets.cli.main" in modules and "torch" not in modules
-
-
-def test_models_listing_takes_under_2_s():
-    """It used to build 63 networks (28.6 s); now it must not even pay for importing torch."""
-
-    def wall(*args: str) -> float:
-        start = time.perf_counter()
-        _python(*args, check=True)
-        return time.perf_counter() - start
-
-    listing = min(wall("-m", "lightnets", "models") for _ in range(2))
-    torch_import = min(wall("-c", "import torch") for _ in range(2))
-    assert listing < 2.0, f"lightnets models took {listing:.2f} s"
-    assert listing < torch_import, f"lightnets models {listing:.2f} s, import torch {torch_import:.2f} s"
 
 
 def test_commands_run_openmp_with_passive_waits():
