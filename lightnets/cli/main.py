@@ -740,9 +740,11 @@ def build_parser() -> argparse.ArgumentParser:
                          "with the same --study; default: OUT/search.db (SQLite), resumed by rerunning")
     se.add_argument("--study", default="lightnets-search", help="the study's name (default lightnets-search)")
     se.add_argument("--stale-after", type=_positive_int, default=60,
-                    help="with --storage: seconds without a heartbeat after which a trial is asked again")
+                    help="with --storage: seconds without a heartbeat after which a trial is asked again "
+                         "(default 60)")
     se.add_argument("--data", default="digits", help="'digits' (built in, default) or an ImageFolder PATH")
-    se.add_argument("--train-fraction", type=float, default=1.0, help="digits: share of the training images")
+    se.add_argument("--train-fraction", type=float, default=1.0,
+                    help="digits: share of the training images (default 1.0)")
     se.add_argument("--resolution", type=_positive_int, help="input size (default 32 for digits, 224 otherwise)")
     se.add_argument("--proxy-steps", type=_positive_int, default=200,
                     help="optimizer steps of the proxy training per candidate (default 200)")
