@@ -60,17 +60,32 @@ def test_help_and_listing_do_not_import_torch():
 
 def test_commands_run_openmp_with_passive_waits():
     """libgomp reads OMP_WAIT_POLICY once, when torch loads it: the CLI must set it before."""
-    result = _python("-m", "lightnets", "spec", "mobilenet_v1_025", env={"OMP_DISPLAY_ENV": "TRUE"}, check=True)
-    if "OPENMP DISPLAY ENVIRONMENT" not in result.stderr:
-        pytest.skip("this torch's OpenMP runtime does not display its settings")
-    assert re.search(r"OMP_WAIT_POLICY = 'PASSIVE'", result.stderr), result.stderr
+    # libgomp displays OMP_WAIT_POLICY as 'PASSIVE' when it is unset too; what differs is the spin
+    # count: 300000 by default (spin, then sleep), 0 with PASSIVE
+    result = _python("-m", "lightnets", "spec", "mobilenet_v1_025", env={"OMP_DISPLAY_ENV": "VERBOSE"}, check=True)
+    if "GOMP_SPINCOUNT" not in result.stderr:
+        pytest.skip("this torch's OpenMP runtime does not display its spin count")
+    assert re.search(r"GOMP_SPINCOUNT = '0'", result.stderr), result.stderr
 
 
 def test_passive_waits_respect_the_users_choice(monkeypatch):
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
-    assert passive_openmp_waits() == "ACTIVE"
+    assert passive_openmp_waits("train") == "ACTIVE"
     monkeypatch.delenv("OMP_WAIT_POLICY")
-    assert passive_openmp_waits() == "PASSIVE" and os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert passive_openmp_waits("train") == "PASSIVE" and os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+
+
+def test_commands_that_time_networks_keep_openmps_own_wait_policy(monkeypatch):
+    for command in ("zoo", "lab", "profile", "lut", "netadapt", "search"):
+        monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+        passive_openmp_waits(command)
+        assert "OMP_WAIT_POLICY" not in os.environ, command
+    result = _python("-m", "lightnets", "profile", "mobilenet_v1_025", "--resolution", "32",
+                     env={"OMP_DISPLAY_ENV": "VERBOSE"}, check=True)
+    if "GOMP_SPINCOUNT" not in result.stderr:
+        pytest.skip("this torch's OpenMP runtime does not display its spin count")
+    spin = re.search(r"GOMP_SPINCOUNT = '(\d+)'", result.stderr)
+    assert spin and int(spin.group(1)) > 0, result.stderr
 
 
 def _actions(parser: argparse.ArgumentParser, path: str = "lightnets"):

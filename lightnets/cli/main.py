@@ -632,9 +632,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lightnets",
         description="MobileNet V1-V3 and ShuffleNet V1-V2: models, costs, and measured speed.",
-        epilog="threads: every command runs OpenMP with OMP_WAIT_POLICY=PASSIVE unless OMP_WAIT_POLICY is already "
-        "set: idle worker threads sleep instead of spinning (spinning made 2-thread training 5x slower on a 2-core "
-        "machine with one core busy). Commands that compute take --threads N (default: torch's, one per core).",
+        epilog="threads: train, eval, predict, export, convert and spec run OpenMP with OMP_WAIT_POLICY=PASSIVE "
+        "unless OMP_WAIT_POLICY is already set: idle worker threads sleep instead of spinning (spinning made 2-thread "
+        "training 1.9x slower on a 2-core machine with one core busy). Commands that time networks (zoo, lab, "
+        "profile, lut, netadapt, search) keep OpenMP's own policy: passive waits made idle batch-1 latencies 1.5x "
+        "slower. Commands that compute take --threads N (default: torch's, one per core).",
     )
     parser.add_argument("--version", action="version", version=f"lightnets {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -924,15 +926,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def passive_openmp_waits() -> str:
-    """Make OpenMP's idle threads sleep rather than spin, unless the user chose a wait policy.
+# Commands that time networks: they keep OpenMP's own wait policy. Sleeping workers must be woken
+# at every parallel region, which on an idle 2-core machine made batch-1 latencies 1.5-1.7x
+# slower (benchmarks/threads_under_load.py --idle: mobilenet_v3_small 7.49 -> 11.39 ms); a
+# latency must be the one a deployment sees, not one our setting made.
+MEASURING_COMMANDS = frozenset({"zoo", "lab", "profile", "lut", "netadapt", "search"})
+
+
+def passive_openmp_waits(command: str | None = None) -> str:
+    """Make OpenMP's idle threads sleep rather than spin, unless the user chose a wait policy or
+    ``command`` times networks (:data:`MEASURING_COMMANDS`). Returns the policy in force.
 
     Spinning workers burn a core waiting at each barrier for a peer that a busy machine has
-    descheduled: one epoch of mobilenet_v3_small took 104 s with 2 threads next to another job,
-    16.7 s with 1 and 19.2 s with 2 passive threads. libgomp reads the variable once, when it
-    is loaded (``import torch``), so this runs before any command imports torch; it has no
-    effect in a process that already has. Returns the policy in force.
+    descheduled: with one of 2 cores kept busy, 30 training steps of mobilenet_v3_small took
+    21.3 s with 2 spinning threads, 11.5 s with 2 passive ones and 9.9 s with 1 thread; idle,
+    7.1, 8.2 and 7.2 s (benchmarks/threads_under_load.py). libgomp reads the variable once, when
+    it is loaded (``import torch``), so this runs before any command imports torch; it has no
+    effect in a process that already has.
     """
+    if command in MEASURING_COMMANDS:
+        return os.environ.get("OMP_WAIT_POLICY", "OpenMP's default")
     return os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
@@ -945,9 +958,9 @@ def _missing_extra(err: ModuleNotFoundError) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    passive_openmp_waits()
     parser = build_parser()
     args = parser.parse_args(argv)
+    passive_openmp_waits(args.command)
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError) as err:
