@@ -212,13 +212,18 @@ def _fine_tuned(
         yield child, accuracy
 
 
-def _atomic_json(path: str, payload: object) -> None:
+def _atomic_text(path: str, text: str) -> None:
+    """Write ``text`` to a temporary file, flushed to disk, then rename it into place."""
     tmp = f"{path}.tmp-{os.getpid()}"
     with open(tmp, "w", encoding="utf8") as fh:
-        json.dump(payload, fh, indent=1)
+        fh.write(text)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+def _atomic_json(path: str, payload: object) -> None:
+    _atomic_text(path, json.dumps(payload, indent=1))
 
 
 def netadapt(
