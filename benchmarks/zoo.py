@@ -14,7 +14,6 @@ from _results import result_path, write_results
 
 from lightnets.analysis import machine_info, run_zoo
 from lightnets.analysis.plots import plot_zoo
-from lightnets.cli.main import zoo_title
 from lightnets.cli.reports import zoo_report
 
 
@@ -26,15 +25,14 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     args = parser.parse_args()
 
-    rows = run_zoo(args.resolution, threads=args.threads, runs=args.runs, warmup=args.warmup)
+    run = run_zoo(args.resolution, threads=args.threads, runs=args.runs, warmup=args.warmup)
     machine = machine_info()
-    title = zoo_title(args.resolution, rows[0].latency.threads, machine["cpu"], machine["torch"])
-    print(zoo_report(rows, title))
+    title = run.title(machine["cpu"], machine["torch"])
+    print(zoo_report(run, title))
 
     png = result_path(f"zoo-{args.resolution}", ".png")
-    plot_zoo(rows, str(png), title)
-    out = write_results(f"zoo-{args.resolution}",
-                        {"title": title, "settings": vars(args), "models": [r.to_dict() for r in rows]})
+    plot_zoo(run.rows, str(png), title)
+    out = write_results(f"zoo-{args.resolution}", {"title": title, "settings": vars(args), **run.to_dict()})
     print(f"\nwrote {out} and {png}")
 
 

@@ -18,7 +18,11 @@ FAMILY_COLOURS = {
 
 
 def plot_zoo(rows: Sequence[ZooRow], path: str, title: str) -> None:
-    """Scatter median latency against MAdds, one labelled point per model, p10-p90 bars."""
+    """Scatter median latency against MAdds, one labelled point per model, p10-p90 bars.
+
+    Unstable rows (spread over the limit after their retries) are hollow markers, in the
+    legend as such.
+    """
     if not rows:
         raise ValueError("nothing to plot: no rows")
     plt = pyplot()
@@ -27,11 +31,17 @@ def plot_zoo(rows: Sequence[ZooRow], path: str, title: str) -> None:
         fam = [r for r in rows if r.family == family]
         if not fam:
             continue
-        xs = [r.madds / 1e6 for r in fam]
-        ys = [r.latency.median_ms for r in fam]
-        lo = [r.latency.median_ms - r.latency.p10_ms for r in fam]
-        hi = [r.latency.p90_ms - r.latency.median_ms for r in fam]
-        ax.errorbar(xs, ys, yerr=[lo, hi], fmt="o", color=colour, ms=5, capsize=2, lw=0.8, label=family)
+        for unstable in (False, True):
+            part = [r for r in fam if r.latency.unstable == unstable]
+            if not part:
+                continue
+            xs = [r.madds / 1e6 for r in part]
+            ys = [r.latency.median_ms for r in part]
+            lo = [r.latency.median_ms - r.latency.p10_ms for r in part]
+            hi = [r.latency.p90_ms - r.latency.median_ms for r in part]
+            # hollow: an unstable row's figure includes the machine's interference
+            ax.errorbar(xs, ys, yerr=[lo, hi], fmt="o", color=colour, ms=5, capsize=2, lw=0.8,
+                        mfc="none" if unstable else colour, label=f"{family} (UNSTABLE)" if unstable else family)
     ax.set_xscale("log")
     ax.set_yscale("log")
     _label_points(fig, ax, rows)

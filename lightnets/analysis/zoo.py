@@ -11,10 +11,11 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from ..cost import measure_latency, profile
-from ..cost.latency import LatencyResult
+from ..cost import profile
+from ..cost.latency import SPREAD_LIMIT, LatencyResult, measure_latencies
+from ..cost.load import LoadWatch, MachineLoad, machine_load
 from ..models import create_model, get_entry, list_models
-from ..report import progress
+from ..report import ProgressLine, progress
 
 
 @dataclass
@@ -57,41 +58,123 @@ def distinct_models(names: list[str] | None = None) -> dict[str, list[str]]:
     return {members[0]: members[1:] for members in groups.values()}
 
 
+@dataclass
+class ZooRun:
+    """The zoo's rows and how they were measured: rounds, spread limit, the machine's load.
+
+    ``rows``: stable rows by median latency, then the unstable ones (by latency, not ranked
+    among the others: their figure is not a measurement of the network alone).
+    """
+
+    rows: list[ZooRow]
+    resolution: int
+    backend: str
+    threads: int
+    rounds: int
+    runs: int
+    spread_limit: float
+    retries: int
+    load_before: MachineLoad
+    load_during: MachineLoad
+
+    @property
+    def unstable(self) -> list[ZooRow]:
+        return [r for r in self.rows if r.latency.unstable]
+
+    @property
+    def busy(self) -> bool:
+        return self.load_before.busy or self.load_during.busy
+
+    def title(self, cpu: str, torch_version: str) -> str:
+        return (
+            f"lightnets zoo: {self.resolution}x{self.resolution}, batch 1, {self.threads} "
+            f"thread{'s' if self.threads != 1 else ''}, {self.backend} CPU ({cpu}), torch {torch_version}, "
+            f"denormals flushed"
+        )
+
+    def header(self) -> list[str]:
+        """What a reader needs before the figures: how they were taken and how busy the machine was."""
+        lines = [
+            f"measured in {self.rounds} interleaved rounds (every model once per round), {self.runs} timed runs "
+            f"per model; median of the per-round medians; a row whose spread (p90 - p10) / median exceeds "
+            f"{100 * self.spread_limit:.0f}% is measured again (up to {self.retries} times), then marked UNSTABLE",
+            f"before: {self.load_before.describe()}",
+            f"during: {self.load_during.describe()}",
+        ]
+        if self.busy:
+            lines.append("other work was running: these figures include its interference; rerun on an idle machine "
+                         "(or with --threads 1, which suffers less from a busy core) before comparing them")
+        return lines
+
+    def summary(self) -> str:
+        if not self.unstable:
+            return f"all {len(self.rows)} rows stable (spread within {100 * self.spread_limit:.0f}%)"
+        return (f"{len(self.unstable)} of {len(self.rows)} rows UNSTABLE (spread over "
+                f"{100 * self.spread_limit:.0f}% after {self.retries + 1} attempts): "
+                + ", ".join(r.name for r in self.unstable))
+
+    def to_dict(self) -> dict:
+        return {
+            "resolution": self.resolution, "backend": self.backend, "threads": self.threads, "rounds": self.rounds,
+            "runs": self.runs, "spread_limit": self.spread_limit, "retries": self.retries,
+            "load_before": self.load_before.to_dict(), "load_during": self.load_during.to_dict(),
+            "unstable": [r.name for r in self.unstable], "models": [r.to_dict() for r in self.rows],
+        }
+
+
 def run_zoo(
     resolution: int = 224,
     *,
     threads: int | None = None,
     runs: int = 30,
     warmup: int = 5,
+    rounds: int = 5,
+    spread_limit: float = SPREAD_LIMIT,
+    retries: int = 2,
     models: list[str] | None = None,
     show_progress: bool = True,
     backend: str = "eager",
-) -> list[ZooRow]:
-    """Measure every distinct registered model (or ``models``) at batch 1, sorted by latency.
+) -> ZooRun:
+    """Measure every distinct registered model (or ``models``) at batch 1, in interleaved rounds.
 
-    ``backend`` is passed to :func:`measure_latency` (``eager``, ``compile``, ``onnxruntime``).
+    Every model is built first, then timed once per round for ``rounds`` rounds (``runs``
+    timed runs in all, so at most ``runs`` rounds; see :func:`lightnets.cost.measure_latencies`), so a drift in the
+    machine's speed hits all rows alike. The machine's load is read before (half a second)
+    and during the measurement. ``backend`` is passed on (``eager``, ``compile``,
+    ``onnxruntime``, ``onnxruntime-int8``).
     """
     if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1:
         raise ValueError(f"resolution must be an integer >= 1, got {resolution!r}")
+    if models is not None and not models:
+        raise ValueError("models is empty: give at least one registered name, or None for the whole zoo")
     for name in models or []:
         get_entry(name)  # raises on unknown names before any measurement
     size = (1, 3, resolution, resolution)
-    rows = []
     groups = distinct_models(models)
-    for name in progress(groups, len(groups), "zoo", show_progress):
-        model = create_model(name)
+    costs, built = {}, {}
+    for name in progress(groups, len(groups), "building", show_progress):
         with torch.device("meta"):
-            costs = profile(create_model(name), size).total
-        rows.append(
-            ZooRow(
-                name=name,
-                family=get_entry(name).family,
-                aliases=groups[name],
-                params=costs.params,
-                madds=costs.madds,
-                mac=costs.mac,
-                mac_bytes=costs.mac_bytes,
-                latency=measure_latency(model, size, threads=threads, runs=runs, warmup=warmup, backend=backend),
-            )
+            costs[name] = profile(create_model(name), size).total
+        built[name] = (create_model(name), size)
+    if isinstance(runs, int) and not isinstance(runs, bool) and isinstance(rounds, int) and runs < rounds:
+        rounds = max(runs, 1)  # fewer runs than rounds: one run per round; the header states the rounds taken
+    load_before = machine_load()
+    watch = LoadWatch().start()
+    bar = ProgressLine("zoo", enabled=show_progress)
+    latencies = measure_latencies(
+        built, threads=threads, runs=runs, warmup=warmup, rounds=rounds, spread_limit=spread_limit,
+        retries=retries, backend=backend, on_step=bar.update,
+    )
+    bar.close()
+    load_during = watch.reading()
+    rows = [
+        ZooRow(
+            name=name, family=get_entry(name).family, aliases=groups[name], params=costs[name].params,
+            madds=costs[name].madds, mac=costs[name].mac, mac_bytes=costs[name].mac_bytes, latency=latencies[name],
         )
-    return sorted(rows, key=lambda r: r.latency.median_ms)
+        for name in groups
+    ]
+    rows.sort(key=lambda r: (r.latency.unstable, r.latency.median_ms))
+    first = rows[0].latency
+    return ZooRun(rows, resolution, backend, first.threads, rounds, first.runs, spread_limit, retries,
+                  load_before, load_during)

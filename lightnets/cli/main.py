@@ -165,9 +165,21 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
     model = _build_from_args(args)
     size = (1, 3, args.resolution, args.resolution)
+    loads = []
+    if args.latency:
+        from ..cost.load import LoadWatch, machine_load
+
+        loads.append(("before", machine_load()))
+        watch = LoadWatch().start()
     prof = profile(model, size, latency=args.latency, runs=args.runs, threads=args.threads)
+    if args.latency:
+        loads.append(("during", watch.reading()))
     title = f"{configuration(args.name, _model_options(args))} at {args.resolution}x{args.resolution}, batch 1"
+    title = "\n".join([title, *(f"{when}: {load.describe()}" for when, load in loads)])
     print(profile_report(prof, title))
+    if prof.latency is not None and prof.latency.unstable:
+        print(f"UNSTABLE: the end-to-end spread is {100 * prof.latency.spread:.0f}% after "
+              f"{prof.latency.attempts} attempts; rerun on an idle machine before quoting it")
     if args.json:
         prof.write_json(args.json)
         print(f"wrote {args.json}")
@@ -175,13 +187,6 @@ def cmd_profile(args: argparse.Namespace) -> int:
         prof.write_csv(args.csv)
         print(f"wrote {args.csv}")
     return 0
-
-
-def zoo_title(resolution: int, threads: int, cpu: str, torch_version: str, backend: str = "eager") -> str:
-    return (
-        f"lightnets zoo: {resolution}x{resolution}, batch 1, {threads} thread{'s' if threads != 1 else ''}, "
-        f"{backend} CPU ({cpu}), torch {torch_version}, denormals flushed"
-    )
 
 
 def _lut_networks(models: str | None) -> dict:
@@ -381,30 +386,28 @@ def cmd_zoo(args: argparse.Namespace) -> int:
     from ..analysis import machine_info, run_zoo
     from .reports import zoo_report
 
-    models = [m.strip() for m in args.models.split(",")] if args.models else None
+    models = [m.strip() for m in args.models.split(",")] if args.models is not None else None
+    if models is not None and not all(models):
+        raise ValueError(f"--models: expected comma-separated registered names, got {args.models!r}")
     if args.plot:
         from ..report import pyplot
 
         pyplot()  # fail before measuring if matplotlib is missing
-    rows = run_zoo(
-        args.resolution, threads=args.threads, runs=args.runs, warmup=args.warmup, models=models, backend=args.backend
+    run = run_zoo(
+        args.resolution, threads=args.threads, runs=args.runs, warmup=args.warmup, rounds=args.rounds,
+        spread_limit=args.spread_limit, retries=args.retries, models=models, backend=args.backend,
     )
     machine = machine_info()
-    title = zoo_title(args.resolution, rows[0].latency.threads, machine["cpu"], machine["torch"], args.backend)
-    print(zoo_report(rows, title))
+    title = run.title(machine["cpu"], machine["torch"])
+    print(zoo_report(run, title))
     if args.plot:
         from ..analysis.plots import plot_zoo
 
-        plot_zoo(rows, args.plot, title)
+        plot_zoo(run.rows, args.plot, title)
         print(f"wrote {args.plot}")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump(
-                {"title": title, "machine": machine, "resolution": args.resolution,
-                 "models": [r.to_dict() for r in rows]},
-                fh,
-                indent=2,
-            )
+            json.dump({"title": title, "machine": machine, **run.to_dict()}, fh, indent=2)
         print(f"wrote {args.json}")
     return 0
 
@@ -416,7 +419,8 @@ def cmd_lab(args: argparse.Namespace) -> int:
     from ..lab.report import plot, report
 
     names = list(EXPERIMENTS) if args.experiment == "all" else [args.experiment]
-    config = LabConfig(device=args.device, threads=args.threads, batch=args.batch, seconds_per_network=args.seconds)
+    config = LabConfig(device=args.device, threads=args.threads, batch=args.batch, seconds_per_network=args.seconds,
+                       rounds=args.rounds, spread_limit=args.spread_limit, retries=args.retries)
     if args.plot_dir:
         from ..report import pyplot
 
@@ -434,6 +438,9 @@ def cmd_lab(args: argparse.Namespace) -> int:
     print("verdicts:")
     for result in results:
         print(f"  {result.verdict_line()}")
+    unstable = sum(cell.unstable for result in results for cell in result.cells)
+    cells = sum(len(result.cells) for result in results)
+    print(f"{unstable} of {cells} networks UNSTABLE" if unstable else f"all {cells} networks stable")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"results": [r.to_dict() for r in results]}, fh, indent=2)
@@ -782,8 +789,14 @@ def build_parser() -> argparse.ArgumentParser:
     zoo = sub.add_parser("zoo", help="every distinct model: params, MAdds, MAC and measured latency")
     zoo.add_argument("--resolution", type=_positive_int, default=224, help="input size (default 224)")
     zoo.add_argument("--threads", type=_positive_int, help="intra-op threads (default: torch's current count)")
-    zoo.add_argument("--runs", type=_positive_int, default=30, help="timed runs per model (default 30)")
+    zoo.add_argument("--runs", type=_positive_int, default=30, help="timed runs per model, all rounds (default 30)")
     zoo.add_argument("--warmup", type=int, default=5, help="untimed runs per model first (default 5)")
+    zoo.add_argument("--rounds", type=_positive_int, default=5,
+                     help="interleaved rounds: every model once per round, so drift hits all alike (default 5)")
+    zoo.add_argument("--spread-limit", type=float, default=0.5,
+                     help="a row whose (p90 - p10) / median exceeds this is measured again, then marked UNSTABLE "
+                          "(default 0.5)")
+    zoo.add_argument("--retries", type=int, default=2, help="remeasurements of an unstable row (default 2)")
     zoo.add_argument("--models", help="comma-separated model names (default: all distinct registered models)")
     zoo.add_argument("--backend", choices=["eager", "compile", "onnxruntime", "onnxruntime-int8"], default="eager",
                      help="how to run the models (default: eager; onnxruntime exports each to ONNX first: "
@@ -801,6 +814,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     lab.add_argument("--batch", type=_positive_int, help="batch size (default 1 on the CPU, 8 on the GPU)")
     lab.add_argument("--seconds", type=float, default=1.0, help="timing budget per network (default 1 s)")
+    lab.add_argument("--rounds", type=_positive_int, default=5,
+                     help="interleaved rounds over an experiment's networks (default 5)")
+    lab.add_argument("--spread-limit", type=float, default=0.5,
+                     help="a network whose (p90 - p10) / median exceeds this is measured again, then marked UNSTABLE "
+                          "(default 0.5)")
+    lab.add_argument("--retries", type=int, default=2, help="remeasurements of an unstable network (default 2)")
     lab.add_argument("--plot-dir", metavar="DIR", help="write one PNG per experiment here")
     lab.add_argument("--json", metavar="FILE", help="write all results as JSON")
     lab.set_defaults(func=cmd_lab)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..analysis.zoo import ZooRow
+from ..analysis.zoo import ZooRow, ZooRun
 from ..cost import Profile
 from ..report import format_table
 
@@ -85,31 +85,41 @@ def profile_report(prof: Profile, title: str) -> str:
     return "\n".join(parts)
 
 
-def zoo_report(rows: Sequence[ZooRow], title: str) -> str:
-    table = [
-        {
-            "name": r.name,
-            "params": r.params,
-            "madds": r.madds / 1e6,
-            "mac": r.mac / 1e6,
-            "median": r.latency.median_ms,
-            "spread": f"{r.latency.p10_ms:.2f}-{r.latency.p90_ms:.2f}",
-            "madds_per_ms": r.madds_per_ms,
-        }
-        for r in rows
-    ]
-    return "\n".join(
-        [
-            title,
-            "",
-            format_table(
-                table,
-                [
-                    ("name", "model"), ("params", "params"), ("madds", "MAdds (M)"), ("mac", "MAC (M elems)"),
-                    ("median", "median ms"), ("spread", "p10-p90 ms"), ("madds_per_ms", "MAdds/ms (M)"),
-                ],
-                formats={"params": "{:,}", "madds": "{:.1f}", "mac": "{:.1f}", "median": "{:.2f}",
-                         "madds_per_ms": "{:.1f}"},
-            ),
-        ]
-    )
+def zoo_report(run: ZooRun, title: str) -> str:
+    """The zoo's header (rounds, load), its stable rows by latency, then its unstable rows apart."""
+
+    def table(rows: Sequence[ZooRow]) -> str:
+        return format_table(
+            [
+                {
+                    "name": r.name,
+                    "params": r.params,
+                    "madds": r.madds / 1e6,
+                    "mac": r.mac / 1e6,
+                    "median": r.latency.median_ms,
+                    "range": f"{r.latency.p10_ms:.2f}-{r.latency.p90_ms:.2f}",
+                    "spread": r.latency.spread,
+                    "madds_per_ms": r.madds_per_ms,
+                    "flag": "UNSTABLE" if r.latency.unstable else "",
+                }
+                for r in rows
+            ],
+            [
+                ("name", "model"), ("params", "params"), ("madds", "MAdds (M)"), ("mac", "MAC (M elems)"),
+                ("median", "median ms"), ("range", "p10-p90 ms"), ("spread", "spread"),
+                ("madds_per_ms", "MAdds/ms (M)"), ("flag", "flag"),
+            ],
+            formats={"params": "{:,}", "madds": "{:.1f}", "mac": "{:.1f}", "median": "{:.2f}",
+                     "spread": _pct, "madds_per_ms": "{:.1f}"},
+        )
+
+    stable = [r for r in run.rows if not r.latency.unstable]
+    parts = [title, *run.header(), ""]
+    if stable:
+        parts.append(table(stable))
+    if run.unstable:
+        parts += ["", f"UNSTABLE rows: spread over {100 * run.spread_limit:.0f}% after {run.retries + 1} attempts; "
+                      "not ranked with the rows above, their figures include the machine's interference", "",
+                  table(run.unstable)]
+    parts += ["", run.summary()]
+    return "\n".join(parts)

@@ -34,7 +34,7 @@ from torch.utils._pytree import tree_flatten
 from torch.utils.module_tracker import ModuleTracker
 
 from .kinds import CONV, KINDS, LINEAR, POOL, SPLIT, aten, op_kind
-from .latency import LatencyResult, denormals_flushed, measure_latency, set_threads
+from .latency import SPREAD_LIMIT, LatencyResult, measure_latency, on_measuring_thread
 
 _GLOBAL_POOLS = {aten._adaptive_avg_pool2d.default, aten.adaptive_avg_pool2d.default, aten.mean.dim, aten.mean.default}
 
@@ -307,6 +307,9 @@ def profile(
     runs: int = 20,
     warmup: int = 5,
     threads: int | None = None,
+    rounds: int = 5,
+    spread_limit: float | None = SPREAD_LIMIT,
+    retries: int = 2,
 ) -> Profile:
     """Profile one forward pass of ``model`` in eval mode at ``input_size``.
 
@@ -315,7 +318,11 @@ def profile(
     end-to-end latency is measured with :func:`measure_latency`; the difference between
     the end-to-end median and the sum of operator medians is the framework overhead
     (Python, dispatch, allocation), reported in the notes rather than spread over the rows.
-    The model's training flag is restored; the model is otherwise untouched.
+    The end-to-end runs are taken in ``rounds`` rounds and remeasured / flagged unstable by
+    ``spread_limit`` and ``retries`` (see :func:`measure_latencies`; ``rounds`` is capped at
+    ``runs``). Both timings run on a fresh thread that flushes denormals in every worker
+    (:func:`on_measuring_thread`). The model's training flag is restored; the model is
+    otherwise untouched.
     """
     size = _check_input_size(input_size)
     param = next(model.parameters(), None)
@@ -331,11 +338,15 @@ def profile(
             return Profile(mode.rows, size, str(dtype).replace("torch.", ""), notes=notes)
         if device.type == "meta":
             raise ValueError("latency needs a model on a real device, not 'meta'")
-        end_to_end = measure_latency(model, size, threads=threads, runs=runs, warmup=warmup)
-        with set_threads(threads), denormals_flushed():
+        end_to_end = measure_latency(model, size, threads=threads, runs=runs, warmup=warmup,
+                                     rounds=min(rounds, runs), spread_limit=spread_limit, retries=retries)
+
+        def timed_passes() -> list[_CostMode]:
             for _ in range(warmup):
                 _run(model, x, timed=True)
-            passes = [_run(model, x, timed=True) for _ in range(runs)]
+            return [_run(model, x, timed=True) for _ in range(runs)]
+
+        passes = on_measuring_thread(timed_passes, threads)
         rows = passes[0].rows
         for i, row in enumerate(rows):
             row.time_ms = statistics.median(p.times[i] for p in passes)

@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..cost import measure_latency, profile
+from ..cost import LatencyResult, profile
+from ..cost.latency import SPREAD_LIMIT, measure_latencies
+from ..cost.load import LoadWatch, machine_load
 from . import paper
 from .networks import (
     G3_VARIANTS,
@@ -49,6 +51,9 @@ class LabConfig:
     min_runs: int = 5
     max_runs: int = 100
     setting: str | None = None  # the paper column to compare with; default by device
+    rounds: int = 5  # interleaved rounds over an experiment's networks (drift hits them alike)
+    spread_limit: float = SPREAD_LIMIT
+    retries: int = 2
 
     def __post_init__(self) -> None:
         if self.device not in ("cpu", "cuda"):
@@ -67,6 +72,12 @@ class LabConfig:
             raise ValueError(f"batch must be an integer >= 1, got {self.batch!r}")
         if isinstance(self.map_size, bool) or not isinstance(self.map_size, int) or self.map_size < 1:
             raise ValueError(f"map_size must be an integer >= 1, got {self.map_size!r}")
+        if not (isinstance(self.seconds_per_network, (int, float)) and 0 < self.seconds_per_network < math.inf):
+            raise ValueError(
+                f"seconds_per_network must be a positive finite number of seconds, got {self.seconds_per_network!r}"
+            )
+        if isinstance(self.rounds, bool) or not isinstance(self.rounds, int) or self.rounds < 1:
+            raise ValueError(f"rounds must be an integer >= 1, got {self.rounds!r}")
 
 
 @dataclass
@@ -83,6 +94,8 @@ class Cell:
     runs: int
     throughput: float  # batches per second
     paper: float | None = None
+    spread: float = 0.0  # (p90 - p10) / median
+    unstable: bool = False  # spread over the limit after the retries
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -96,6 +109,7 @@ class Claim:
     faster: str
     slower: str
     ratio: float  # measured throughput of faster / slower
+    unstable: bool = False  # rests on a cell whose measurement was unstable
 
     @property
     def outcome(self) -> str:
@@ -143,10 +157,12 @@ class ExperimentResult:
 
     def verdict_line(self) -> str:
         outcomes = [c.outcome for c in self.claims]
+        shaky = sum(c.unstable for c in self.claims)
         return (
             f"{self.guideline}: {self.verdict.upper()} here ({outcomes.count('agrees')} of {len(outcomes)} "
             f"comparisons agree, {outcomes.count('tie')} within {100 * TOLERANCE:.0f}%, "
             f"{outcomes.count('disagrees')} disagree)"
+            + (f"; {shaky} comparison{'s rest' if shaky != 1 else ' rests'} on UNSTABLE measurements" if shaky else "")
         )
 
     def to_dict(self) -> dict:
@@ -167,18 +183,41 @@ class ExperimentResult:
         }
 
 
-def _time_network(net: Stack, config: LabConfig, input_hw: int | None = None) -> tuple[int, object]:
-    """MAdds (one image) and a LatencyResult for ``net`` at the configured batch."""
-    hw = input_hw or config.map_size
-    size = (config.batch, net.in_chs, hw, hw)
-    net = net.to(config.device).eval()
-    madds = profile(net, (1, net.in_chs, hw, hw)).total.madds
-    # One untimed pass sizes the run count so each network gets about the same wall time.
-    probe = measure_latency(net, size, threads=config.threads, runs=1, warmup=1)
-    in_budget = math.ceil(config.seconds_per_network * 1e3 / probe.median_ms)
-    runs = int(min(config.max_runs, max(config.min_runs, in_budget)))
-    result = measure_latency(net, size, threads=config.threads, runs=runs, warmup=1)
-    return madds, result
+def _time_networks(
+    nets: dict[tuple[str, str], tuple[Stack, int]], config: LabConfig, progress: Callable[[str], None] | None
+) -> dict[tuple[str, str], tuple[int, LatencyResult]]:
+    """MAdds (one image) and a LatencyResult for each network (keyed by (variant, column)) at the
+    configured batch, all of them measured together in interleaved rounds."""
+    timed, madds, runs = {}, {}, {}
+    for key, (net, hw) in nets.items():
+        net = net.to(config.device).eval()
+        timed[key] = (net, (config.batch, net.in_chs, hw, hw))
+        madds[key] = profile(net, (1, net.in_chs, hw, hw)).total.madds
+    names = {key: f"{key[0]} | {key[1]}" for key in nets}
+    # One untimed pass each sizes the run counts so every network gets about the same wall time.
+    probes = measure_latencies({names[k]: v for k, v in timed.items()}, threads=config.threads, runs=1, warmup=1)
+    for key in nets:
+        in_budget = math.ceil(config.seconds_per_network * 1e3 / probes[names[key]].median_ms)
+        runs[names[key]] = int(min(config.max_runs, max(config.min_runs, config.rounds, in_budget)))
+    rounds = min(config.rounds, *runs.values())  # max_runs below rounds: fewer rounds, each network in all
+
+    def step(done: int, total: int, name: str) -> None:
+        if progress and done % max(1, len(nets)) == 0:
+            progress(f"round {done // len(nets)} of {rounds}: {len(nets)} networks timed")
+
+    results = measure_latencies(
+        {names[k]: v for k, v in timed.items()}, threads=config.threads, runs=runs, warmup=1, rounds=rounds,
+        spread_limit=config.spread_limit, retries=config.retries, on_step=step,
+    )
+    return {key: (madds[key], results[names[key]]) for key in nets}
+
+
+def _cell(variant: str, column: str, label: str, madds: int, lat: LatencyResult, paper: float | None = None) -> Cell:
+    return Cell(
+        variant=variant, column=column, config=label, madds=madds, median_ms=lat.median_ms, p10_ms=lat.p10_ms,
+        p90_ms=lat.p90_ms, runs=lat.runs, throughput=1e3 / lat.median_ms, paper=paper, spread=lat.spread,
+        unstable=lat.unstable,
+    )
 
 
 def _grid(
@@ -189,20 +228,14 @@ def _grid(
     config: LabConfig,
     progress: Callable[[str], None] | None,
 ) -> list[Cell]:
+    nets = {(variant, column): (build(variant, column), config.map_size) for column in columns for variant in variants}
+    measured = _time_networks(nets, config, progress)
     cells = []
-    for column in columns:
-        for variant in variants:
-            net = build(variant, column)
-            madds, lat = _time_network(net, config)
-            cells.append(
-                Cell(
-                    variant=variant, column=column, config=net.label, madds=madds, median_ms=lat.median_ms,
-                    p10_ms=lat.p10_ms, p90_ms=lat.p90_ms, runs=lat.runs, throughput=1e3 / lat.median_ms,
-                    paper=paper_value(variant, column),
-                )
-            )
-            if progress:
-                progress(f"{variant} {column}: {lat.median_ms:.2f} ms")
+    for (variant, column), (net, _) in nets.items():
+        madds, lat = measured[(variant, column)]
+        cells.append(_cell(variant, column, net.label, madds, lat, paper_value(variant, column)))
+        if progress:
+            progress(f"{variant} {column}: {lat.median_ms:.2f} ms{' UNSTABLE' if lat.unstable else ''}")
     return cells
 
 
@@ -216,6 +249,9 @@ def _conditions(config: LabConfig) -> dict:
         "paper_setting": paper.HARDWARE[config.setting],
         "torch": torch.__version__,
         "denormals": "flushed",
+        "rounds": config.rounds,
+        "spread_limit": config.spread_limit,
+        "retries": config.retries,
     }
 
 
@@ -401,32 +437,29 @@ def run_depthwise(
     """
     cells, claims, rates = [], [], []
     variants = ["standard 3x3", "depthwise separable"]
-    for size in sizes:
-        for n in channels:
-            column = f"C={n}, {size}x{size}"
-            timed = {}
-            for label, net in (
-                ("standard 3x3", standard_conv(n)),
-                ("depthwise separable", depthwise_separable(n)),
-                ("depthwise 3x3", depthwise_only(n)),
-                ("pointwise 1x1", pointwise_only(n)),
-            ):
-                madds, lat = _time_network(net, config, input_hw=size)
-                timed[label] = (madds, lat)
-                if label in variants:
-                    cells.append(Cell(label, column, net.label, madds, lat.median_ms, lat.p10_ms, lat.p90_ms, lat.runs,
-                                      1e3 / lat.median_ms))
-            std_madds, std_lat = timed["standard 3x3"]
-            sep_madds, sep_lat = timed["depthwise separable"]
-            madds_ratio = sep_madds / std_madds
-            time_ratio = sep_lat.median_ms / std_lat.median_ms
-            gflops = {k: 2 * m * config.batch / (lat.median_ms * 1e6) for k, (m, lat) in timed.items()}
-            rates.append({"channels": n, "size": size, "madds_ratio": madds_ratio, "time_ratio": time_ratio,
-                          "gflops": gflops})
-            # The finding under test: the separable layer is slower than its MAdds predict.
-            claims.append(Claim(column, "MAdds prediction", "depthwise separable", time_ratio / madds_ratio))
-            if progress:
-                progress(f"{column}: MAdds ratio {madds_ratio:.3f}, time ratio {time_ratio:.3f}")
+    builders = {"standard 3x3": standard_conv, "depthwise separable": depthwise_separable,
+                "depthwise 3x3": depthwise_only, "pointwise 1x1": pointwise_only}
+    columns = {(size, n): f"C={n}, {size}x{size}" for size in sizes for n in channels}
+    nets = {(label, column): (build(n), size) for (size, n), column in columns.items()
+            for label, build in builders.items()}
+    measured = _time_networks(nets, config, progress)
+    for (size, n), column in columns.items():
+        timed = {label: measured[(label, column)] for label in builders}
+        for label in variants:
+            madds, lat = timed[label]
+            cells.append(_cell(label, column, nets[(label, column)][0].label, madds, lat))
+        std_madds, std_lat = timed["standard 3x3"]
+        sep_madds, sep_lat = timed["depthwise separable"]
+        madds_ratio = sep_madds / std_madds
+        time_ratio = sep_lat.median_ms / std_lat.median_ms
+        gflops = {k: 2 * m * config.batch / (lat.median_ms * 1e6) for k, (m, lat) in timed.items()}
+        rates.append({"channels": n, "size": size, "madds_ratio": madds_ratio, "time_ratio": time_ratio,
+                      "gflops": gflops, "unstable": [k for k, (_, lat) in timed.items() if lat.unstable]})
+        # The finding under test: the separable layer is slower than its MAdds predict.
+        claims.append(Claim(column, "MAdds prediction", "depthwise separable", time_ratio / madds_ratio,
+                            unstable=std_lat.unstable or sep_lat.unstable))
+        if progress:
+            progress(f"{column}: MAdds ratio {madds_ratio:.3f}, time ratio {time_ratio:.3f}")
     columns = [c.column for c in cells if c.variant == variants[0]]
     dw_vs_pw = [r["gflops"]["depthwise 3x3"] / r["gflops"]["pointwise 1x1"] for r in rates]
     return ExperimentResult(
@@ -457,7 +490,16 @@ def run_lab(
     results = []
     for name in names:
         start = time.perf_counter()
+        before = machine_load()
+        watch = LoadWatch().start()
         result = RUNNERS[name](config, progress)
         result.conditions["seconds"] = round(time.perf_counter() - start, 1)
+        result.conditions["load_before"] = before.to_dict()
+        result.conditions["load_during"] = watch.reading().to_dict()
+        for claim in result.claims:
+            pair = (claim.faster, claim.slower)
+            claim.unstable = claim.unstable or any(
+                c.unstable for c in result.cells if c.column == claim.column and c.variant in pair
+            )
         results.append(result)
     return results

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..cost.load import MachineLoad
 from ..report import format_table, pyplot
 from . import paper
 from .experiments import ExperimentResult
@@ -12,9 +13,22 @@ def conditions_line(result: ExperimentResult) -> str:
     threads = c["threads"]
     return (
         f"here: {c['device']}, {threads} thread{'s' if threads != 1 else ''}, batch {c['batch']}, "
-        f"{c['map_size']}x{c['map_size']} maps, torch {c['torch']}, denormals {c['denormals']}; "
-        f"paper: {c['paper_setting']}"
+        f"{c['map_size']}x{c['map_size']} maps, torch {c['torch']}, denormals {c['denormals']}, "
+        f"{c['rounds']} interleaved rounds; paper: {c['paper_setting']}"
     )
+
+
+def load_lines(result: ExperimentResult) -> list[str]:
+    """The machine's load before and during the experiment, and a warning when it was busy."""
+    c = result.conditions
+    loads = [MachineLoad(**{k: v for k, v in c[key].items() if k != "busy"})
+             for key in ("load_before", "load_during") if key in c]
+    lines = [f"{when}: {load.describe()}" for when, load in zip(("before", "during"), loads, strict=False)]
+    unstable = sum(cell.unstable for cell in result.cells)
+    if unstable:
+        lines.append(f"{unstable} of {len(result.cells)} networks UNSTABLE: spread (p90 - p10) / median over "
+                     f"{100 * c['spread_limit']:.0f}% after {c['retries'] + 1} attempts")
+    return lines
 
 
 def result_table(result: ExperimentResult) -> str:
@@ -34,13 +48,16 @@ def result_table(result: ExperimentResult) -> str:
                     "here": cell.throughput,
                     "here_norm": result.normalised(variant, column),
                     "ms": cell.median_ms,
-                    "spread": f"{cell.p10_ms:.2f}-{cell.p90_ms:.2f}",
+                    "range": f"{cell.p10_ms:.2f}-{cell.p90_ms:.2f}",
+                    "spread": f"{100 * cell.spread:.0f}%",
+                    "flag": "UNSTABLE" if cell.unstable else "",
                 }
             )
     columns = [
         ("column", "column"), ("variant", "variant"), ("config", "network"), ("madds", "MAdds (M)"),
         ("paper", f"paper {paper.UNITS[result.setting]}"), ("paper_norm", "paper (norm)"),
-        ("here", f"here {unit}"), ("here_norm", "here (norm)"), ("ms", "median ms"), ("spread", "p10-p90 ms"),
+        ("here", f"here {unit}"), ("here_norm", "here (norm)"), ("ms", "median ms"), ("range", "p10-p90 ms"),
+        ("spread", "spread"), ("flag", "flag"),
     ]
     if all(r["paper"] is None for r in rows):
         columns = [c for c in columns if not c[0].startswith("paper")]
@@ -61,6 +78,7 @@ def depthwise_table(result: ExperimentResult) -> str:
             "dw": g["gflops"]["depthwise 3x3"],
             "pw": g["gflops"]["pointwise 1x1"],
             "sep": g["gflops"]["depthwise separable"],
+            "flag": ("UNSTABLE: " + ", ".join(g["unstable"])) if g.get("unstable") else "",
         }
         for g in result.extra["grid"]
     ]
@@ -69,7 +87,7 @@ def depthwise_table(result: ExperimentResult) -> str:
         [
             ("config", "layer"), ("madds_ratio", "MAdds ratio (1/N+1/9)"), ("time_ratio", "time ratio"),
             ("std", "standard GFLOP/s"), ("sep", "separable GFLOP/s"), ("dw", "depthwise GFLOP/s"),
-            ("pw", "pointwise GFLOP/s"),
+            ("pw", "pointwise GFLOP/s"), ("flag", "flag"),
         ],
         formats={"madds_ratio": "{:.3f}", "time_ratio": "{:.3f}", "std": "{:.1f}", "sep": "{:.1f}", "dw": "{:.1f}",
                  "pw": "{:.1f}"},
@@ -78,7 +96,7 @@ def depthwise_table(result: ExperimentResult) -> str:
 
 def report(result: ExperimentResult) -> str:
     body = depthwise_table(result) if result.name == "depthwise" else result_table(result)
-    lines = [f"== {result.title}", conditions_line(result), "", body, "", result.verdict_line()]
+    lines = [f"== {result.title}", conditions_line(result), *load_lines(result), "", body, "", result.verdict_line()]
     lines += [f"note: {n}" for n in result.notes]
     return "\n".join(lines)
 
@@ -91,10 +109,16 @@ def plot(result: ExperimentResult, path: str) -> None:
     fig, ax = plt.subplots(figsize=(10, 6), dpi=110)
     xs = list(range(len(result.variants)))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    flagged = False
     for i, column in enumerate(result.columns):
         colour = colours[i % len(colours)]
         here = [result.normalised(v, column) for v in result.variants]
         ax.plot(xs, here, "-o", color=colour, label=f"{column}: this machine")
+        shaky = [i for i, v in enumerate(result.variants) if result.cell(v, column).unstable]
+        if shaky:  # hollow white centres: measured, but unstable
+            ax.plot(shaky, [here[i] for i in shaky], "o", color="white", ms=3.5,
+                    label=None if flagged else "hollow: UNSTABLE measurement")
+            flagged = True
         theirs = [result.normalised(v, column, "paper") for v in result.variants]
         if all(t is not None for t in theirs):
             ax.plot(xs, theirs, "--s", color=colour, alpha=0.6, label=f"{column}: paper ({result.setting.upper()})")

@@ -6,7 +6,7 @@ Helpers used by many live below them; this package imports nothing from lightnet
 
 from .machine import machine_info
 from .plotting import pyplot
-from .progress import progress
+from .progress import ProgressLine, progress
 from .tables import format_table
 
-__all__ = ["format_table", "machine_info", "progress", "pyplot"]
+__all__ = ["ProgressLine", "format_table", "machine_info", "progress", "pyplot"]
