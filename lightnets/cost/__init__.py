@@ -2,25 +2,43 @@
 
 - :func:`profile`: per-operator parameters, MAdds, element-wise ops, MAC, intensity, time.
 - :func:`measure_latency`: the direct metric, measured with warm-up, percentiles, a fixed
-  thread count and denormals flushed.
+  thread count and denormals flushed in every thread; :func:`measure_latencies` several
+  networks in interleaved rounds, with unstable rows remeasured and flagged.
+- :func:`machine_load`: how much CPU other processes use, for the measuring commands' headers.
 - :func:`count_madds`, :func:`count_params`: the two indirect metrics on their own.
 """
 
 from .counting import count_madds, count_params
 from .kinds import KINDS
-from .latency import BACKENDS, LatencyResult, denormals_flushed, measure_latency, percentile
+from .latency import (
+    BACKENDS,
+    SPREAD_LIMIT,
+    LatencyResult,
+    denormals_flushed,
+    flushing_in_every_thread,
+    measure_latencies,
+    measure_latency,
+    percentile,
+)
+from .load import LoadWatch, MachineLoad, machine_load
 from .profile import OpCost, Profile, Totals, profile
 
 __all__ = [
     "BACKENDS",
     "KINDS",
+    "SPREAD_LIMIT",
     "LatencyResult",
+    "LoadWatch",
+    "MachineLoad",
     "OpCost",
     "Profile",
     "Totals",
     "count_madds",
     "count_params",
     "denormals_flushed",
+    "flushing_in_every_thread",
+    "machine_load",
+    "measure_latencies",
     "measure_latency",
     "percentile",
     "profile",
