@@ -165,17 +165,10 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
     model = _build_from_args(args)
     size = (1, 3, args.resolution, args.resolution)
-    loads = []
-    if args.latency:
-        from ..cost.load import LoadWatch, machine_load
-
-        loads.append(("before", machine_load()))
-        watch = LoadWatch().start()
+    load = _start_load_watch() if args.latency else None
     prof = profile(model, size, latency=args.latency, runs=args.runs, threads=args.threads)
-    if args.latency:
-        loads.append(("during", watch.reading()))
     title = f"{configuration(args.name, _model_options(args))} at {args.resolution}x{args.resolution}, batch 1"
-    title = "\n".join([title, *(f"{when}: {load.describe()}" for when, load in loads)])
+    title = "\n".join([title, *(_load_lines(*load) if load else [])])
     print(profile_report(prof, title))
     if prof.latency is not None and prof.latency.unstable:
         print(f"UNSTABLE: the end-to-end spread is {100 * prof.latency.spread:.0f}% after "
@@ -204,10 +197,27 @@ def _lut_networks(models: str | None) -> dict:
     return networks
 
 
+def _start_load_watch():
+    """The machine's load now (half a second) and a watch over what follows: for the measuring
+    commands' output, which must say when other work ran beside them."""
+    from ..cost.load import LoadWatch, machine_load
+
+    return machine_load(), LoadWatch().start()
+
+
+def _load_lines(before, watch) -> list[str]:
+    during = watch.reading()
+    lines = [f"before: {before.describe()}", f"during: {during.describe()}"]
+    if before.busy or during.busy:
+        lines.append("other work was running: these latencies include its interference; rerun on an idle machine")
+    return lines
+
+
 def cmd_lut_build(args: argparse.Namespace) -> int:
     from ..search import LatencyTable
 
     networks = _lut_networks(args.models)
+    load = _start_load_watch()
     if os.path.exists(args.output):
         table = LatencyTable.load(args.output)
         table.check_device()
@@ -224,6 +234,7 @@ def cmd_lut_build(args: argparse.Namespace) -> int:
         overhead, scale = table.calibrate(calibration, args.resolution)
         print(f"calibrated on {len(calibration)} of {len(networks)} networks measured whole: "
               f"latency = {overhead:.3f} ms + {scale:.4f} x summed sites")
+    print("\n".join(_load_lines(*load)))
     table.save(args.output)
     print(f"wrote {args.output}")
     return 0
@@ -234,10 +245,12 @@ def cmd_lut_validate(args: argparse.Namespace) -> int:
 
     table = LatencyTable.load(args.table)
     entries_before = len(table.entries)
+    load = _start_load_watch()
     rows = validate(table, _lut_networks(args.models), args.resolution, show_progress=not args.no_progress)
     print(f"latency table {args.table}: {table.backend}, {table.threads} threads, batch {table.batch}, "
           f"{args.resolution}x{args.resolution}; latency = {table.overhead_ms:.3f} ms + {table.scale:.4f} x summed "
           f"sites (fitted on {len(table.calibration)} networks, marked *)")
+    print("\n".join(_load_lines(*load)))
     print(validation_table(rows))
     print()
     print("\n".join(summary_lines(summarize(rows))))
