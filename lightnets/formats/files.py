@@ -35,7 +35,8 @@ def fault_point(name: str) -> None:
     ``epoch-checkpointed`` (an epoch's checkpoint in place, its metrics line not yet written),
     ``netadapt-step`` (a NetAdapt step's state and history written) and ``nas-trial-<n>``
     (architecture search: trial ``n`` evaluated, its result not yet stored as complete).
-    ``disk-full`` does not kill: every atomic write fails half-way with ``ENOSPC``, as on a full disk.
+    ``disk-full`` does not kill: every atomic write fails with ``ENOSPC`` once its temporary file is
+    written, as on a full disk (see :func:`atomic_path`).
     """
     if os.environ.get(FAULT_ENV) == name:
         os.kill(os.getpid(), signal.SIGKILL)
@@ -43,10 +44,6 @@ def fault_point(name: str) -> None:
 
 def _write(fh, data: bytes) -> None:
     """Write ``data`` to the open file ``fh``; a separate function so that tests can make it fail."""
-    if os.environ.get(FAULT_ENV) == "disk-full":
-        fh.write(data[: len(data) // 2])
-        fh.flush()
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     fh.write(data)
 
 
@@ -72,6 +69,8 @@ def atomic_path(path: str) -> Iterator[str]:
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
         yield tmp
+        if os.environ.get(FAULT_ENV) == "disk-full":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         _fsync(tmp)
         os.replace(tmp, path)
     except BaseException as err:

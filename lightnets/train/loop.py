@@ -478,17 +478,18 @@ def fit(
     saved: list[str] = []  # the checkpoints written, last first: named when training stops
 
     def diverged(what: str) -> TrainingDiverged:
-        kept = (f"the last good checkpoint, {saved[0]}, was kept" if saved else
+        kept = (f"the last checkpoint with finite weights, {saved[0]}, was kept" if saved else
                 "no checkpoint was written")
         return TrainingDiverged(
-            f"training stopped at step {progress['global_step']} (epoch {progress['epoch'] + 1}): {what}; {kept}, "
-            f"none from these weights. Try a lower learning rate (this run's peak lr is {recipe.lr:g})"
+            f"training stopped in epoch {progress['epoch'] + 1} after {progress['global_step']} optimizer steps: "
+            f"{what}; {kept}, none from these weights. Try a lower learning rate (this run's peak lr is "
+            f"{recipe.lr:g})"
         )
 
     def check_finite() -> None:
         bad = _non_finite(model, ema)
         if bad:
-            raise diverged(f"{len(bad)} weight tensors are NaN or infinite ({', '.join(bad[:3])}...)")
+            raise diverged(f"{len(bad)} weight tensors hold NaN or infinite values ({', '.join(bad[:3])}...)")
 
     def checkpoint(name: str, keep_previous: bool = True) -> None:
         check_finite()
@@ -526,7 +527,7 @@ def fit(
                 loss = criterion(logits.float(), y)
             loss_value = loss.item()
             if not math.isfinite(loss_value):
-                raise diverged(f"the loss became {loss_value}")
+                raise diverged(f"the next step's loss is {loss_value}")
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -568,15 +569,15 @@ def fit(
                 f"epoch {epoch + 1} trained on no image: "
                 + (f"all {unreadable} images it drew from {train_split.name} were unreadable and skipped"
                    if unreadable else f"{train_split.name} yielded none")
-                + "; nothing was learnt and no checkpoint was written (check the images, or --bad-images error to "
-                "stop at the first unreadable one)"
+                + "; nothing was learnt in it and no checkpoint was written for it (check the images, or "
+                "--bad-images error to stop at the first unreadable one)"
             )
         check_finite()  # before evaluating: NaN weights once scored a chance accuracy and were kept as the best
         evaluated = evaluate(ema.module if ema else model, val_split, batch_size=256, device=device,
                              channels_last=channels_last, rank=rank, world=world)
         if evaluated.count == 0:
-            raise ValueError(f"the validation split {val_split.name} has no readable image; the epoch cannot be "
-                             "evaluated and no checkpoint was written")
+            raise ValueError(f"the validation split {val_split.name} has no readable image; epoch {epoch + 1} cannot "
+                             "be evaluated and no checkpoint was written for it")
         count = max(running[3].item(), 1.0)
         row = {
             "epoch": epoch + 1,
