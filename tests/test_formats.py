@@ -92,9 +92,10 @@ def test_export_command_rebuilds_the_stored_network_and_refuses_other_options(tm
     with torch.no_grad():
         torch.testing.assert_close(torch.export.load(str(out)).module()(x), original.eval()(x), atol=1e-4, rtol=1e-4)
     capsys.readouterr()
-    assert main(["export", "shufflenet_v1", "--checkpoint", path, "--groups", "3", "-o", str(out)]) == 2
+    fresh = tmp_path / "refused.onnx"  # not 'out', which now exists and would be refused without --force
+    assert main(["export", "shufflenet_v1", "--checkpoint", path, "--groups", "3", "-o", str(fresh)]) == 2
     assert "built with groups=8, not 3" in capsys.readouterr().err
-    assert main(["export", "mobilenet_v2", "--checkpoint", path, "-o", str(out)]) == 2
+    assert main(["export", "mobilenet_v2", "--checkpoint", path, "-o", str(fresh)]) == 2
     assert "holds 'shufflenet_v1', not 'mobilenet_v2'" in capsys.readouterr().err
 
 

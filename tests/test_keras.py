@@ -131,7 +131,8 @@ def test_convert_command_writes_a_checkpoint_predict_and_export_use(tmp_path, ca
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (70, 90, 3), dtype=np.uint8)).save(image)
     assert main(["predict", "mobilenet_v3_small", "--checkpoint", out, str(image)]) == 0
     assert "  5. " in capsys.readouterr().out
-    assert main(["convert", "keras", "MobileNetV3Small", path, "-o", out]) == 2  # alpha 1.0 does not fit the file
+    fresh = str(tmp_path / "refused.safetensors")  # not 'out', which exists and would be refused without --force
+    assert main(["convert", "keras", "MobileNetV3Small", path, "-o", fresh]) == 2  # alpha 1.0 does not fit the file
     assert "Keras layer" in capsys.readouterr().err
-    assert main(["convert", "timm", "mobilenetv2_100", path, "--width-mult", "0.5", "-o", out]) == 2
+    assert main(["convert", "timm", "mobilenetv2_100", path, "--width-mult", "0.5", "-o", fresh]) == 2
     assert "Keras files only" in capsys.readouterr().err

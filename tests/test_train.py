@@ -101,7 +101,7 @@ def test_corrupted_and_truncated_checkpoints_are_refused_previous_still_usable(t
     raw = bytearray(last.read_bytes())
     raw[-3] ^= 0xFF  # flip bits inside the tensor data
     last.write_bytes(bytes(raw))
-    with pytest.raises(CheckpointError, match="corrupted: its tensors do not match the stored SHA-256"):
+    with pytest.raises(CheckpointError, match="corrupted: its tensors or metadata do not match the stored SHA-256"):
         load_checkpoint(str(last))
     last.write_bytes(bytes(raw[: len(raw) // 2]))
     with pytest.raises(CheckpointError, match="truncated or corrupted and was refused"):

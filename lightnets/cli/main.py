@@ -496,7 +496,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         sync_bn=args.sync_bn, deterministic=args.deterministic, threads=args.threads, max_steps=args.max_steps,
         workers=args.workers, bad_images=args.bad_images, show_progress=not args.no_progress,
     )
-    data_options = {"augment": args.augment, "flip": False if args.no_flip else None}
     if args.spec and args.resume:
         raise SystemExit("lightnets train: --resume continues the network its run stored; --spec starts a new run")
     if args.spec:
@@ -506,8 +505,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     elif args.name is None and not args.resume:
         raise SystemExit("lightnets train: give a registered model NAME or --spec FILE")
     if args.resume:
-        result = resume(args.resume, args.name, checkpoint=args.checkpoint, **run_options)
+        if args.force:
+            raise ValueError("--force starts a new run in an existing directory; --resume continues the run there")
+        if args.out and os.path.abspath(args.out) != os.path.abspath(args.resume):
+            raise ValueError(f"--resume continues the run in {args.resume!r}, in place; --out {args.out!r} names "
+                             "another directory")
+        # Options a new run takes: stated with --resume, each must be the run's own (resume() says which is not).
+        given = {"recipe": args.recipe, "lr": args.lr, "batch_size": args.batch_size, "resolution": args.resolution,
+                 "seed": args.seed, "data": args.data, "augment": args.augment, "flip": False if args.no_flip else None,
+                 **_model_options(args)}
+        result = resume(args.resume, args.name, checkpoint=args.checkpoint, epochs=args.epochs,
+                        expect={k: v for k, v in given.items() if v is not None}, **run_options)
     else:
+        args.recipe, args.data, args.seed = args.recipe or "small-data", args.data or "digits", args.seed or 0
+        data_options = {"augment": args.augment or "auto", "flip": False if args.no_flip else None}
         recipe = get_recipe(args.recipe)
         if args.dropout is None and recipe.dropout is not None:
             args.dropout = recipe.dropout
@@ -526,7 +537,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         result = fit(
             model, args.data, recipe, run_dir=run_dir, epochs=args.epochs,
             batch_size=args.batch_size, lr=args.lr, resolution=resolution, seed=args.seed,
-            model_config=model_config, **data_options, **run_options,
+            model_config=model_config, overwrite=args.force, **data_options, **run_options,
         )
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"best validation top-1 {100 * result.best_top1:.2f}% at epoch {result.best_epoch}; "
@@ -590,12 +601,19 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refuse_existing(output: str, force: bool) -> None:
+    """``-o FILE`` must not replace a file (a run's ``last.safetensors``, an earlier export) unless ``--force``."""
+    if os.path.exists(output) and not force:
+        raise ValueError(f"{output!r} already exists; give another -o FILE, or --force to replace it")
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from ..export import export_onnx, export_pt2, quantize_int8
     from ..formats import load_model
 
     if args.int8 and (args.format != "onnx" or not args.calibration):
         raise ValueError("--int8 needs --format onnx and --calibration DATA ('digits' or an ImageFolder PATH)")
+    _refuse_existing(args.output, args.force)
     options = _model_options(args)
     if args.checkpoint:
         loaded = load_model(args.checkpoint, args.name, options=options)
@@ -622,6 +640,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_convert(args: argparse.Namespace) -> int:
     from ..convert import convert_checkpoint
 
+    _refuse_existing(args.output, args.force)
     classes = None
     if args.classes:
         with open(args.classes, encoding="utf8") as fh:
@@ -842,11 +861,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--spec", metavar="FILE",
                        help="train the network a spec file states (lightnets spec --json, lightnets search)")
     train.add_argument(
-        "--data", default="digits",
+        "--data",
         help="'digits' (built in) or PATH with train/ and val/ class folders (default: digits)"
     )
     train.add_argument(
-        "--recipe", default="small-data", help="small-data (default), mobilenet_v2, mobilenet_v3, shufflenet"
+        "--recipe", help="small-data (default), mobilenet_v2, mobilenet_v3, shufflenet"
     )
     train.add_argument("--epochs", type=_positive_int,
                        help="passes over the training split (default: the recipe's: small-data 15, mobilenet_v2 and "
@@ -863,12 +882,17 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--minimal", action="store_true", help="MobileNetV3 minimalistic")
     train.add_argument("--dropout", type=float,
                        help="dropout before the classifier (default: the recipe's, else the model's)")
-    train.add_argument("--out", help="run directory (default runs/NAME-TIME)")
-    train.add_argument("--resume", metavar="RUN_DIR", help="continue this run exactly where it stopped")
+    train.add_argument("--out", help="run directory (default runs/NAME-TIME); one that holds a run is refused")
+    train.add_argument("--force", action="store_true",
+                       help="start the new run in --out even if it holds a run, removing that run's checkpoints, "
+                            "config and metrics (default: refuse)")
+    train.add_argument("--resume", metavar="RUN_DIR",
+                       help="continue this run exactly where it stopped; --epochs N extends (or shortens) it, the "
+                            "other training options must be the run's own or left out")
     train.add_argument("--checkpoint", default="last", help="with --resume: last (default), previous, best, or a file")
     train.add_argument("--checkpoint-every", type=int, default=0, metavar="N",
                        help="also checkpoint every N steps (default 0: at the end of each epoch only)")
-    train.add_argument("--seed", type=int, default=0,
+    train.add_argument("--seed", type=int,
                        help="seeds the initial weights, data order and augmentation (default 0)")
     train.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where to train (default: cpu)")
     train.add_argument("--amp", action="store_true", help="mixed precision (fp16 on GPU, bf16 on CPU)")
@@ -888,7 +912,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="unreadable images: skip and count, or stop (default: skip)"
     )
     train.add_argument(
-        "--augment", choices=["auto", "imagenet", "small", "none"], default="auto",
+        "--augment", choices=["auto", "imagenet", "small", "none"],
         help="ImageFolder training augmentation: imagenet (random-resized crop), small (whole image, mild affine "
         "jitter), none; auto (default) picks small for images under 64 px, imagenet otherwise"
     )
@@ -938,6 +962,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ex.add_argument("--calibration-batches", type=_positive_int, default=10, help="batches of 32 images (default 10)")
     ex.add_argument("-o", "--output", required=True, help="the file to write (.onnx or .pt2)")
+    ex.add_argument("--force", action="store_true", help="replace the output file if it exists (default: refuse)")
     ex.set_defaults(func=cmd_export)
 
     cv = sub.add_parser(
@@ -949,6 +974,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cv.add_argument("file", help=".pth/.pth.tar/.safetensors (torchvision, timm, megvii) or .h5/.weights.h5/.keras")
     cv.add_argument("-o", "--output", required=True, help="the lightnets checkpoint to write (.safetensors)")
+    cv.add_argument("--force", action="store_true", help="replace the output file if it exists (default: refuse)")
     cv.add_argument("--width-mult", type=float, default=1.0, help="Keras only: the file's alpha (default 1.0)")
     cv.add_argument("--minimal", action="store_true", help="Keras only: MobileNetV3 minimalistic")
     cv.add_argument("--classes", help="text file with one class name per line (default: 0, 1, ...)")
@@ -995,7 +1021,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     passive_openmp_waits(args.command)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, OSError) as err:  # OSError: a full disk, a file not found or not writable
         print(f"lightnets: error: {err}", file=sys.stderr)
         return 2
     except ModuleNotFoundError as err:  # not ImportError: an installed module too old to hold a name is no extra

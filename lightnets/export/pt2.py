@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
-
 import torch
 from torch import nn
 
+from ..formats import atomic_path
 from .fuse import fuse
 
 
@@ -26,13 +25,6 @@ def export_pt2(
     x = torch.randn(2, getattr(model, "in_chans", 3), resolution, resolution)
     batch = torch.export.Dim("batch", min=1, max=max_batch)
     program = torch.export.export(net, (x,), dynamic_shapes={"x": {0: batch}})
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    partial = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(partial, "wb") as fh:
-            torch.export.save(program, fh)
-        os.replace(partial, path)
-    finally:
-        if os.path.exists(partial):
-            os.remove(partial)
+    with atomic_path(path) as partial, open(partial, "wb") as fh:
+        torch.export.save(program, fh)
     return path

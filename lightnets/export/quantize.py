@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..formats import atomic_path
 from .onnx import _require, export_onnx
 
 
@@ -288,7 +289,6 @@ def quantize_int8(
         _fold_constant_scales(quantized)
         drop_unused_initializers(quantized)
         onnx.checker.check_model(quantized, full_check=True)  # before anything reaches ``path``
-        partial = f"{path}.tmp-{os.getpid()}"
-        onnx.save(quantized, partial)
-        os.replace(partial, path)
+        with atomic_path(path) as partial:
+            onnx.save(quantized, partial)
     return path

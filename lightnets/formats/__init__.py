@@ -4,21 +4,16 @@ Below ``train``, ``convert`` and ``export``, which all write or read checkpoints
 loads checkpoints is used by many, so it lives below them. Imports only ``models``.
 
 - :func:`save_checkpoint`, :func:`load_checkpoint`: one safetensors file, written atomically,
-  verified on load, never unpickled.
+  verified on load (tensors and metadata), never unpickled.
+- :func:`atomic_write`, :func:`atomic_path`: every file lightnets replaces is written whole or
+  not at all; a failed write leaves the old file and no temporary one.
 - :class:`Preprocessing`: what an image goes through before the network; stored with every
   checkpoint. :func:`load_image` reads one image file that way.
 - :func:`load_model`: a checkpoint to a ready model with its preprocessing and class names.
 """
 
-from .checkpoint import (
-    FAULT_ENV,
-    Checkpoint,
-    CheckpointError,
-    fault_point,
-    load_checkpoint,
-    remove_stale_temporaries,
-    save_checkpoint,
-)
+from .checkpoint import Checkpoint, CheckpointError, UnverifiedMetadataWarning, load_checkpoint, save_checkpoint
+from .files import FAULT_ENV, atomic_path, atomic_write, fault_point, read_json, remove_stale_temporaries
 from .loading import SPEC_NAME, LoadedModel, build_stored_model, load_model
 from .preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, imagenet_preprocessing, load_image
 
@@ -31,12 +26,16 @@ __all__ = [
     "SPEC_NAME",
     "LoadedModel",
     "Preprocessing",
+    "UnverifiedMetadataWarning",
+    "atomic_path",
+    "atomic_write",
     "build_stored_model",
     "fault_point",
     "imagenet_preprocessing",
     "load_checkpoint",
     "load_image",
     "load_model",
+    "read_json",
     "remove_stale_temporaries",
     "save_checkpoint",
 ]

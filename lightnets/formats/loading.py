@@ -41,6 +41,8 @@ def build_stored_model(
 ) -> tuple[str, dict, nn.Module]:
     """The registered name, options and freshly built network a checkpoint's (or a run's
     ``config.json``) ``model`` entry describes; ``path`` names the source in errors."""
+    if not isinstance(stored, Mapping):
+        raise CheckpointError(f"checkpoint {path!r}: its stored model entry {stored!r} is not a record")
     stored_name = stored.get("name")
     spec = stored.get("spec")
     if stored_name is None and spec is not None:
@@ -111,25 +113,44 @@ def load_model(
     config = ckpt.config
     if "preprocessing" not in config or "classes" not in config:
         raise CheckpointError(
-            f"checkpoint {path!r} stores no preprocessing or class names; "
+            f"checkpoint {path!r} stores no {'preprocessing' if 'preprocessing' not in config else 'class names'}; "
             "it was not written by lightnets train or convert"
         )
-    class_names = list(config["classes"])
+    classes = config["classes"]
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
+        raise CheckpointError(f"checkpoint {path!r}: its stored class names {classes!r} are not a list of names")
+    try:
+        preprocessing = Preprocessing.from_dict(config["preprocessing"], f"checkpoint {path!r}")
+    except ValueError as err:
+        raise CheckpointError(str(err)) from None
+    class_names = list(classes)
     name, built_options, model = build_stored_model(config.get("model") or {}, name, options or {}, class_names, path)
     weights = ckpt.ema if prefer_ema and ckpt.ema else ckpt.model
     try:
         model.load_state_dict(weights)
     except RuntimeError as err:
         raise CheckpointError(
-            f"checkpoint {path!r}: its weights do not fit {name} with {built_options} ({err})"
+            f"checkpoint {path!r}: its weights do not fit {name} with {built_options}: {state_dict_mismatch(err)}"
         ) from None
     return LoadedModel(
         model=model.to(device).eval(),
         name=name,
         options=built_options,
-        preprocessing=Preprocessing.from_dict(config["preprocessing"]),
+        preprocessing=preprocessing,
         class_names=class_names,
         path=path,
         config=config,
         progress=ckpt.progress,
     )
+
+
+def state_dict_mismatch(err: RuntimeError) -> str:
+    """The first fault of torch's ``load_state_dict`` error, on one line: the first differing shape, or the
+    first missing or unexpected keys (torch lists every one of hundreds over many lines)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    for line in lines:
+        if line.startswith("size mismatch for"):
+            return line.replace("torch.Size(", "(").rstrip(".")
+    faults = [line for line in lines if line.startswith(("Missing key(s)", "Unexpected key(s)"))]
+    short = "; ".join(faults or lines[:1])
+    return short if len(short) <= 300 else short[:300] + "..."

@@ -8,10 +8,13 @@ accuracy if a reader assumed ImageNet's.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
+#: What an image may go through: the built-in digits' grey levels, or an RGB file resized and centre-cropped.
+PREPROCESSING_KINDS = ("digits", "imagenet")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DIGITS_MEAN = (0.5, 0.5, 0.5)
@@ -36,8 +39,31 @@ class Preprocessing:
                 "resize": self.resize}
 
     @classmethod
-    def from_dict(cls, d: dict) -> Preprocessing:
-        return cls(d["kind"], int(d["resolution"]), tuple(d["mean"]), tuple(d["std"]), d.get("resize"))
+    def from_dict(cls, d: dict, source: str = "") -> Preprocessing:
+        """The record :meth:`to_dict` stored; anything else raises a ValueError naming ``source`` and the fault."""
+        where = f"{source}: its stored preprocessing" if source else "preprocessing"
+        if not isinstance(d, dict):
+            raise ValueError(f"{where} is {d!r}, not a record of kind, resolution, mean and std")
+        missing = [k for k in ("kind", "resolution", "mean", "std") if k not in d]
+        if missing:
+            raise ValueError(f"{where} lacks {', '.join(missing)} (it has {', '.join(sorted(d)) or 'nothing'})")
+        kind, resolution, resize = d["kind"], d["resolution"], d.get("resize")
+        if kind not in PREPROCESSING_KINDS:
+            raise ValueError(f"{where} has kind {kind!r}; allowed: {', '.join(PREPROCESSING_KINDS)}")
+        for name, value in (("resolution", resolution), ("resize", 1 if resize is None else resize)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{where} has {name} {value!r}; it must be a positive integer")
+        stats = {}
+        for name, low in (("mean", -math.inf), ("std", 0.0)):
+            value = d[name]
+            ok = isinstance(value, list | tuple) and len(value) == 3 and all(
+                isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v > low for v in value
+            )
+            if not ok:
+                rule = "finite" if name == "mean" else "finite and positive"
+                raise ValueError(f"{where} has {name} {value!r}; it must be three {rule} numbers (one per channel)")
+            stats[name] = tuple(float(v) for v in value)
+        return cls(kind, resolution, stats["mean"], stats["std"], resize)
 
 
 def imagenet_preprocessing(

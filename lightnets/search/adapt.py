@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.multiprocessing as mp
 
-from ..formats import fault_point, load_checkpoint, save_checkpoint
+from ..formats import atomic_write, fault_point, load_checkpoint, save_checkpoint
 from ..models import (
     ChannelGroup,
     ConvNet,
@@ -212,18 +212,8 @@ def _fine_tuned(
         yield child, accuracy
 
 
-def _atomic_text(path: str, text: str) -> None:
-    """Write ``text`` to a temporary file, flushed to disk, then rename it into place."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def _atomic_json(path: str, payload: object) -> None:
-    _atomic_text(path, json.dumps(payload, indent=1))
+    atomic_write(path, json.dumps(payload, indent=1))
 
 
 def netadapt(

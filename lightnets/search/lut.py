@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import tempfile
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
@@ -23,6 +22,7 @@ import torch
 
 from ..cost import BACKENDS, measure_latency, percentile
 from ..export import onnxruntime_times
+from ..formats import atomic_write
 from ..models import BuildSettings, NetSpec, Site, build, build_site, resolve, walk
 from ..report import format_table, machine_info, progress, pyplot
 
@@ -266,18 +266,7 @@ class LatencyTable:
 
     def save(self, path: str) -> None:
         """Write the table as JSON, atomically (a temporary file renamed into place)."""
-        folder = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-        try:
-            with os.fdopen(fd, "w", encoding="utf8") as fh:
-                json.dump(self.to_dict(), fh, indent=1)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic_write(path, json.dumps(self.to_dict(), indent=1))
 
     @classmethod
     def load(cls, path: str) -> LatencyTable:

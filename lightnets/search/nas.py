@@ -28,11 +28,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..formats import fault_point
+from ..formats import atomic_write, fault_point
 from ..models import NetSpec, build
 from ..report import pyplot
 from ..train import DataSplit, fit
-from .adapt import _atomic_json, _atomic_text, measure_whole
+from .adapt import _atomic_json, measure_whole
 from .lut import LatencyTable
 from .space import SearchSpace
 
@@ -500,8 +500,8 @@ def write_result(result: SearchResult, out_dir: str) -> list[str]:
     and ``search.json`` (settings, best, front, spread, every trial), written atomically."""
     os.makedirs(out_dir, exist_ok=True)
     paths = [os.path.join(out_dir, name) for name in ("best_spec.txt", "best_spec.json", "search.json")]
-    _atomic_text(paths[0], "\n".join(result.best_spec.lines()) + "\n")
-    _atomic_text(paths[1], result.best_spec.to_json(indent=2) + "\n")
+    atomic_write(paths[0], "\n".join(result.best_spec.lines()) + "\n")
+    atomic_write(paths[1], result.best_spec.to_json(indent=2) + "\n")
     _atomic_json(paths[2], result.to_dict())
     return paths
 

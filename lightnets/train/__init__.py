@@ -12,12 +12,12 @@ from .data import (
     image_folder,
     load_data,
 )
-from .loop import FitResult, checkpoint_path, evaluate, fit, resume
+from .loop import RUN_FILES, FitResult, TrainingDiverged, checkpoint_path, evaluate, fit, resume
 from .metrics import EvalResult
 from .recipes import RECIPES, Recipe, get_recipe
 
 __all__ = [
-    "RECIPES", "DataSplit", "EvalResult", "FitResult", "Recipe", "calibration_batches", "check_classes",
-    "checkpoint_path", "checkpoint_preprocessing", "digits", "evaluate", "fit", "get_recipe", "image_folder",
-    "load_data", "resume",
+    "RECIPES", "RUN_FILES", "DataSplit", "EvalResult", "FitResult", "Recipe", "TrainingDiverged",
+    "calibration_batches", "check_classes", "checkpoint_path", "checkpoint_preprocessing", "digits", "evaluate", "fit",
+    "get_recipe", "image_folder", "load_data", "resume",
 ]

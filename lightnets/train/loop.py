@@ -26,16 +26,9 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from ..formats.checkpoint import (
-    CheckpointError,
-    fault_point,
-    load_checkpoint,
-    remove_stale_temporaries,
-    restore_rng,
-    save_checkpoint,
-    tensor_digest,
-)
-from ..formats.loading import SPEC_NAME, build_stored_model, load_model
+from ..formats.checkpoint import CheckpointError, load_checkpoint, restore_rng, save_checkpoint, tensor_digest
+from ..formats.files import atomic_write, fault_point, read_json, remove_stale_temporaries
+from ..formats.loading import SPEC_NAME, build_stored_model, load_model, state_dict_mismatch
 from ..models import NetSpec
 from .data import DataSplit, load_data
 from .ema import ModelEMA
@@ -222,13 +215,7 @@ def evaluate(
 
 def _write_metrics(run_dir: str, rows: list[dict]) -> None:
     """Replace ``metrics.jsonl`` with ``rows`` (atomically): what the resumed checkpoint has seen."""
-    path = os.path.join(run_dir, "metrics.jsonl")
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as fh:
-        fh.writelines(json.dumps(row) + "\n" for row in rows)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    atomic_write(os.path.join(run_dir, "metrics.jsonl"), "".join(json.dumps(row) + "\n" for row in rows))
 
 
 def checkpoint_path(run_dir: str, checkpoint: str = "last") -> str:
@@ -238,17 +225,52 @@ def checkpoint_path(run_dir: str, checkpoint: str = "last") -> str:
     return os.path.join(run_dir, f"{checkpoint}.safetensors")
 
 
-def _previous_hint(path: str, run_dir: str) -> str:
-    """When ``path`` is unusable: where the intact ``previous`` checkpoint is, if there is one."""
-    previous = os.path.join(run_dir, "previous.safetensors")
-    if path == previous or not os.path.exists(previous):
-        return ""
-    try:
-        p = load_checkpoint(previous).progress
-    except CheckpointError:
-        return ""
-    return (f"; {previous} is intact (epoch {p['epoch']}, step {p['global_step']}): resume from it with "
-            "--checkpoint previous")
+#: The files that make a directory a run: a new run refuses to start in a directory holding any of them.
+RUN_FILES = ("config.json", "metrics.jsonl", "last.safetensors", "previous.safetensors", "best.safetensors")
+#: Also removed when a new run replaces an old one (overwrite=True): they describe the old run.
+_RUN_OUTPUTS = (*RUN_FILES, "replicas.json", "curves.png")
+
+
+class TrainingDiverged(ValueError):
+    """The loss or the weights stopped being finite: training stopped, no checkpoint was written from them."""
+
+
+def _check_new_run_dir(run_dir: str, overwrite: bool) -> None:
+    """Refuse to start a new run where one is (it would replace its checkpoints and mix two runs' metrics),
+    unless ``overwrite``: then remove the old run's files first."""
+    existing = [name for name in RUN_FILES if os.path.exists(os.path.join(run_dir, name))]
+    if not existing:
+        return
+    if not overwrite:
+        raise ValueError(
+            f"{run_dir!r} already holds a run ({', '.join(existing)}): continue it with --resume {run_dir} "
+            "(fit(..., resume=True)), train into another directory, or replace it with --force (overwrite=True)"
+        )
+    for name in _RUN_OUTPUTS:
+        if os.path.exists(os.path.join(run_dir, name)):
+            os.remove(os.path.join(run_dir, name))
+
+
+def _describe_stored(config: dict) -> str:
+    """A checkpoint's network in words: ``mobilenet_v2 with {'width_mult': 0.5, ...}`` or its spec."""
+    stored = config.get("model") or {}
+    if stored.get("name"):
+        return f"{stored['name']} with {stored.get('options', {})}"
+    return f"the network {stored['spec']}" if stored.get("spec") else "a network of unrecorded name"
+
+
+def _describe_model(model: nn.Module, model_config: dict | None) -> str:
+    if model_config and model_config.get("name"):
+        return f"{model_config['name']} with {model_config.get('options', {})}"
+    spec = getattr(model, "spec", None)
+    return f"the network {spec}" if isinstance(spec, NetSpec) else type(model).__name__
+
+
+def _non_finite(model: nn.Module, ema: ModelEMA | None) -> list[str]:
+    """The weights and buffers that are NaN or infinite (the EMA copy's prefixed ``ema.``)."""
+    states = {"": model.state_dict(), **({"ema.": ema.state_dict()} if ema is not None else {})}
+    return [prefix + name for prefix, state in states.items() for name, value in state.items()
+            if value.is_floating_point() and not torch.isfinite(value).all()]
 
 
 @_restores_torch_state
@@ -278,6 +300,7 @@ def fit(
     augment: str = "auto",
     flip: bool | None = None,
     model_config: dict | None = None,
+    overwrite: bool = False,
     show_progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> FitResult:
@@ -290,7 +313,9 @@ def fit(
     ``run_dir`` has no default so that choosing not to keep a run is explicit.
 
     ``resume=True`` continues ``run_dir`` from its ``resume_checkpoint`` (``last``,
-    ``previous``, ``best`` or a path); :func:`resume` does so from the checkpoint alone.
+    ``previous``, ``best`` or a path); :func:`resume` does so from the checkpoint alone. A new
+    run refuses a ``run_dir`` that already holds one (it would replace its checkpoints and mix
+    two runs' metrics) unless ``overwrite=True``, which removes the old run's files first.
     ``checkpoint_every`` also checkpoints every N optimizer steps. ``max_steps`` without
     ``epochs`` is a step budget: the run lasts ``max_steps`` optimizer steps, over as many epochs
     as that takes, and the learning-rate schedule ends at the last of them (after the recipe's
@@ -300,6 +325,11 @@ def fit(
     :func:`lightnets.formats.load_model` can rebuild the model. ``augment`` and ``flip`` choose an
     ImageFolder tree's training augmentation (see :func:`~lightnets.train.image_folder`); the
     run's first line says which is in force, and the checkpoints store it.
+
+    Training stops with :class:`TrainingDiverged` (a ValueError) when the loss or the weights
+    stop being finite, before any checkpoint is written from them (the last good one stays),
+    and with a ValueError when an epoch has no readable training image or the validation split
+    none: a run that learnt nothing is not saved as the best.
 
     The global torch state this changes (thread count, deterministic algorithms, the seeded
     torch and Python RNGs, the CUDA device, a process group it started) is restored when it
@@ -321,6 +351,8 @@ def fit(
     rank, world, local_rank = _distributed()
     is_main = rank == 0
     writes = is_main and not in_memory
+    if writes and not resume:
+        _check_new_run_dir(run_dir, overwrite)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device == "cuda" else "gloo")
     if device == "cuda":
@@ -397,18 +429,31 @@ def fit(
                 module.zero_init_last()
     if resume:
         path = checkpoint_path(run_dir, resume_checkpoint)
-        try:
-            ckpt = load_checkpoint(path)
-        except CheckpointError as err:
-            raise CheckpointError(f"{err}{_previous_hint(path, run_dir)}") from None
+        ckpt = load_checkpoint(path)  # its error names the intact previous checkpoint, if any
         if ckpt.optimizer is None or ckpt.rng is None:
             raise CheckpointError(f"{path!r} holds weights only and cannot resume training")
-        model.load_state_dict(ckpt.model)
-        if ema is not None and ckpt.ema is not None:
-            ema.load_state_dict(ckpt.ema)
-        optimizer.load_state_dict(ckpt.optimizer)
+        try:
+            model.load_state_dict(ckpt.model)
+            if ema is not None and ckpt.ema is not None:
+                ema.load_state_dict(ckpt.ema)
+        except RuntimeError as err:
+            raise CheckpointError(
+                f"checkpoint {path!r} holds {_describe_stored(ckpt.config)}, which does not fit the model being "
+                f"resumed ({_describe_model(model, model_config)}): {state_dict_mismatch(err)}"
+            ) from None
+        try:
+            optimizer.load_state_dict(ckpt.optimizer)
+        except (KeyError, ValueError) as err:
+            raise CheckpointError(
+                f"checkpoint {path!r}: its optimizer state does not fit the {recipe.optimizer} optimizer of the "
+                f"model being resumed ({err})"
+            ) from None
         progress = ckpt.progress
-        restore_rng(ckpt.rng["tensors"], ckpt.rng["python"])
+        missing = [k for k in ("epoch", "step_in_epoch", "global_step", "best_top1", "best_epoch", "running",
+                               "train_seconds") if k not in progress]
+        if missing:
+            raise CheckpointError(f"checkpoint {path!r}: its stored progress lacks {', '.join(missing)}")
+        restore_rng(ckpt.rng["tensors"], ckpt.rng["python"], path)
         say(f"resumed {path} at epoch {progress['epoch']}, step {progress['global_step']}")
     if writes:
         os.makedirs(run_dir, exist_ok=True)
@@ -417,8 +462,7 @@ def fit(
             say(f"removed {len(removed)} temporary file(s) an interrupted checkpoint write left: {', '.join(removed)}")
         if resume and "history" in progress:
             _write_metrics(run_dir, progress["history"])
-        with open(os.path.join(run_dir, "config.json"), "w") as fh:
-            json.dump(config, fh, indent=2)
+        atomic_write(os.path.join(run_dir, "config.json"), json.dumps(config, indent=2))
 
     net: nn.Module = model
     if world > 1:
@@ -431,8 +475,26 @@ def fit(
     bar = _Progress(show_progress and is_main)
     history: list[dict] = []
 
+    saved: list[str] = []  # the checkpoints written, last first: named when training stops
+
+    def diverged(what: str) -> TrainingDiverged:
+        kept = (f"the last checkpoint with finite weights, {saved[0]}, was kept" if saved else
+                "no checkpoint was written")
+        return TrainingDiverged(
+            f"training stopped in epoch {progress['epoch'] + 1} after {progress['global_step']} optimizer steps: "
+            f"{what}; {kept}, none from these weights. Try a lower learning rate (this run's peak lr is "
+            f"{recipe.lr:g})"
+        )
+
+    def check_finite() -> None:
+        bad = _non_finite(model, ema)
+        if bad:
+            raise diverged(f"{len(bad)} weight tensors hold NaN or infinite values ({', '.join(bad[:3])}...)")
+
     def checkpoint(name: str, keep_previous: bool = True) -> None:
+        check_finite()
         if writes:
+            saved.insert(0, f"{name}.safetensors at step {progress['global_step']}")
             save_checkpoint(
                 os.path.join(run_dir, f"{name}.safetensors"), model.state_dict(), config=config, progress=progress,
                 ema=ema.state_dict() if ema else None, optimizer=optimizer.state_dict(), keep_previous=keep_previous,
@@ -463,6 +525,9 @@ def fit(
             with torch.autocast(device_type=str(device).split(":")[0], dtype=amp_dtype, enabled=use_amp):
                 logits = net(x)
                 loss = criterion(logits.float(), y)
+            loss_value = loss.item()
+            if not math.isfinite(loss_value):
+                raise diverged(f"the next step's loss is {loss_value}")
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -471,7 +536,7 @@ def fit(
                 ema.update(model)
             with torch.no_grad():
                 c1, c5 = topk_correct(logits.detach().float(), y)
-                running[:4] += torch.tensor([loss.item() * len(y), c1, c5, len(y)], dtype=torch.float64)
+                running[:4] += torch.tensor([loss_value * len(y), c1, c5, len(y)], dtype=torch.float64)
             progress["global_step"] += 1
             progress["step_in_epoch"] = step_in_epoch + 1
             progress["running"] = running.tolist()
@@ -498,8 +563,21 @@ def fit(
             # are evaluated and saved.
             for buffer in model.buffers():
                 dist.broadcast(buffer, 0)
+        if running[3].item() == 0:
+            unreadable = int(running[4].item())
+            raise ValueError(
+                f"epoch {epoch + 1} trained on no image: "
+                + (f"all {unreadable} images it drew from {train_split.name} were unreadable and skipped"
+                   if unreadable else f"{train_split.name} yielded none")
+                + "; nothing was learnt in it and no checkpoint was written for it (check the images, or "
+                "--bad-images error to stop at the first unreadable one)"
+            )
+        check_finite()  # before evaluating: NaN weights once scored a chance accuracy and were kept as the best
         evaluated = evaluate(ema.module if ema else model, val_split, batch_size=256, device=device,
                              channels_last=channels_last, rank=rank, world=world)
+        if evaluated.count == 0:
+            raise ValueError(f"the validation split {val_split.name} has no readable image; epoch {epoch + 1} cannot "
+                             "be evaluated and no checkpoint was written for it")
         count = max(running[3].item(), 1.0)
         row = {
             "epoch": epoch + 1,
@@ -544,9 +622,8 @@ def fit(
         prints = [None] * world
         dist.all_gather_object(prints, _fingerprint(model))
         if writes:
-            with open(os.path.join(run_dir, "replicas.json"), "w") as fh:
-                replicas = {"world_size": world, "fingerprints": prints, "identical": len(set(prints)) == 1}
-                json.dump(replicas, fh, indent=2)
+            replicas = {"world_size": world, "fingerprints": prints, "identical": len(set(prints)) == 1}
+            atomic_write(os.path.join(run_dir, "replicas.json"), json.dumps(replicas, indent=2))
         dist.barrier()
         dist.destroy_process_group()
     final = history[-1] if history else {}
@@ -577,11 +654,41 @@ def _model_entry(model: nn.Module, model_config: dict | None) -> dict:
     return entry
 
 
+#: What :func:`resume` compares with the run's stored configuration: ``expect``'s keys, where each is
+#: stored, and the ``lightnets train`` option that sets it.
+RUN_SETTINGS = {
+    "recipe": (("recipe", "name"), "--recipe"), "lr": (("recipe", "lr"), "--lr"),
+    "batch_size": (("recipe", "batch_size"), "--batch-size"),
+    "resolution": (("preprocessing", "resolution"), "--resolution"), "seed": (("seed",), "--seed"),
+    "data": (("data",), "--data"), "augment": (("augment",), "--augment"), "flip": (("flip",), "--no-flip"),
+}
+
+
+def _stored_setting(config: dict, key: str) -> object:
+    value: object = config
+    for part in RUN_SETTINGS[key][0]:
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def _run_config(config_path: str) -> dict:
+    """A run's ``config.json``, read for a run killed before its first checkpoint; errors name the file."""
+    config = read_json(config_path)
+    missing = [k for k in ("classes", "preprocessing", "recipe") if not isinstance(config, dict) or k not in config]
+    if missing:
+        raise ValueError(f"{config_path}: the run's configuration lacks {', '.join(missing)}")
+    if not isinstance(config["preprocessing"], dict) or "resolution" not in config["preprocessing"]:
+        raise ValueError(f"{config_path}: the run's configuration stores no preprocessing resolution")
+    return config
+
+
 def resume(
     run_dir: str,
     name: str | None = None,
     *,
     checkpoint: str = "last",
+    epochs: int | None = None,
+    expect: dict | None = None,
     device: str = "cpu",
     amp: bool = False,
     channels_last: bool = False,
@@ -605,38 +712,64 @@ def resume(
     executes (device, threads, precision, workers) or where it may stop early (``max_steps``,
     not allowed when the run itself is a step budget).
 
+    ``epochs`` is the one setting a resume may change: the run continues to that epoch (more
+    than it had: extended; fewer, but no fewer than it has completed: ended sooner), its
+    learning-rate schedule now spanning the new number, and the log says so. ``expect`` holds
+    settings the caller states (a command line's ``--lr``): the keys of :data:`RUN_SETTINGS` and
+    the model's options (``width_mult``, ``groups``, ``minimal``, ``dropout``); one that differs
+    from the run's raises a ValueError naming it and the stored value, rather than being ignored.
+
     A run killed before its first checkpoint was complete (its ``config.json`` written, no
     ``last`` or ``previous`` checkpoint) starts again from step 0 with the stored configuration,
     and says so.
     """
+    expect = dict(expect or {})
+    settings = {k: expect.pop(k) for k in list(expect) if k in RUN_SETTINGS}
     path = checkpoint_path(run_dir, checkpoint)
     config_path = os.path.join(run_dir, "config.json")
     started_only = checkpoint == "last" and not any(
         os.path.exists(os.path.join(run_dir, f"{n}.safetensors")) for n in ("last", "previous")
     )
     if started_only and os.path.exists(config_path):
-        with open(config_path) as fh:
-            config = json.load(fh)
-        stored_name, options, model = build_stored_model(config.get("model") or {}, name, {}, config["classes"],
+        config = _run_config(config_path)
+        stored_name, options, model = build_stored_model(config.get("model") or {}, name, expect, config["classes"],
                                                          config_path)
         log(f"{run_dir}: no complete checkpoint; restarting from step 0 with the configuration in {config_path}")
-        resolution = config["preprocessing"]["resolution"]
+        resolution, done = config["preprocessing"]["resolution"], 0
     else:
-        try:
-            loaded = load_model(path, name, prefer_ema=False)  # fit loads the raw weights, EMA and optimizer next
-        except CheckpointError as err:
-            raise CheckpointError(f"{err}{_previous_hint(path, run_dir)}") from None
+        loaded = load_model(path, name, options=expect, prefer_ema=False)  # fit loads the raw weights, EMA, optimizer
         config, model, resolution = loaded.config, loaded.model, loaded.preprocessing.resolution
-        stored_name, options = loaded.name, loaded.options
+        stored_name, options, done = loaded.name, loaded.options, loaded.progress.get("epoch", 0)
+    for key, given in settings.items():
+        stored = _stored_setting(config, key)
+        if given != stored:
+            raise ValueError(
+                f"run {run_dir!r} was trained with {key} {stored!r}; a resumed run keeps it, so {key} {given!r} "
+                f"({RUN_SETTINGS[key][1]}) cannot apply: leave it out to continue the run, or start a new run in "
+                "another directory"
+            )
     if config.get("data") in (None, "custom"):
         raise ValueError(f"run {run_dir!r} was trained on in-memory splits; resume it with fit(..., resume=True)")
     recipe = _stored_recipe(config["recipe"])
     if config.get("step_budget"):
         if max_steps is not None:
             raise ValueError(f"run {run_dir!r} is a budget of {config['max_steps']} steps; max_steps cannot change it")
+        if epochs is not None:
+            raise ValueError(f"run {run_dir!r} is a budget of {config['max_steps']} steps, not of epochs; "
+                             "epochs cannot change it")
         epochs, max_steps = None, config["max_steps"]
-    else:
+    elif epochs is None or epochs == recipe.epochs:
         epochs = recipe.epochs
+        if done >= epochs:
+            log(f"{run_dir}: the run has completed all its {epochs} epochs; nothing to train (give more epochs "
+                "to extend it)")
+    else:
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < max(done, 1):
+            raise ValueError(f"run {run_dir!r} has completed {done} of its {recipe.epochs} epochs; epochs must be an "
+                             f"integer >= {max(done, 1)} to continue it, got {epochs!r}")
+        log(f"{run_dir}: {'extending' if epochs > recipe.epochs else 'shortening'} the run from {recipe.epochs} to "
+            f"{epochs} epochs ({done} completed); its learning-rate schedule now spans {epochs} epochs, so from here "
+            "on it differs from the schedule the run started with")
     return fit(
         model, config["data"], recipe, run_dir=run_dir, epochs=epochs,
         resolution=resolution, resume=not started_only, resume_checkpoint=path,
@@ -644,5 +777,5 @@ def resume(
         channels_last=channels_last, sync_bn=sync_bn, deterministic=deterministic, threads=threads, max_steps=max_steps,
         workers=workers, bad_images=bad_images, augment=config.get("augment", "auto"), flip=config.get("flip"),
         model_config=None if stored_name == SPEC_NAME else {"name": stored_name, "options": options},
-        show_progress=show_progress, log=log,
+        overwrite=started_only, show_progress=show_progress, log=log,
     )

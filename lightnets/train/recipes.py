@@ -9,6 +9,34 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, replace
 
+OPTIMIZERS = ("sgd", "rmsprop", "adamw")
+SCHEDULES = ("cosine", "linear", "step", "exponential")
+
+
+# The interval each numeric field must lie in: (low, high, low allowed, high allowed). None, where a
+# field may be None, means "off" (no EMA) or "the model's own" (dropout, BN momentum).
+_RANGES = {
+    "lr": (0, math.inf, False, False),
+    "momentum": (0, 1, True, False),
+    "rmsprop_decay": (0, 1, True, False),
+    "rmsprop_eps": (0, math.inf, False, False),
+    "weight_decay": (0, math.inf, True, False),
+    "decay_rate": (0, math.inf, False, False),
+    "decay_epochs": (0, math.inf, False, False),
+    "warmup_epochs": (0, math.inf, True, False),
+    "label_smoothing": (0, 1, True, False),
+    "ema_decay": (0, 1, True, False),  # 0, like None, averages nothing
+    "dropout": (0, 1, True, False),
+    "bn_momentum": (0, 1, True, True),
+}
+_OPTIONAL = {"ema_decay", "dropout", "bn_momentum"}
+
+
+def _interval(low: float, high: float, low_in: bool, high_in: bool) -> str:
+    if high == math.inf:
+        return f"{'>=' if low_in else '>'} {low:g}"
+    return f"in {'[' if low_in else '('}{low:g}, {high:g}{']' if high_in else ')'}"
+
 
 @dataclass(frozen=True)
 class Recipe:
@@ -33,6 +61,26 @@ class Recipe:
     batch_size: int = 64
     epochs: int = 30
     augment: bool = True
+
+    def __post_init__(self) -> None:
+        """Refuse a hyper-parameter no training can use (``lr=nan`` once trained to NaN weights and saved
+        them as the best), naming it and what is allowed."""
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; allowed: {', '.join(OPTIMIZERS)}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; allowed: {', '.join(SCHEDULES)}")
+        for name, value in (("batch_size", self.batch_size), ("epochs", self.epochs)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        for name, (low, high, low_in, high_in) in _RANGES.items():
+            value = getattr(self, name)
+            if value is None and name in _OPTIONAL:
+                continue
+            number = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+            above = number and (low <= value if low_in else low < value)
+            if not (above and (value <= high if high_in else value < high)):
+                allowed = _interval(low, high, low_in, high_in) + (", or None" if name in _OPTIONAL else "")
+                raise ValueError(f"recipe {self.name!r}: {name} must be a finite number {allowed}, got {value!r}")
 
     def lr_at(self, step: int, steps_per_epoch: int, total_steps: int) -> float:
         """The learning rate at optimizer step ``step`` (0-based)."""
