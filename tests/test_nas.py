@@ -422,3 +422,17 @@ def test_the_command_compares_with_random_search_on_one_latency_scale(fake_timin
         reward(saved["best"]["accuracy"], saved["best"]["latency_ms"], 2.0, hard=True))
     with pytest.raises(SystemExit, match="--widths draws on the --plot"):
         main(["search", "--target-ms", "2", "--widths", "0.5"])
+
+
+def test_a_candidate_whose_proxy_training_diverges_scores_zero_instead_of_stopping_the_search(monkeypatch):
+    from lightnets.search import nas
+    from lightnets.train import TrainingDiverged
+
+    def diverging(*args, **kwargs):
+        raise TrainingDiverged("the loss stopped being finite")
+
+    monkeypatch.setattr(nas, "fit", diverging)
+    data = (SimpleNamespace(classes=list(range(10))), None)  # never read: fit is replaced
+    evaluator = nas.ProxyEvaluator(data, None, input_size=32, steps=1)
+    spec = lightnets.create_model("mobilenet_v3_small_050", num_classes=10).spec
+    assert evaluator.accuracy(spec) == 0.0

@@ -376,3 +376,18 @@ def test_a_killed_netadapt_run_continues_from_its_last_step(tmp_path):
     history = json.loads((out / "history.json").read_text())["history"]
     assert [row["step"] for row in history] == [1, 2] and history[0] == first[0]
     assert (out / "final.safetensors").exists()
+
+
+def test_a_proposal_whose_fine_tune_diverges_scores_zero_and_keeps_its_weights(monkeypatch):
+    from lightnets.search import adapt
+    from lightnets.train import TrainingDiverged
+
+    def diverging(*args, **kwargs):
+        raise TrainingDiverged("the loss stopped being finite")
+
+    monkeypatch.setattr(adapt, "fit", diverging)
+    model = lightnets.create_model("mobilenet_v3_small_050", num_classes=10)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    tuned, top1 = adapt._proposal_finetune(model, (None, None), steps=1, seed=0)
+    assert top1 == 0.0 and tuned is model
+    assert all(torch.equal(before[k], v) for k, v in tuned.state_dict().items())

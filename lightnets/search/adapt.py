@@ -34,7 +34,7 @@ from ..models import (
     resize_group,
 )
 from ..report import pyplot
-from ..train import DataSplit, evaluate, fit
+from ..train import DataSplit, TrainingDiverged, evaluate, fit
 from .lut import LatencyTable
 
 KINDS = ("expansion", "bottleneck")
@@ -183,12 +183,24 @@ def _worker_start(data: tuple[DataSplit, DataSplit]) -> None:
     _WORKER_DATA = data  # sent once per worker, not once per proposal
 
 
+def _proposal_finetune(model: ConvNet, data: tuple[DataSplit, DataSplit], steps: int, seed: int,
+                       threads: int | None = None) -> tuple[ConvNet, float]:
+    """A proposal fine-tuned and its top-1; one whose fine-tune diverges keeps its inherited
+    weights and scores 0, so that it is never selected (it would have scored chance before the
+    divergence stopped training)."""
+    try:
+        result = _finetune(model, data, steps, seed, threads=threads)
+    except TrainingDiverged:
+        return model, 0.0
+    return result.model, result.final["val_top1"]
+
+
 def _worker_finetune(job: tuple[str, dict, int, int]) -> tuple[dict, float]:
     spec, state, steps, seed = job
     model = build(spec)
     model.load_state_dict(state)
-    result = _finetune(model, _WORKER_DATA, steps, seed, threads=1)
-    return result.model.state_dict(), result.final["val_top1"]
+    tuned, top1 = _proposal_finetune(model, _WORKER_DATA, steps, seed, threads=1)
+    return tuned.state_dict(), top1
 
 
 def free_cores() -> int:
@@ -203,8 +215,7 @@ def _fine_tuned(
     """Each child fine-tuned, in order: here, or in ``pool``'s worker processes (one thread each)."""
     if pool is None:
         for child in children:
-            result = _finetune(child, data, steps, seed)
-            yield result.model, result.final["val_top1"]
+            yield _proposal_finetune(child, data, steps, seed)
         return
     jobs = [(str(child.spec), child.state_dict(), steps, seed) for child in children]
     for child, (state, accuracy) in zip(children, pool.imap(_worker_finetune, jobs), strict=True):

@@ -31,7 +31,7 @@ import torch
 from ..formats import atomic_write, fault_point
 from ..models import NetSpec, build
 from ..report import pyplot
-from ..train import DataSplit, fit
+from ..train import DataSplit, TrainingDiverged, fit
 from .adapt import _atomic_json, measure_whole
 from .lut import LatencyTable
 from .space import SearchSpace
@@ -106,15 +106,20 @@ class ProxyEvaluator:
         return self.table.predict(spec, self.input_size).total_ms
 
     def accuracy(self, spec: NetSpec, seed: int | None = None) -> float:
-        """Proxy top-1 of ``spec`` trained from the evaluator's seed (or ``seed``: initial weights and batches)."""
+        """Proxy top-1 of ``spec`` trained from the evaluator's seed (or ``seed``: initial weights and batches).
+
+        A network whose proxy training diverges (non-finite loss) scores 0."""
         if spec.head.num_classes != self.num_classes:
             raise ValueError(f"the network has {spec.head.num_classes} classes, the data {self.num_classes}")
         seed = self.seed if seed is None else seed
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)  # the same initial weights for the same network, run after run
             model = build(spec)
-        result = fit(model, self.data, self.recipe, run_dir=None, max_steps=self.steps, seed=seed,
-                     threads=self.threads, show_progress=False, log=lambda _m: None)
+        try:
+            result = fit(model, self.data, self.recipe, run_dir=None, max_steps=self.steps, seed=seed,
+                         threads=self.threads, show_progress=False, log=lambda _m: None)
+        except TrainingDiverged:
+            return 0.0  # learned nothing usable: the lowest score, not a stop of the whole search
         return float(result.final["val_top1"])
 
     def seed_noise(self, spec: NetSpec, seeds: int) -> list[float]:
