@@ -139,7 +139,7 @@ def test_models_rejects_bad_resolution(capsys):
         main(["models", "--resolution", "0"])
     except SystemExit as exit_:
         assert exit_.code == 2
-    assert "expected a positive integer, got '0'" in capsys.readouterr().err
+    assert "argument --resolution: expected an input size in pixels, an integer >= 8" in capsys.readouterr().err
 
 
 def test_console_entry_point_runs():

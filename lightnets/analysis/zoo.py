@@ -15,6 +15,7 @@ from ..cost import profile
 from ..cost.latency import SPREAD_LIMIT, LatencyResult, measure_latencies
 from ..cost.load import LoadWatch, MachineLoad, machine_load
 from ..models import create_model, get_entry, list_models
+from ..models.memory import check_request
 from ..report import ProgressLine, progress
 
 
@@ -153,9 +154,11 @@ def run_zoo(
     groups = distinct_models(models)
     costs, built = {}, {}
     for name in progress(groups, len(groups), "building", show_progress):
+        model = create_model(name)
+        check_request(model.spec, f"timing {name} at {resolution}x{resolution}", resolution)
         with torch.device("meta"):
             costs[name] = profile(create_model(name), size).total
-        built[name] = (create_model(name), size)
+        built[name] = (model, size)
     if isinstance(runs, int) and not isinstance(runs, bool) and isinstance(rounds, int) and runs < rounds:
         rounds = max(runs, 1)  # fewer runs than rounds: one run per round; the header states the rounds taken
     load_before = machine_load()

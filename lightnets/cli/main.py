@@ -10,37 +10,14 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..catalog import ENTRIES, FAMILY_NAMES, PAPERS
-from ..report import format_table
+from ..report import format_table, safe_text
+from . import options as opt
 
 # The optional modules behind each extra (pyproject.toml), for a one-line error when one is missing.
 EXTRAS = {
     "h5py": "keras", "onnx": "deploy", "onnxruntime": "deploy", "onnxscript": "deploy", "matplotlib": "plot",
     "PIL": "images",
 }
-
-
-def _workers(text: str) -> int | str:
-    return "auto" if text == "auto" else _positive_int(text)
-
-
-def _width_list(text: str) -> list[float]:
-    try:
-        widths = [float(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise SystemExit(f"lightnets: expected width multipliers such as 0.5,0.75, got {text!r}") from None
-    if not widths or any(not 0 < w <= 4 for w in widths):
-        raise SystemExit(f"lightnets: width multipliers must be in (0, 4], got {text!r}")
-    return widths
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -161,10 +138,12 @@ def configuration(name: str, options: dict) -> str:
 
 def cmd_profile(args: argparse.Namespace) -> int:
     from ..cost import profile
+    from ..models.memory import check_request
     from .reports import profile_report
 
     model = _build_from_args(args)
     size = (1, 3, args.resolution, args.resolution)
+    check_request(model.spec, f"profiling at {args.resolution}x{args.resolution}", args.resolution)
     load = _start_load_watch() if args.latency else None
     prof = profile(model, size, latency=args.latency, runs=args.runs, threads=args.threads)
     title = f"{configuration(args.name, _model_options(args))} at {args.resolution}x{args.resolution}, batch 1"
@@ -182,12 +161,12 @@ def cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
-def _lut_networks(models: str | None) -> dict:
+def _lut_networks(models: list[str] | None) -> dict:
     """Named networks for the latency table: the given registered names or spec files, or every
     distinct network of the zoo (one per distinct spec)."""
     from ..analysis import distinct_models
 
-    names = [m.strip() for m in models.split(",") if m.strip()] if models else list(distinct_models())
+    names = models or list(distinct_models())
     networks, seen = {}, set()
     for name in names:
         spec = _model(name, {}).spec
@@ -277,7 +256,7 @@ def cmd_netadapt(args: argparse.Namespace) -> int:
 
     if args.baseline and not args.plot:
         raise SystemExit("lightnets netadapt: --baseline draws on the --plot; give --plot PNG too")
-    widths = _width_list(args.baseline) if args.baseline else []
+    widths = args.baseline or []
     if widths and args.name == "spec":
         raise SystemExit("lightnets netadapt: --baseline needs a registered network NAME whose width multipliers "
                          "to train, not 'spec'")
@@ -297,7 +276,7 @@ def cmd_netadapt(args: argparse.Namespace) -> int:
     else:
         table = LatencyTable.new(args.backend, threads=args.threads, runs=args.runs)
     run_dir = args.out or os.path.join("runs", f"netadapt-{loaded.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
+    kinds = tuple(args.kinds)
     result = netadapt(
         loaded.model, splits, table, input_size=resolution, target_ms=args.target_ms, target_ratio=args.target_ratio,
         steps=args.steps, final_steps=args.final_steps, select=args.select, kinds=kinds,
@@ -334,7 +313,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from ..search import LatencyTable, ProxyEvaluator, SearchSpace, evaluate_widths, plot_search, search, write_result
     from ..train import digits, load_data
 
-    widths = _width_list(args.widths) if args.widths else []
+    widths = args.widths or []
     if widths and not args.plot:
         raise SystemExit("lightnets search: --widths draws on the --plot; give --plot PNG too")
     if args.target_ms is None and not (args.pareto or args.print_space):
@@ -399,9 +378,7 @@ def cmd_zoo(args: argparse.Namespace) -> int:
     from ..analysis import machine_info, run_zoo
     from .reports import zoo_report
 
-    models = [m.strip() for m in args.models.split(",")] if args.models is not None else None
-    if models is not None and not all(models):
-        raise ValueError(f"--models: expected comma-separated registered names, got {args.models!r}")
+    models = args.models
     if args.plot:
         from ..report import pyplot
 
@@ -563,7 +540,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     _, val = load_data(data, resolution, args.bad_images, augment=False, preprocessing=pre)
     check_classes(val, loaded.class_names)
     result = evaluate(loaded.model, val, batch_size=args.batch_size, device=args.device)
-    print(f"{args.name} on {data} ({val.name}, {result.count} images, {resolution}x{resolution}): "
+    print(f"{args.name} on {safe_text(data)} ({val.name}, {result.count} images, {resolution}x{resolution}): "
           f"top-1 {100 * result.top1:.2f}%, top-5 {100 * result.top5:.2f}%, loss {result.loss:.4f}")
     print()
     per_class = zip(result.classes, result.per_class, result.confusion.sum(1), strict=True)
@@ -594,10 +571,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from ..export import predict
 
-    for prediction in predict(args.name, args.checkpoint, args.images, top=args.top):
-        print(prediction.path)
-        for rank, (label, prob) in enumerate(prediction.top, start=1):
-            print(f"  {rank}. {label:<20} {100 * prob:6.2f}%")
+    predictions = predict(args.name, args.checkpoint, args.images, top=args.top, bad_images=args.bad_images)
+    for prediction in predictions:
+        if prediction.error is None:
+            print(safe_text(prediction.path))
+            for rank, (label, prob) in enumerate(prediction.top, start=1):
+                print(f"  {rank}. {safe_text(label):<20} {100 * prob:6.2f}%")
+        else:
+            print(f"lightnets: skipped: {safe_text(prediction.error)}", file=sys.stderr)
+    unread = sum(p.error is not None for p in predictions)
+    if unread:
+        # like training's --bad-images skip: the others are predicted, the skipped are counted;
+        # the exit status says not every image was
+        print(f"lightnets: error: {unread} of {len(predictions)} images could not be read (see above)",
+              file=sys.stderr)
+        return 2
     return 0
 
 
@@ -609,14 +597,19 @@ def _refuse_existing(output: str, force: bool) -> None:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from ..export import export_onnx, export_pt2, quantize_int8
-    from ..formats import load_model
+    from ..formats import check_output_file, load_model
 
     if args.int8 and (args.format != "onnx" or not args.calibration):
         raise ValueError("--int8 needs --format onnx and --calibration DATA ('digits' or an ImageFolder PATH)")
+    check_output_file(args.output, "export's output")
     _refuse_existing(args.output, args.force)
     options = _model_options(args)
+    if args.checkpoint and options:
+        given = ", ".join(f"--{key.replace('_', '-')}" for key in options)
+        raise ValueError(f"{given} chooses the network to build; with --checkpoint the checkpoint fixes it "
+                         f"(see 'lightnets eval {args.name} --checkpoint {args.checkpoint}')")
     if args.checkpoint:
-        loaded = load_model(args.checkpoint, args.name, options=options)
+        loaded = load_model(args.checkpoint, args.name)
         model, preprocessing = loaded.model, loaded.preprocessing
         resolution = args.resolution or preprocessing.resolution
     else:
@@ -639,7 +632,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_convert(args: argparse.Namespace) -> int:
     from ..convert import convert_checkpoint
+    from ..formats import check_output_file
 
+    check_output_file(args.output, "converted checkpoint")
     _refuse_existing(args.output, args.force)
     classes = None
     if args.classes:
@@ -661,9 +656,9 @@ def _add_table_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--table", metavar="FILE", help="a latency table to use and extend (default: a new one)")
     parser.add_argument("--backend", choices=["eager", "compile", "onnxruntime", "onnxruntime-int8"],
                         default="eager", help="with a new table: what runs the sites (default eager)")
-    parser.add_argument("--threads", type=_positive_int,
+    parser.add_argument("--threads", type=opt.positive_int,
                         help="with a new table: intra-op threads (default: torch's)")
-    parser.add_argument("--runs", type=_positive_int, default=30,
+    parser.add_argument("--runs", type=opt.positive_int, default=30,
                         help="with a new table: timed runs per site (default 30)")
 
 
@@ -685,17 +680,18 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--family", choices=FAMILY_NAMES, help="only this family (default: all)")
     models.add_argument("--counts", action="store_true",
                         help="also count params and MAdds (builds every network listed, with a progress bar)")
-    models.add_argument("--resolution", type=_positive_int, default=224,
+    models.add_argument("--resolution", type=opt.resolution, default=224,
                         help="input size of the MAdds with --counts (default 224)")
     models.add_argument("--json", metavar="FILE", help="also write the table as JSON")
     models.set_defaults(func=cmd_models)
 
     spec = sub.add_parser("spec", help="a model as a network spec: every width stated; sites and channel groups")
     spec.add_argument("name", help="a registered model, a spec file (JSON or text) or a spec string")
-    spec.add_argument("--width-mult", type=float, help="width multiplier alpha (default: the model's)")
-    spec.add_argument("--groups", type=int, help="ShuffleNetV1 groups (default: the model's)")
+    spec.add_argument("--width-mult", type=opt.positive_finite_float,
+                      help="width multiplier alpha (default: the model's)")
+    spec.add_argument("--groups", type=opt.positive_int, help="ShuffleNetV1 groups (default: the model's)")
     spec.add_argument("--minimal", action="store_true", help="MobileNetV3 minimalistic variant")
-    spec.add_argument("--walk", type=_positive_int, metavar="RES", help="also list every site at RES x RES input")
+    spec.add_argument("--walk", type=opt.resolution, metavar="RES", help="also list every site at RES x RES input")
     spec.add_argument("--channel-groups", action="store_true", help="also list the channels pruned together")
     spec.add_argument("--json", metavar="FILE", help="write the spec as JSON (lightnets profile FILE reads it)")
     spec.set_defaults(func=cmd_spec)
@@ -704,17 +700,19 @@ def build_parser() -> argparse.ArgumentParser:
     lut_sub = lut.add_subparsers(dest="lut_command", metavar="ACTION")
     lut_sub.required = True
     lut_build = lut_sub.add_parser("build", help="measure every site of the given networks (default: the zoo)")
-    lut_build.add_argument("--models", help="comma-separated names or spec files (default: every distinct zoo model)")
-    lut_build.add_argument("--resolution", type=_positive_int, default=224, help="input size (default 224)")
+    lut_build.add_argument("--models", type=opt.nonempty_list,
+                           help="comma-separated names or spec files (default: every distinct zoo model)")
+    lut_build.add_argument("--resolution", type=opt.resolution, default=224, help="input size (default 224)")
     lut_build.add_argument("--backend", choices=["eager", "compile", "onnxruntime", "onnxruntime-int8"],
                            default="eager", help="what runs the sites (default eager)")
-    lut_build.add_argument("--threads", type=_positive_int, help="intra-op threads (default: torch's current count)")
-    lut_build.add_argument("--runs", type=_positive_int, default=30, help="timed runs per site (default 30)")
-    lut_build.add_argument("--warmup", type=int, default=5, help="untimed runs per site first (default 5)")
-    lut_build.add_argument("--rounds", type=_positive_int, default=3,
+    lut_build.add_argument("--threads", type=opt.positive_int, help="intra-op threads (default: torch's current count)")
+    lut_build.add_argument("--runs", type=opt.positive_int, default=30, help="timed runs per site (default 30)")
+    lut_build.add_argument("--warmup", type=opt.nonnegative_int, default=5,
+                           help="untimed runs per site first (default 5)")
+    lut_build.add_argument("--rounds", type=opt.positive_int, default=3,
                            help="rounds the runs are split into: interleaved rounds, or ONNX Runtime sessions per site "
                                 "(default 3)")
-    lut_build.add_argument("--calibrate-every", type=int, default=2, metavar="K",
+    lut_build.add_argument("--calibrate-every", type=opt.nonnegative_int, default=2, metavar="K",
                            help="measure every K-th network whole to fit the per-network overhead and scale; the "
                            "others are left for 'lut validate' to test on (default 2; 0: no calibration)")
     lut_build.add_argument("--no-progress", action="store_true", help="no progress bar (default: one on a terminal)")
@@ -722,8 +720,9 @@ def build_parser() -> argparse.ArgumentParser:
     lut_build.set_defaults(func=cmd_lut_build)
     lut_val = lut_sub.add_parser("validate", help="predicted against measured latency of whole networks")
     lut_val.add_argument("table", help="a table written by 'lightnets lut build'")
-    lut_val.add_argument("--models", help="comma-separated names or spec files (default: every distinct zoo model)")
-    lut_val.add_argument("--resolution", type=_positive_int, default=224, help="input size (default 224)")
+    lut_val.add_argument("--models", type=opt.nonempty_list,
+                         help="comma-separated names or spec files (default: every distinct zoo model)")
+    lut_val.add_argument("--resolution", type=opt.resolution, default=224, help="input size (default 224)")
     lut_val.add_argument("--plot", metavar="FILE.png", help="scatter plot of predicted against measured")
     lut_val.add_argument("--json", metavar="FILE", help="write the rows as JSON")
     lut_val.add_argument("--no-progress", action="store_true", help="no progress bar (default: one on a terminal)")
@@ -733,28 +732,29 @@ def build_parser() -> argparse.ArgumentParser:
     na.add_argument("name", help="the network the checkpoint holds ('spec' for one stored as its spec)")
     na.add_argument("--checkpoint", required=True, help="the trained seed network (lightnets train)")
     target = na.add_mutually_exclusive_group(required=True)
-    target.add_argument("--target-ms", type=float, help="stop at this predicted latency (ms)")
-    target.add_argument("--target-ratio", type=float, help="stop at this fraction of the seed's latency")
+    target.add_argument("--target-ms", type=opt.positive_finite_float, help="stop at this predicted latency (ms)")
+    target.add_argument("--target-ratio", type=opt.fraction, help="stop at this fraction of the seed's latency")
     na.add_argument("--data", help="'digits' or PATH (default: the data the checkpoint was trained on)")
     _add_table_options(na)
-    na.add_argument("--steps", type=_positive_int, default=1000,
+    na.add_argument("--steps", type=opt.positive_int, default=1000,
                     help="fine-tune steps per proposal, T (default 1000, MobileNetV3 section 4.2)")
-    na.add_argument("--final-steps", type=int, default=0, help="fine-tune steps after the last step (default 0)")
+    na.add_argument("--final-steps", type=opt.nonnegative_int, default=0,
+                    help="fine-tune steps after the last step (default 0)")
     na.add_argument("--select", choices=["ratio", "accuracy"], default="ratio",
                     help="keep the best dAcc/|dLatency| (ratio, MobileNetV3) or the best accuracy (NetAdapt) "
                          "(default: ratio)")
-    na.add_argument("--kinds", default="expansion,bottleneck",
+    na.add_argument("--kinds", type=opt.nonempty_list, default="expansion,bottleneck",
                     help="comma-separated proposal kinds (default: expansion,bottleneck, both)")
-    na.add_argument("--max-iterations", type=_positive_int, help="stop after this many steps")
-    na.add_argument("--delta-ratio", type=float, default=0.01,
+    na.add_argument("--max-iterations", type=opt.positive_int, help="stop after this many steps")
+    na.add_argument("--delta-ratio", type=opt.fraction, default=0.01,
                     help="latency each step must save, as a fraction of the seed's (default 0.01, NetAdapt)")
-    na.add_argument("--workers", type=_workers, default="auto",
+    na.add_argument("--workers", type=opt.workers, default="auto",
                     help="processes that fine-tune a step's proposals, one thread each (default 'auto': as many "
                          "as cores are idle by the 1-minute load average; 1 fine-tunes here)")
     na.add_argument("--plot", metavar="PNG", help="top-1 against measured latency per step (needs matplotlib)")
-    na.add_argument("--baseline", metavar="WIDTHS",
+    na.add_argument("--baseline", type=opt.width_list, metavar="WIDTHS",
                     help="with --plot: also train these width multipliers of NAME from scratch (e.g. 0.5,0.75)")
-    na.add_argument("--baseline-steps", type=_positive_int,
+    na.add_argument("--baseline-steps", type=opt.positive_int,
                     help="optimizer steps for each baseline network (default: the seed's training steps plus "
                          "the steps NetAdapt fine-tuned the kept networks)")
     na.add_argument("--out", metavar="RUN_DIR", help="run directory (an existing one resumes); default runs/...")
@@ -764,10 +764,12 @@ def build_parser() -> argparse.ArgumentParser:
                                        "latency target on this device")
     se.add_argument("--base", default="mobilenet_v3_small",
                     help="the network whose stages are searched: a registered name (default mobilenet_v3_small)")
-    se.add_argument("--target-ms", type=float, help="the latency target TAR of the reward (ms, this device)")
-    se.add_argument("--budget", type=_positive_int, default=30, help="completed trials in all (default 30)")
+    se.add_argument("--target-ms", type=opt.positive_finite_float,
+                    help="the latency target TAR of the reward (ms, this device)")
+    se.add_argument("--budget", type=opt.positive_int, default=30, help="completed trials in all (default 30)")
     reward_kind = se.add_mutually_exclusive_group()
-    reward_kind.add_argument("--w", type=float, help="the reward's exponent (default -0.07, MnasNet; -0.15 for "
+    reward_kind.add_argument("--w", type=opt.finite_float,
+                             help="the reward's exponent (default -0.07, MnasNet; -0.15 for "
                                                      "MobileNetV3-Small)")
     reward_kind.add_argument("--hard", action="store_true", help="hard constraint: alpha = 0, beta = -1 (MnasNet)")
     reward_kind.add_argument("--pareto", action="store_true",
@@ -780,56 +782,60 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a shared Optuna RDB storage (postgresql://user:pw@host/db) that several machines join "
                          "with the same --study; default: OUT/search.db (SQLite), resumed by rerunning")
     se.add_argument("--study", default="lightnets-search", help="the study's name (default lightnets-search)")
-    se.add_argument("--stale-after", type=_positive_int, default=60,
+    se.add_argument("--stale-after", type=opt.positive_int, default=60,
                     help="with --storage: seconds without a heartbeat after which a trial is asked again "
                          "(default 60)")
     se.add_argument("--data", default="digits", help="'digits' (built in, default) or an ImageFolder PATH")
-    se.add_argument("--train-fraction", type=float, default=1.0,
+    se.add_argument("--train-fraction", type=opt.fraction, default=1.0,
                     help="digits: share of the training images (default 1.0)")
-    se.add_argument("--resolution", type=_positive_int, help="input size (default 32 for digits, 224 otherwise)")
-    se.add_argument("--proxy-steps", type=_positive_int, default=200,
+    se.add_argument("--resolution", type=opt.resolution, help="input size (default 32 for digits, 224 otherwise)")
+    se.add_argument("--proxy-steps", type=opt.positive_int, default=200,
                     help="optimizer steps of the proxy training per candidate (default 200)")
     se.add_argument("--recipe", default="small-data", help="the proxy training's recipe (default small-data)")
-    se.add_argument("--seed", type=int, default=0, help="initial weights, batches and sampler seed (default 0)")
-    se.add_argument("--train-threads", type=_positive_int,
+    se.add_argument("--seed", type=opt.seed, default=0, help="initial weights, batches and sampler seed (default 0)")
+    se.add_argument("--train-threads", type=opt.positive_int,
                     help="intra-op threads of the proxy training (default: torch's current count)")
-    se.add_argument("--noise-seeds", type=int, default=2,
+    se.add_argument("--noise-seeds", type=opt.nonnegative_int, default=2,
                     help="train the best network from this many other seeds too, to compare the candidates' spread "
                          "of proxy accuracy with the training's own noise (default 2; 0: no)")
     _add_table_options(se)
-    se.add_argument("--measure-top", type=int, default=3,
+    se.add_argument("--measure-top", type=opt.nonnegative_int, default=3,
                     help="also measure whole this many of the front's most accurate networks (default 3)")
     se.add_argument("--plot", metavar="PNG", help="proxy top-1 against latency, the front(s) (needs matplotlib)")
-    se.add_argument("--widths", metavar="WIDTHS", help="with --plot: the base at these width multipliers too")
+    se.add_argument("--widths", type=opt.width_list, metavar="WIDTHS",
+                    help="with --plot: the base at these width multipliers too")
     se.add_argument("--print-space", action="store_true", help="print the search space and its size, and stop")
     se.add_argument("--out", metavar="DIR", help="results, and the default storage (default runs/search-BASE-STUDY)")
     se.set_defaults(func=cmd_search)
 
     prof = sub.add_parser("profile", help="per-layer params, MAdds, MAC and (with --latency) time")
     prof.add_argument("name", help="a registered model (see 'lightnets models'), a spec file or a spec string")
-    prof.add_argument("--width-mult", type=float, help="width multiplier alpha (default: the model's)")
-    prof.add_argument("--resolution", type=_positive_int, default=224, help="input size (default 224)")
-    prof.add_argument("--groups", type=int, help="ShuffleNetV1 groups (default: the model's)")
+    prof.add_argument("--width-mult", type=opt.positive_finite_float,
+                      help="width multiplier alpha (default: the model's)")
+    prof.add_argument("--resolution", type=opt.resolution, default=224, help="input size (default 224)")
+    prof.add_argument("--groups", type=opt.positive_int, help="ShuffleNetV1 groups (default: the model's)")
     prof.add_argument("--minimal", action="store_true", help="MobileNetV3 minimalistic variant")
     prof.add_argument("--latency", action="store_true", help="also time every layer and the whole forward pass")
-    prof.add_argument("--runs", type=_positive_int, default=20, help="timed passes with --latency (default 20)")
-    prof.add_argument("--threads", type=_positive_int, help="intra-op threads (default: torch's current count)")
+    prof.add_argument("--runs", type=opt.positive_int, default=20, help="timed passes with --latency (default 20)")
+    prof.add_argument("--threads", type=opt.positive_int, help="intra-op threads (default: torch's current count)")
     prof.add_argument("--json", metavar="FILE", help="write the profile as JSON")
     prof.add_argument("--csv", metavar="FILE", help="write the per-layer rows as CSV")
     prof.set_defaults(func=cmd_profile)
 
     zoo = sub.add_parser("zoo", help="every distinct model: params, MAdds, MAC and measured latency")
-    zoo.add_argument("--resolution", type=_positive_int, default=224, help="input size (default 224)")
-    zoo.add_argument("--threads", type=_positive_int, help="intra-op threads (default: torch's current count)")
-    zoo.add_argument("--runs", type=_positive_int, default=30, help="timed runs per model, all rounds (default 30)")
-    zoo.add_argument("--warmup", type=int, default=5, help="untimed runs per model first (default 5)")
-    zoo.add_argument("--rounds", type=_positive_int, default=5,
+    zoo.add_argument("--resolution", type=opt.resolution, default=224, help="input size (default 224)")
+    zoo.add_argument("--threads", type=opt.positive_int, help="intra-op threads (default: torch's current count)")
+    zoo.add_argument("--runs", type=opt.positive_int, default=30, help="timed runs per model, all rounds (default 30)")
+    zoo.add_argument("--warmup", type=opt.nonnegative_int, default=5, help="untimed runs per model first (default 5)")
+    zoo.add_argument("--rounds", type=opt.positive_int, default=5,
                      help="interleaved rounds: every model once per round, so drift hits all alike (default 5)")
-    zoo.add_argument("--spread-limit", type=float, default=0.5,
+    zoo.add_argument("--spread-limit", type=opt.positive_finite_float, default=0.5,
                      help="a row whose (p90 - p10) / median exceeds this is measured again, then marked UNSTABLE "
                           "(default 0.5)")
-    zoo.add_argument("--retries", type=int, default=2, help="remeasurements of an unstable row (default 2)")
-    zoo.add_argument("--models", help="comma-separated model names (default: all distinct registered models)")
+    zoo.add_argument("--retries", type=opt.nonnegative_int, default=2,
+                     help="remeasurements of an unstable row (default 2)")
+    zoo.add_argument("--models", type=opt.nonempty_list,
+                     help="comma-separated model names (default: all distinct registered models)")
     zoo.add_argument("--backend", choices=["eager", "compile", "onnxruntime", "onnxruntime-int8"], default="eager",
                      help="how to run the models (default: eager; onnxruntime exports each to ONNX first: "
                           "slower to start)")
@@ -842,16 +848,18 @@ def build_parser() -> argparse.ArgumentParser:
                      help="ShuffleNetV2's guideline G1-G4, the depthwise study, or all of them")
     lab.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where to time (default: cpu)")
     lab.add_argument(
-        "--threads", type=_positive_int, help="intra-op threads (default 1 on the CPU, as the paper's ARM)"
+        "--threads", type=opt.positive_int, help="intra-op threads (default 1 on the CPU, as the paper's ARM)"
     )
-    lab.add_argument("--batch", type=_positive_int, help="batch size (default 1 on the CPU, 8 on the GPU)")
-    lab.add_argument("--seconds", type=float, default=1.0, help="timing budget per network (default 1 s)")
-    lab.add_argument("--rounds", type=_positive_int, default=5,
+    lab.add_argument("--batch", type=opt.positive_int, help="batch size (default 1 on the CPU, 8 on the GPU)")
+    lab.add_argument("--seconds", type=opt.positive_finite_float, default=1.0,
+                     help="timing budget per network (default 1 s)")
+    lab.add_argument("--rounds", type=opt.positive_int, default=5,
                      help="interleaved rounds over an experiment's networks (default 5)")
-    lab.add_argument("--spread-limit", type=float, default=0.5,
+    lab.add_argument("--spread-limit", type=opt.positive_finite_float, default=0.5,
                      help="a network whose (p90 - p10) / median exceeds this is measured again, then marked UNSTABLE "
                           "(default 0.5)")
-    lab.add_argument("--retries", type=int, default=2, help="remeasurements of an unstable network (default 2)")
+    lab.add_argument("--retries", type=opt.nonnegative_int, default=2,
+                     help="remeasurements of an unstable network (default 2)")
     lab.add_argument("--plot-dir", metavar="DIR", help="write one PNG per experiment here")
     lab.add_argument("--json", metavar="FILE", help="write all results as JSON")
     lab.set_defaults(func=cmd_lab)
@@ -867,20 +875,20 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--recipe", help="small-data (default), mobilenet_v2, mobilenet_v3, shufflenet"
     )
-    train.add_argument("--epochs", type=_positive_int,
+    train.add_argument("--epochs", type=opt.positive_int,
                        help="passes over the training split (default: the recipe's: small-data 15, mobilenet_v2 and "
                             "mobilenet_v3 300, shufflenet 240, finetune 1)")
-    train.add_argument("--batch-size", type=_positive_int,
+    train.add_argument("--batch-size", type=opt.positive_int,
                        help="images per step, per process (default: the recipe's: small-data and finetune 64, "
                             "mobilenet_v2 96, mobilenet_v3 and shufflenet 128)")
-    train.add_argument("--lr", type=float, help="peak learning rate (default: the recipe's)")
-    train.add_argument("--resolution", type=_positive_int,
+    train.add_argument("--lr", type=opt.positive_finite_float, help="peak learning rate (default: the recipe's)")
+    train.add_argument("--resolution", type=opt.resolution,
                        help="input size: the resolution multiplier (default 32 for digits, 224 otherwise)")
-    train.add_argument("--width-mult", type=float,
+    train.add_argument("--width-mult", type=opt.positive_finite_float,
                        help="width multiplier alpha (default: the model's, 1.0 for a family)")
-    train.add_argument("--groups", type=int, help="ShuffleNetV1 groups (default: the model's)")
+    train.add_argument("--groups", type=opt.positive_int, help="ShuffleNetV1 groups (default: the model's)")
     train.add_argument("--minimal", action="store_true", help="MobileNetV3 minimalistic")
-    train.add_argument("--dropout", type=float,
+    train.add_argument("--dropout", type=opt.probability,
                        help="dropout before the classifier (default: the recipe's, else the model's)")
     train.add_argument("--out", help="run directory (default runs/NAME-TIME); one that holds a run is refused")
     train.add_argument("--force", action="store_true",
@@ -890,9 +898,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="continue this run exactly where it stopped; --epochs N extends (or shortens) it, the "
                             "other training options must be the run's own or left out")
     train.add_argument("--checkpoint", default="last", help="with --resume: last (default), previous, best, or a file")
-    train.add_argument("--checkpoint-every", type=int, default=0, metavar="N",
+    train.add_argument("--checkpoint-every", type=opt.nonnegative_int, default=0, metavar="N",
                        help="also checkpoint every N steps (default 0: at the end of each epoch only)")
-    train.add_argument("--seed", type=int,
+    train.add_argument("--seed", type=opt.seed,
                        help="seeds the initial weights, data order and augmentation (default 0)")
     train.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where to train (default: cpu)")
     train.add_argument("--amp", action="store_true", help="mixed precision (fp16 on GPU, bf16 on CPU)")
@@ -900,12 +908,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="NHWC memory layout for the model and batches (default: off, NCHW)")
     train.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across GPU processes")
     train.add_argument("--deterministic", action="store_true", help="deterministic algorithms (exact reruns)")
-    train.add_argument("--threads", type=_positive_int,
+    train.add_argument("--threads", type=opt.positive_int,
                        help="intra-op threads (default: torch's, one per core; see 'threads' in lightnets --help)")
-    train.add_argument("--max-steps", type=_positive_int,
+    train.add_argument("--max-steps", type=opt.positive_int,
                        help="train for this many optimizer steps, the schedule ending there; with --epochs: stop early "
                             "(default: every step of the epochs)")
-    train.add_argument("--workers", type=int, default=0,
+    train.add_argument("--workers", type=opt.nonnegative_int, default=0,
                        help="image-reading processes for ImageFolder data (default 0: read in the training process)")
     train.add_argument(
         "--bad-images", choices=["skip", "error"], default="skip",
@@ -928,8 +936,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "(see 'lightnets models'), or 'spec' for a network stored as its spec (pruned, NetAdapt)")
     ev.add_argument("--checkpoint", required=True, help="a .safetensors checkpoint written by lightnets train")
     ev.add_argument("--data", help="'digits' or PATH (default: the data the checkpoint was trained on)")
-    ev.add_argument("--resolution", type=_positive_int, help="default: the checkpoint's")
-    ev.add_argument("--batch-size", type=_positive_int, default=256, help="images per forward pass (default 256)")
+    ev.add_argument("--resolution", type=opt.resolution, help="default: the checkpoint's")
+    ev.add_argument("--batch-size", type=opt.positive_int, default=256, help="images per forward pass (default 256)")
     ev.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where to evaluate (default: cpu)")
     ev.add_argument("--bad-images", choices=["skip", "error"], default="skip",
                     help="unreadable images: skip and count, or stop (default: skip)")
@@ -943,7 +951,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--checkpoint", required=True,
                     help="a .safetensors checkpoint written by lightnets train or convert")
     pr.add_argument("images", nargs="+", metavar="IMAGE", help="image files (needs Pillow, the images extra)")
-    pr.add_argument("--top", type=_positive_int, default=5, help="classes shown per image (default 5)")
+    pr.add_argument("--top", type=opt.positive_int, default=5, help="classes shown per image (default 5)")
+    pr.add_argument("--bad-images", choices=["skip", "error"], default="skip",
+                    help="unreadable images: skip, report and exit 2 after predicting the others, or stop at the "
+                         "first before any prediction (default: skip)")
     pr.set_defaults(func=cmd_predict)
 
     ex = sub.add_parser("export", help="export a model to ONNX or torch.export (.pt2)")
@@ -951,16 +962,18 @@ def build_parser() -> argparse.ArgumentParser:
                     "('spec' for one stored as its spec)")
     ex.add_argument("--checkpoint", help="weights from lightnets train (default: random weights)")
     ex.add_argument("--format", choices=["onnx", "pt2"], default="onnx", help="the file format (default: onnx)")
-    ex.add_argument("--resolution", type=_positive_int, help="example input size (default: the checkpoint's, or 224)")
-    ex.add_argument("--width-mult", type=float, help="width multiplier alpha (default: the model's)")
-    ex.add_argument("--groups", type=int, help="ShuffleNetV1 groups (default: the model's)")
+    ex.add_argument("--resolution", type=opt.resolution, help="example input size (default: the checkpoint's, or 224)")
+    ex.add_argument("--width-mult", type=opt.positive_finite_float,
+                    help="width multiplier alpha (default: the model's)")
+    ex.add_argument("--groups", type=opt.positive_int, help="ShuffleNetV1 groups (default: the model's)")
     ex.add_argument("--minimal", action="store_true", help="MobileNetV3 minimalistic variant")
     ex.add_argument("--no-fuse", action="store_true", help="keep BatchNorm layers (default: folded into the convs)")
     ex.add_argument("--int8", action="store_true", help="quantize to int8 (ONNX Runtime QDQ, per-channel weights)")
     ex.add_argument(
         "--calibration", metavar="DATA", help="with --int8: 'digits' or an ImageFolder PATH (its train split)"
     )
-    ex.add_argument("--calibration-batches", type=_positive_int, default=10, help="batches of 32 images (default 10)")
+    ex.add_argument("--calibration-batches", type=opt.positive_int, default=10,
+                    help="batches of 32 images (default 10)")
     ex.add_argument("-o", "--output", required=True, help="the file to write (.onnx or .pt2)")
     ex.add_argument("--force", action="store_true", help="replace the output file if it exists (default: refuse)")
     ex.set_defaults(func=cmd_export)
@@ -975,10 +988,11 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("file", help=".pth/.pth.tar/.safetensors (torchvision, timm, megvii) or .h5/.weights.h5/.keras")
     cv.add_argument("-o", "--output", required=True, help="the lightnets checkpoint to write (.safetensors)")
     cv.add_argument("--force", action="store_true", help="replace the output file if it exists (default: refuse)")
-    cv.add_argument("--width-mult", type=float, default=1.0, help="Keras only: the file's alpha (default 1.0)")
+    cv.add_argument("--width-mult", type=opt.positive_finite_float, default=1.0,
+                    help="Keras only: the file's alpha (default 1.0)")
     cv.add_argument("--minimal", action="store_true", help="Keras only: MobileNetV3 minimalistic")
     cv.add_argument("--classes", help="text file with one class name per line (default: 0, 1, ...)")
-    cv.add_argument("--resolution", type=_positive_int, default=224,
+    cv.add_argument("--resolution", type=opt.resolution, default=224,
                     help="input size stored for predict/export (default 224)")
     cv.set_defaults(func=cmd_convert)
     return parser
@@ -1022,7 +1036,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except (ValueError, OSError) as err:  # OSError: a full disk, a file not found or not writable
-        print(f"lightnets: error: {err}", file=sys.stderr)
+        print(f"lightnets: error: {safe_text(err, keep=chr(10))}", file=sys.stderr)
         return 2
     except ModuleNotFoundError as err:  # not ImportError: an installed module too old to hold a name is no extra
         message = _missing_extra(err)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import pickle
+import warnings
 
 import torch
 
@@ -14,6 +15,8 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
 
     PyTorch files are read with ``weights_only=True``: tensors and plain containers only (and
     ``argparse.Namespace``, which training scripts such as timm's store beside the weights).
+    Any file that does not read so (damaged, truncated, text, another format) raises a ValueError
+    naming it.
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no such weight file: {path!r}")
@@ -25,10 +28,14 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
         except Exception as err:  # noqa: BLE001 - safetensors raises its own error types
             raise ValueError(f"{path!r} is not a readable .safetensors file ({err})") from None
     try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
+        with torch.serialization.safe_globals([argparse.Namespace]), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "Detected pickle protocol 157": the error below says it better
             data = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    except Exception as err:  # noqa: BLE001 - damaged data raises KeyError, IndexError, ... from the unpickler
+        # weights_only=True stays: whatever the bytes, nothing but tensors and containers is built
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        if not isinstance(err, pickle.UnpicklingError):
+            first_line = f"{type(err).__name__}: {first_line}"
         raise ValueError(
             f"{path!r} is not a PyTorch weight file that loads without running pickled code "
             f"(expected a .pth/.pth.tar/.pt state dict or .safetensors): {first_line}"

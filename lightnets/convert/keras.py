@@ -28,6 +28,7 @@ import io
 import os
 import re
 import zipfile
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -75,18 +76,37 @@ def _require_h5py():
     return h5py
 
 
-def read_keras_weights(path: str | os.PathLike) -> list[KerasLayer]:
-    """The layers with weights in a Keras weight file, in the order the network built them."""
+#: The largest ``model.weights.h5`` read from a ``.keras`` zip when no limit is given: the largest
+#: Keras MobileNet's weights take 25 MB (MobileNetV2, alpha 1.4).
+MAX_WEIGHTS_BYTES = 2**30
+
+
+def read_keras_weights(path: str | os.PathLike, max_bytes: int = MAX_WEIGHTS_BYTES) -> list[KerasLayer]:
+    """The layers with weights in a Keras weight file, in the order the network built them.
+
+    A ``.keras`` zip's ``model.weights.h5`` is inflated into memory, so its stated size is
+    checked against ``max_bytes`` first: a 2 MB zip whose member inflates to 2 GiB took 4.7 GB.
+    """
     h5py = _require_h5py()
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no such Keras weight file: {path!r}")
     source: str | io.BytesIO = path
     if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as archive:
-            if "model.weights.h5" not in archive.namelist():
-                raise ValueError(f"{path!r} is a zip but not a .keras file: it has no model.weights.h5")
-            source = io.BytesIO(archive.read("model.weights.h5"))
+        try:
+            with zipfile.ZipFile(path) as archive:
+                if "model.weights.h5" not in archive.namelist():
+                    raise ValueError(f"{path!r} is a zip but not a .keras file: it has no model.weights.h5")
+                size = archive.getinfo("model.weights.h5").file_size
+                if size > max_bytes:
+                    raise ValueError(
+                        f"{path!r}: its model.weights.h5 inflates to {size:,} bytes, more than the {max_bytes:,} "
+                        f"the network's weights can take; the file is damaged or not a MobileNet's"
+                    )
+                # the reader stops at the stated size, so the check above bounds the memory
+                source = io.BytesIO(archive.read("model.weights.h5"))
+        except (zipfile.BadZipFile, zlib.error, EOFError) as err:
+            raise ValueError(f"{path!r} is a damaged .keras zip: {err}") from None
     try:
         handle = h5py.File(source, "r")
     except OSError as err:
@@ -194,6 +214,15 @@ def _converted(layer: KerasLayer, module: nn.Module) -> dict[str, np.ndarray]:
     return out
 
 
+def weights_limit(family: str, width_mult: float, options: dict) -> int:
+    """The most bytes a Keras weight file of ``family`` at ``width_mult`` is read into: four times
+    its float32 weights with 1000 classes (room for HDF5's layout and an optimizer's state that
+    ``model.save`` may store), plus 256 MiB (a classifier of up to ~50,000 classes)."""
+    with torch.device("meta"):  # counted, not allocated
+        params = sum(p.numel() for p in create_model(family, width_mult=width_mult, **options).parameters())
+    return 4 * 4 * params + 2**28
+
+
 def from_keras(
     keras_name: str,
     path: str | os.PathLike,
@@ -220,7 +249,7 @@ def from_keras(
         if not family.startswith("mobilenet_v3"):
             raise ValueError(f"minimal (Keras' minimalistic) exists for MobileNetV3 only, not {keras_name}")
         options = {**options, "minimal": True}
-    layers = read_keras_weights(path)
+    layers = read_keras_weights(path, max_bytes=weights_limit(family, width_mult, options))
     by_kind = {kind: [layer for layer in layers if layer.kind == kind] for kind in _KINDS}
     classifier_kind = "dense" if by_kind["dense"] else "conv"
     classifier = (by_kind["dense"] or by_kind["conv"] or [None])[-1]

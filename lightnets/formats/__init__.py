@@ -15,7 +15,15 @@ loads checkpoints is used by many, so it lives below them. Imports only ``models
 from .checkpoint import Checkpoint, CheckpointError, UnverifiedMetadataWarning, load_checkpoint, save_checkpoint
 from .files import FAULT_ENV, atomic_path, atomic_write, fault_point, read_json, remove_stale_temporaries
 from .loading import SPEC_NAME, LoadedModel, build_stored_model, load_model
-from .preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, imagenet_preprocessing, load_image
+from .output import check_output_file
+from .preprocessing import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Preprocessing,
+    image_errors,
+    imagenet_preprocessing,
+    load_image,
+)
 
 __all__ = [
     "FAULT_ENV",
@@ -30,7 +38,9 @@ __all__ = [
     "atomic_path",
     "atomic_write",
     "build_stored_model",
+    "check_output_file",
     "fault_point",
+    "image_errors",
     "imagenet_preprocessing",
     "load_checkpoint",
     "load_image",

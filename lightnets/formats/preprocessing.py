@@ -9,6 +9,8 @@ accuracy if a reader assumed ImageNet's.
 from __future__ import annotations
 
 import math
+import os
+import struct
 from dataclasses import dataclass
 
 import torch
@@ -82,6 +84,18 @@ def pillow():
     return Image
 
 
+def image_errors() -> tuple[type[Exception], ...]:
+    """What Pillow raises for a file it cannot read as an image: not an image, empty, truncated,
+    a directory, or over its decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``).
+
+    ``DecompressionBombError`` is neither an OSError nor a ValueError, and some decoders raise
+    SyntaxError ("broken PNG file"), EOFError or ``struct.error`` on damaged data; catching only
+    OSError and ValueError let those stop a training run that was told to skip bad images.
+    """
+    Image = pillow()
+    return (OSError, ValueError, SyntaxError, EOFError, struct.error, Image.DecompressionBombError)
+
+
 def resize_center_crop(img, resolution: int, resize: int | None = None):
     """A PIL image with its shorter side resized to ``resize`` (never below ``resolution``), centre-cropped square.
 
@@ -107,16 +121,20 @@ def rgb_to_tensor(img, pre: Preprocessing) -> torch.Tensor:
 def load_image(path: str, pre: Preprocessing) -> torch.Tensor:
     """One image file -> a normalised (3, R, R) tensor, as the checkpoint's training saw it.
 
+    A file Pillow cannot read (see :func:`image_errors`) raises a ValueError naming it.
     ``imagenet``: shorter side resized to ``pre.resize``, centre crop. ``digits``: grey levels,
     resized to the resolution, inverted when the ink is darker than the paper (the dataset
     has light ink on a dark background).
     """
     Image = pillow()
     r = pre.resolution
-    with Image.open(path) as img:
-        if pre.kind != "digits":
-            return rgb_to_tensor(resize_center_crop(img.convert("RGB"), r, pre.resize), pre)
-        grey = img.convert("L").resize((r, r), Image.BILINEAR)
+    try:
+        with Image.open(path) as img:
+            if pre.kind != "digits":
+                return rgb_to_tensor(resize_center_crop(img.convert("RGB"), r, pre.resize), pre)
+            grey = img.convert("L").resize((r, r), Image.BILINEAR)
+    except image_errors() as err:
+        raise ValueError(f"cannot read image {os.fspath(path)!r}: {err or type(err).__name__}") from None
     x = torch.frombuffer(bytearray(grey.tobytes()), dtype=torch.uint8).view(1, r, r).float() / 255
     if x.mean() > 0.5:
         x = 1 - x

@@ -14,10 +14,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
+from torch import nn
 
 from ..cost import LatencyResult, profile
 from ..cost.latency import SPREAD_LIMIT, measure_latencies
 from ..cost.load import LoadWatch, machine_load
+from ..models.memory import FLOAT_BYTES, check_memory
 from . import paper
 from .networks import (
     G3_VARIANTS,
@@ -78,6 +80,12 @@ class LabConfig:
             )
         if isinstance(self.rounds, bool) or not isinstance(self.rounds, int) or self.rounds < 1:
             raise ValueError(f"rounds must be an integer >= 1, got {self.rounds!r}")
+        for name in ("min_runs", "max_runs"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if self.min_runs > self.max_runs:
+            raise ValueError(f"min_runs ({self.min_runs}) exceeds max_runs ({self.max_runs})")
 
 
 @dataclass
@@ -190,6 +198,10 @@ def _time_networks(
     configured batch, all of them measured together in interleaved rounds."""
     timed, madds, runs = {}, {}, {}
     for key, (net, hw) in nets.items():
+        # a layer's input and its widest output at once: a lower bound, checked before allocating
+        widest = max([m.out_channels for m in net.modules() if isinstance(m, nn.Conv2d)] + [net.in_chs])
+        check_memory(f"timing {net.label} with batch {config.batch} at {hw}x{hw}",
+                     FLOAT_BYTES * config.batch * hw * hw * (net.in_chs + widest), hint="use a smaller --batch")
         net = net.to(config.device).eval()
         timed[key] = (net, (config.batch, net.in_chs, hw, hw))
         madds[key] = profile(net, (1, net.in_chs, hw, hw)).total.madds

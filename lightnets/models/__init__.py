@@ -7,6 +7,7 @@ counts, :func:`build` (or :class:`ConvNet`) builds it, :func:`walk` lists its si
 
 from .builder import ConvNet, FeatureInfo, Head, Site, Stem, build, build_block, build_site, walk
 from .channels import ChannelGroup, channel_groups, inherit_weights, keep_largest_l2, resize_group
+from .memory import MemoryEstimate, available_memory, check_memory, check_request, estimate_memory
 from .mobilenet_v1 import mobilenet_v1
 from .mobilenet_v2 import mobilenet_v2
 from .mobilenet_v3 import mobilenet_v3_large, mobilenet_v3_small
@@ -25,15 +26,20 @@ __all__ = [
     "FeatureInfo",
     "Head",
     "HeadSpec",
+    "MemoryEstimate",
     "NetSpec",
     "Site",
     "Stem",
     "StemSpec",
+    "available_memory",
     "build",
     "build_block",
     "build_site",
     "channel_groups",
+    "check_memory",
+    "check_request",
     "create_model",
+    "estimate_memory",
     "get_entry",
     "inherit_weights",
     "keep_largest_l2",

@@ -255,6 +255,9 @@ class ConvNet(nn.Module):
         if not isinstance(spec, NetSpec):
             raise ValueError(f"ConvNet takes a NetSpec (see lightnets.build for strings), got {type(spec).__name__}")
         spec.require_resolved("ConvNet")
+        from .memory import check_request  # memory walks specs with this module's walk()
+
+        check_request(spec, "building this network")
         self.spec = spec
         settings, stem, head = spec.settings, spec.stem.conv, spec.head
         self.in_chans = settings.in_chans
@@ -312,6 +315,15 @@ class ConvNet(nn.Module):
         if x.dim() != 4 or x.shape[1] != self.in_chans:
             raise ValueError(
                 f"{type(self).__name__} expects input of shape (N, {self.in_chans}, H, W), got {tuple(x.shape)}"
+            )
+        weights = self.conv_stem.weight.dtype
+        # Under autocast a float input of another precision is cast by torch; otherwise torch's
+        # own message ("expected scalar type Byte but found Float") names neither the input nor the fix.
+        if x.dtype != weights and not (x.is_floating_point() and torch.is_autocast_enabled(x.device.type)):
+            raise ValueError(
+                f"{type(self).__name__} expects a {weights} input (the dtype of its weights), got {x.dtype}: "
+                f"convert images with x.to({weights}) (integer pixels: scaled and normalised first, as "
+                f"lightnets.formats.load_image does)"
             )
 
     def _stem(self, x: torch.Tensor) -> torch.Tensor:

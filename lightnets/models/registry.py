@@ -126,5 +126,7 @@ def _check_common(options: dict[str, Any]) -> None:
         raise ValueError(f"width_mult must be a finite number > 0, got {width!r}")
     if "minimal" in options and not isinstance(options["minimal"], bool):
         raise ValueError(f"minimal must be True or False, got {options['minimal']!r}")
-    if "groups" in options and options["groups"] not in SHUFFLENET_V1_GROUPS:
+    groups = options.get("groups")
+    if "groups" in options and (isinstance(groups, bool) or not isinstance(groups, int)
+                                or groups not in SHUFFLENET_V1_GROUPS):
         raise ValueError(f"groups must be one of {list(SHUFFLENET_V1_GROUPS)}, got {options['groups']!r}")

@@ -8,5 +8,6 @@ from .machine import machine_info
 from .plotting import pyplot
 from .progress import ProgressLine, progress
 from .tables import format_table
+from .text import safe_text
 
-__all__ = ["ProgressLine", "format_table", "machine_info", "progress", "pyplot"]
+__all__ = ["ProgressLine", "format_table", "machine_info", "progress", "pyplot", "safe_text"]

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from .text import safe_text
+
 
 def format_table(
     rows: Sequence[Mapping[str, Any]],
@@ -14,7 +16,8 @@ def format_table(
     """Format ``rows`` as an aligned table; numbers are right-aligned, text left-aligned.
 
     ``columns`` is a list of (key, header); ``formats`` maps a key to a format string or a
-    function.
+    function. Cells and headers are printed safely (:func:`safe_text`): class names and paths
+    come from files.
     """
     formats = formats or {}
 
@@ -23,11 +26,11 @@ def format_table(
         if value is None:
             return "-"
         if fmt is None:
-            return str(value)
-        return fmt(value) if callable(fmt) else fmt.format(value)
+            return safe_text(value)
+        return safe_text(fmt(value) if callable(fmt) else fmt.format(value))
 
     body = [[cell(key, row.get(key)) for key, _ in columns] for row in rows]
-    headers = [header for _, header in columns]
+    headers = [safe_text(header) for _, header in columns]
     widths = [max([len(h)] + [len(r[i]) for r in body]) for i, h in enumerate(headers)]
     numeric = [all(isinstance(row.get(key), (int, float)) for row in rows) and rows for key, _ in columns]
 

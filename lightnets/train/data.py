@@ -31,6 +31,7 @@ from ..formats.preprocessing import (
     DIGITS_MEAN,
     DIGITS_STD,
     Preprocessing,
+    image_errors,
     imagenet_preprocessing,
     pillow,
     resize_center_crop,
@@ -249,6 +250,7 @@ class _FolderLoader:
 
     def load(self, idx: torch.Tensor) -> Batch:
         Image = pillow()
+        unreadable = image_errors()
         images, labels, skipped = [], [], 0
         for i in idx.tolist():
             path, label = self.samples[i]
@@ -256,7 +258,7 @@ class _FolderLoader:
                 with Image.open(path) as img:
                     images.append(self.transform(img))
                 labels.append(label)
-            except (OSError, ValueError) as err:
+            except unreadable as err:
                 if self.bad_images == "error":
                     hint = "use --bad-images skip to skip and count"
                     raise ValueError(f"cannot read image {path!r}: {err} ({hint})") from None
@@ -299,6 +301,7 @@ def image_stats(samples: list[tuple[str, int]], sample: int = 32) -> tuple[int, 
     """Median shorter side of up to ``sample`` images spread over ``samples``, and whether they
     are grayscale (Pillow reads only the headers)."""
     Image = pillow()
+    unreadable = image_errors()
     step = max(1, len(samples) // sample)
     sides, gray = [], 0
     for path, _ in samples[::step][:sample]:
@@ -306,7 +309,7 @@ def image_stats(samples: list[tuple[str, int]], sample: int = 32) -> tuple[int, 
             with Image.open(path) as img:
                 sides.append(min(img.size))
                 gray += img.mode in GRAYSCALE_MODES
-        except (OSError, ValueError):
+        except unreadable:
             continue  # counted when the batches are read
     if not sides:
         raise ValueError(f"none of the {min(len(samples), sample)} sampled images could be read")
@@ -416,7 +419,9 @@ def calibration_batches(
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
     pre = checkpoint_preprocessing(data, preprocessing) if preprocessing is not None else None
     train, _ = load_data(data, resolution, augment=False, preprocessing=pre)
-    return [batch.images for batch in itertools.islice(train.batches(batch_size, shuffle=True, seed=seed), batches)]
+    # batches whose every image was unreadable (skipped) are empty; the quantizer needs images
+    readable = (batch.images for batch in train.batches(batch_size, shuffle=True, seed=seed) if len(batch.images))
+    return list(itertools.islice(readable, batches))
 
 
 def check_classes(split: DataSplit, class_names: list[str]) -> None:

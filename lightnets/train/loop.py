@@ -30,6 +30,7 @@ from ..formats.checkpoint import CheckpointError, load_checkpoint, restore_rng, 
 from ..formats.files import atomic_write, fault_point, read_json, remove_stale_temporaries
 from ..formats.loading import SPEC_NAME, build_stored_model, load_model, state_dict_mismatch
 from ..models import NetSpec
+from ..models.memory import check_request
 from .data import DataSplit, load_data
 from .ema import ModelEMA
 from .metrics import EvalResult, topk_correct
@@ -184,10 +185,23 @@ def evaluate(
     rank: int = 0,
     world: int = 1,
 ) -> EvalResult:
-    """Top-1, top-5, loss, per-class accuracy and confusion matrix of ``model`` on ``split``."""
+    """Top-1, top-5, loss, per-class accuracy and confusion matrix of ``model`` on ``split``.
+
+    The model must have one output per class of the split (``model.num_classes`` when it states
+    it, else its logits are checked at the first batch).
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    n_classes = len(split.classes)
+    stated = getattr(model, "num_classes", None)
+    if isinstance(stated, int) and stated != n_classes:
+        raise ValueError(_class_mismatch(stated, split))
+    spec = getattr(model, "spec", None)
+    if isinstance(spec, NetSpec) and not str(device).startswith("cuda"):
+        r = split.preprocessing.resolution
+        check_request(spec, f"evaluating batches of {batch_size} images at {r}x{r}", r, min(batch_size, split.size))
     was_training = model.training
     model.eval()
-    n_classes = len(split.classes)
     confusion = torch.zeros(n_classes, n_classes, dtype=torch.long)
     sums = torch.zeros(4, dtype=torch.float64)  # loss sum, top-1, top-5, count
     try:
@@ -198,6 +212,8 @@ def evaluate(
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             logits = model(x).float().cpu()
+            if logits.dim() != 2 or logits.shape[1] != n_classes:
+                raise ValueError(_class_mismatch(logits.shape[-1], split))
             sums[0] += F.cross_entropy(logits, batch.labels, reduction="sum").item()
             c1, c5 = topk_correct(logits, batch.labels)
             sums[1:] += torch.tensor([c1, c5, len(batch.labels)], dtype=torch.float64)
@@ -211,6 +227,13 @@ def evaluate(
     count = max(int(sums[3]), 1)
     return EvalResult(float(sums[1] / count), float(sums[2] / count), float(sums[0] / count), int(sums[3]),
                       split.classes, confusion)
+
+
+def _class_mismatch(outputs: int, split: DataSplit) -> str:
+    return (
+        f"the model has {outputs} outputs (classes), the data's {split.name} split {len(split.classes)} classes: "
+        f"evaluate a model trained on this data, or build it with num_classes={len(split.classes)}"
+    )
 
 
 def _write_metrics(run_dir: str, rows: list[dict]) -> None:
@@ -389,6 +412,11 @@ def fit(
     else:
         total_steps = steps_per_epoch * recipe.epochs
 
+    spec = getattr(model, "spec", None)
+    if isinstance(spec, NetSpec) and not str(device).startswith("cuda"):
+        r = train_split.preprocessing.resolution
+        check_request(spec, f"training with batches of {recipe.batch_size} images at {r}x{r}", r, recipe.batch_size,
+                      training=True, bytes_per_element=2 if amp else 4)
     if sync_bn:
         if world == 1 or not str(device).startswith("cuda"):
             raise ValueError("--sync-bn needs several GPU processes (torchrun with --device cuda)")
