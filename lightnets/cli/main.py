@@ -604,12 +604,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     check_output_file(args.output, "export's output")
     _refuse_existing(args.output, args.force)
     options = _model_options(args)
-    if args.checkpoint and options:
-        given = ", ".join(f"--{key.replace('_', '-')}" for key in options)
-        raise ValueError(f"{given} chooses the network to build; with --checkpoint the checkpoint fixes it "
-                         f"(see 'lightnets eval {args.name} --checkpoint {args.checkpoint}')")
     if args.checkpoint:
-        loaded = load_model(args.checkpoint, args.name)
+        # the checkpoint fixes the network: options that differ from the stored ones are refused
+        loaded = load_model(args.checkpoint, args.name, options=options)
         model, preprocessing = loaded.model, loaded.preprocessing
         resolution = args.resolution or preprocessing.resolution
     else:

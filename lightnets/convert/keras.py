@@ -100,7 +100,7 @@ def read_keras_weights(path: str | os.PathLike, max_bytes: int = MAX_WEIGHTS_BYT
                 size = archive.getinfo("model.weights.h5").file_size
                 if size > max_bytes:
                     raise ValueError(
-                        f"{path!r}: its model.weights.h5 inflates to {size:,} bytes, more than the {max_bytes:,} "
+                        f"{path!r}: its model.weights.h5 inflates to {size:,} bytes, more than the {max_bytes:,} bytes "
                         f"the network's weights can take; the file is damaged or not a MobileNet's"
                     )
                 # the reader stops at the stated size, so the check above bounds the memory

@@ -5,12 +5,12 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import os
 import warnings
 
 import torch
 from torch import nn
 
+from ..formats import check_output_file
 from .fuse import fuse
 
 DEFAULT_OPSET = 18
@@ -70,10 +70,12 @@ def export_onnx(
     hard-sigmoid export as single ONNX operators (opset >= 14) and channel shuffle as
     Reshape / Transpose / Reshape, which keep working at any batch and any input size (the
     network's smallest useful input is 32 x 32: five stride-2 stages). The file is checked
-    with ``onnx.checker`` unless ``check=False``.
+    with ``onnx.checker`` unless ``check=False``. ``path`` is checked first
+    (:func:`~lightnets.formats.check_output_file`): its folder must exist.
     """
     if opset < 17:
         raise ValueError(f"opset must be >= 17, got {opset}")
+    check_output_file(path, "ONNX file")
     onnx = _require("onnx")
     _require("onnxscript")  # torch.onnx's exporter; without it, a traceback from deep inside torch
     net = fuse(model) if fuse_bn else model.eval()
@@ -98,7 +100,6 @@ def _export(net: nn.Module, x: torch.Tensor, path: str, opset: int, dynamic_batc
             dims[2] = torch.export.Dim("height", min=32, max=4096)
             dims[3] = torch.export.Dim("width", min=32, max=4096)
         dynamic_shapes = {"x": dims}
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with contextlib.redirect_stdout(io.StringIO()), _quiet_torchvision_skips():
         torch.onnx.export(
             net, (x,), path, input_names=["input"], output_names=["logits"], opset_version=opset,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..formats import atomic_path
+from ..formats import atomic_path, check_output_file
 from .fuse import fuse
 
 
@@ -17,10 +17,12 @@ def export_pt2(
     The batch axis is dynamic up to ``max_batch``; the spatial size is fixed at ``resolution``.
     The example batch has two images because torch.export specialises a dimension whose
     example size is 1. The program is written to a temporary file and renamed, so a failed
-    export leaves no partial file at ``path``. Returns ``path``.
+    export leaves no partial file at ``path``, whose folder must exist (checked before the export,
+    :func:`~lightnets.formats.check_output_file`). Returns ``path``.
     """
     if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1:
         raise ValueError(f"resolution must be a positive integer (the input size in pixels), got {resolution!r}")
+    check_output_file(path, "torch.export file")
     net = fuse(model) if fuse_bn else model.eval()
     x = torch.randn(2, getattr(model, "in_chans", 3), resolution, resolution)
     batch = torch.export.Dim("batch", min=1, max=max_batch)

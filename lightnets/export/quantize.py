@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..formats import atomic_path
+from ..formats import atomic_path, check_output_file
 from .onnx import _require, export_onnx
 
 
@@ -259,6 +259,7 @@ def quantize_int8(
     reads are removed, so ONNX Runtime loads the file without a warning. The file is checked
     with ``onnx.checker`` and written only when complete.
     """
+    check_output_file(path, "int8 ONNX file")
     onnx = _require("onnx")
     _require("onnxruntime.quantization")
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static

@@ -198,8 +198,8 @@ def evaluate(
         raise ValueError(_class_mismatch(stated, split))
     spec = getattr(model, "spec", None)
     if isinstance(spec, NetSpec) and not str(device).startswith("cuda"):
-        r = split.preprocessing.resolution
-        check_request(spec, f"evaluating batches of {batch_size} images at {r}x{r}", r, min(batch_size, split.size))
+        r, largest = split.preprocessing.resolution, min(batch_size, split.size)
+        check_request(spec, f"evaluating batches of {largest} images at {r}x{r}", r, largest)
     was_training = model.training
     model.eval()
     confusion = torch.zeros(n_classes, n_classes, dtype=torch.long)
