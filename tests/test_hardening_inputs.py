@@ -196,9 +196,12 @@ def test_decompression_bombs_are_skipped_in_training_evaluation_and_calibration(
                  show_progress=False, log=lambda m: None)
     assert result.final["skipped_images"] == 1 and (tmp_path / "run" / "last.safetensors").exists()
     _, val = image_folder(str(tmp_path), resolution=16)
-    assert evaluate(model, val, batch_size=4).count == 8  # the bomb in val/a skipped
-    batches = calibration_batches(str(tmp_path), 16, batches=3, batch_size=3)
+    evaluated = evaluate(model, val, batch_size=4)
+    assert (evaluated.count, evaluated.skipped) == (8, 1)  # the bomb in val/a
+    reported = []
+    batches = calibration_batches(str(tmp_path), 16, batches=3, batch_size=3, report=reported.append)
     assert sum(len(b) for b in batches) == 8 and all(b.shape[1:] == (3, 16, 16) for b in batches)
+    assert reported == ["calibration: 1 unreadable images skipped"]
     strict, _ = image_folder(str(tmp_path), resolution=16, bad_images="error")
     with pytest.raises(ValueError, match="cannot read image .*bomb.png.*decompression bomb"):
         list(strict.batches(9, shuffle=False))

@@ -541,7 +541,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     check_classes(val, loaded.class_names)
     result = evaluate(loaded.model, val, batch_size=args.batch_size, device=args.device)
     print(f"{args.name} on {safe_text(data)} ({val.name}, {result.count} images, {resolution}x{resolution}): "
-          f"top-1 {100 * result.top1:.2f}%, top-5 {100 * result.top5:.2f}%, loss {result.loss:.4f}")
+          f"top-1 {100 * result.top1:.2f}%, top-5 {100 * result.top5:.2f}%, loss {result.loss:.4f}"
+          + (f"; {result.skipped} unreadable images skipped" if result.skipped else ""))
     print()
     per_class = zip(result.classes, result.per_class, result.confusion.sum(1), strict=True)
     print(
@@ -616,7 +617,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         from ..train import calibration_batches
 
         batches = calibration_batches(
-            args.calibration, resolution, preprocessing=preprocessing, batches=args.calibration_batches
+            args.calibration, resolution, preprocessing=preprocessing, batches=args.calibration_batches,
+            report=lambda message: print(safe_text(message), file=sys.stderr),
         )
         quantize_int8(model, args.output, batches, resolution=resolution)
     elif args.format == "onnx":

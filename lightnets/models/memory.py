@@ -69,13 +69,32 @@ def _head_params(head: HeadSpec, in_chs: int) -> int:
     return in_chs * head.conv_chs + head.conv_chs * head.num_classes
 
 
+def _maps(site) -> list[int]:
+    """Elements of each convolution output of one image at a site (expansion, depthwise, projection)."""
+    (ih, iw), (oh, ow) = site.in_size, site.out_size
+    spec = site.spec
+    if isinstance(spec, StemSpec):
+        stride = spec.conv.stride
+        return [site.out_chs * -(-ih // stride) * -(-iw // stride)]  # the conv's output, before any pool
+    if isinstance(spec, HeadSpec):
+        return [spec.conv_chs * oh * ow if spec.pool_first else spec.conv_chs * ih * iw] if spec.conv_chs else []
+    maps = []
+    mid = spec.mid_chs
+    if mid and (spec.kind != "ir" or mid != site.in_chs):
+        maps.append(mid * ih * iw)  # the first 1x1 conv (expansion, bottleneck) at the input's size
+    if spec.kind != "cn":
+        maps.append((mid or site.in_chs) * oh * ow)  # the depthwise conv
+    maps.append(site.out_chs * oh * ow)
+    return maps
+
+
 @dataclass(frozen=True)
 class MemoryEstimate:
-    """Lower bounds: parameters (count), and the feature-map elements a pass holds at once."""
+    """Lower bounds: parameters (count), and the feature-map elements a pass holds."""
 
     params: int
     peak_elements: int  # inference: the most held at one time (a layer's input and output)
-    saved_elements: int  # training: every layer output kept for the backward pass
+    saved_elements: int  # training: what the backward pass needs kept
 
     def needed(self, training: bool, bytes_per_element: int = FLOAT_BYTES) -> int:
         """Bytes: weights (and for training their gradients and one optimizer state) plus feature maps."""
@@ -97,8 +116,10 @@ def estimate_memory(spec: NetSpec, input_size: int | None = None, batch: int = 1
 
     Counted from the spec alone, so a request too large to build is refused before anything is
     allocated. Parameters: every convolution's and the classifier's weights, without biases,
-    BatchNorm or squeeze-and-excite. Feature maps: a layer's input and output at once (the
-    peak), or every block's output and expansion (kept for the backward pass).
+    BatchNorm or squeeze-and-excite. Inference holds at least a layer's input and its output at
+    once (the peak); training keeps, for the backward pass, every convolution's output (which
+    BatchNorm's backward reads) and BatchNorm's output (which the activation's reads), and the
+    input batch.
     """
     sites = walk(spec, input_size or 1)
     params, peak, saved = 0, 0, 0
@@ -111,14 +132,12 @@ def estimate_memory(spec: NetSpec, input_size: int | None = None, batch: int = 1
             params += _block_params(site.spec, site.in_chs)
         if input_size is None:
             continue
-        in_elems = site.in_chs * site.in_size[0] * site.in_size[1]
-        out_elems = site.out_chs * site.out_size[0] * site.out_size[1]
-        mid = getattr(site.spec, "mid_chs", None)
-        mid_elems = mid * site.out_size[0] * site.out_size[1] if mid else 0
-        peak = max(peak, in_elems + max(out_elems, mid_elems))
-        saved += out_elems + mid_elems
-    first = sites[0]
-    saved += first.in_chs * first.in_size[0] * first.in_size[1]  # the input batch itself
+        maps = _maps(site)
+        peak = max(peak, site.in_chs * site.in_size[0] * site.in_size[1] + max(maps, default=0))
+        saved += 2 * sum(maps)
+    if input_size is not None:
+        first = sites[0]
+        saved += first.in_chs * first.in_size[0] * first.in_size[1]  # the input batch itself
     return MemoryEstimate(params, batch * peak, batch * saved)
 
 

@@ -15,11 +15,10 @@ crop (ratio 0.875) for evaluation, then mean/std normalisation. They need Pillow
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import math
 import os
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 
@@ -406,22 +405,31 @@ def calibration_batches(
     batches: int = 10,
     batch_size: int = 32,
     seed: int = 0,
+    report: Callable[[str], None] | None = None,
 ) -> list[torch.Tensor]:
     """Int8 calibration inputs: ``batches`` batches of ``data``'s train split, prepared as for evaluation.
 
     No augmentation: random crops and flips would widen the activation ranges the quantizer
     measures beyond what inference sees. Shuffled with a fixed ``seed`` so that the batches mix
     the classes and the quantized file is reproducible. ``preprocessing`` is the checkpoint's,
-    used where it applies (see :func:`checkpoint_preprocessing`).
+    used where it applies (see :func:`checkpoint_preprocessing`). Unreadable images are skipped;
+    ``report`` (e.g. ``print``) is told how many.
     """
     for name, value in (("batches", batches), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
     pre = checkpoint_preprocessing(data, preprocessing) if preprocessing is not None else None
     train, _ = load_data(data, resolution, augment=False, preprocessing=pre)
-    # batches whose every image was unreadable (skipped) are empty; the quantizer needs images
-    readable = (batch.images for batch in train.batches(batch_size, shuffle=True, seed=seed) if len(batch.images))
-    return list(itertools.islice(readable, batches))
+    chosen, skipped = [], 0
+    for batch in train.batches(batch_size, shuffle=True, seed=seed):
+        skipped += batch.skipped
+        if len(batch.images):  # a batch whose every image was unreadable is empty; the quantizer needs images
+            chosen.append(batch.images)
+        if len(chosen) == batches:
+            break
+    if skipped and report is not None:
+        report(f"calibration: {skipped} unreadable images skipped")
+    return chosen
 
 
 def check_classes(split: DataSplit, class_names: list[str]) -> None:

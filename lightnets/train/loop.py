@@ -203,9 +203,10 @@ def evaluate(
     was_training = model.training
     model.eval()
     confusion = torch.zeros(n_classes, n_classes, dtype=torch.long)
-    sums = torch.zeros(4, dtype=torch.float64)  # loss sum, top-1, top-5, count
+    sums = torch.zeros(5, dtype=torch.float64)  # loss sum, top-1, top-5, count, skipped
     try:
         for batch in split.batches(batch_size, shuffle=False, rank=rank, world=world):
+            sums[4] += batch.skipped
             if batch.labels.numel() == 0:
                 continue
             x = batch.images.to(device)
@@ -216,7 +217,7 @@ def evaluate(
                 raise ValueError(_class_mismatch(logits.shape[-1], split))
             sums[0] += F.cross_entropy(logits, batch.labels, reduction="sum").item()
             c1, c5 = topk_correct(logits, batch.labels)
-            sums[1:] += torch.tensor([c1, c5, len(batch.labels)], dtype=torch.float64)
+            sums[1:4] += torch.tensor([c1, c5, len(batch.labels)], dtype=torch.float64)
             pairs = batch.labels * n_classes + logits.argmax(1)  # (true, predicted) as one index
             confusion += torch.bincount(pairs, minlength=n_classes**2).view(n_classes, n_classes)
     finally:
@@ -226,7 +227,7 @@ def evaluate(
         dist.all_reduce(confusion)
     count = max(int(sums[3]), 1)
     return EvalResult(float(sums[1] / count), float(sums[2] / count), float(sums[0] / count), int(sums[3]),
-                      split.classes, confusion)
+                      split.classes, confusion, skipped=int(sums[4]))
 
 
 def _class_mismatch(outputs: int, split: DataSplit) -> str:
@@ -620,6 +621,7 @@ def fit(
             "images_per_s": running[3].item() / max(seconds, 1e-9),
             "seconds": seconds,
             "skipped_images": int(running[4].item()),
+            "val_skipped_images": evaluated.skipped,
             "evaluated": "ema" if ema else "model",
         }
         history.append(row)
@@ -642,6 +644,7 @@ def fit(
             f"val top-1 {100 * row['val_top1']:.2f}% top-5 {100 * row['val_top5']:.2f}%, lr {row['lr']:.4g}, "
             f"{row['images_per_s']:.0f} img/s"
             + (f", {row['skipped_images']} unreadable images skipped" if row["skipped_images"] else "")
+            + (f", {evaluated.skipped} unreadable {val_split.name} images skipped" if evaluated.skipped else "")
         )
         if stop:
             break

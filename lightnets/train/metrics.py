@@ -25,6 +25,7 @@ class EvalResult:
     count: int
     classes: list[str]
     confusion: torch.Tensor = field(repr=False)  # rows: true class, columns: predicted
+    skipped: int = 0  # unreadable images left out (bad_images="skip")
 
     @property
     def per_class(self) -> list[float]:
@@ -33,6 +34,7 @@ class EvalResult:
 
     def to_dict(self) -> dict:
         return {
-            "top1": self.top1, "top5": self.top5, "loss": self.loss, "count": self.count, "classes": self.classes,
+            "top1": self.top1, "top5": self.top5, "loss": self.loss, "count": self.count, "skipped": self.skipped,
+            "classes": self.classes,
             "per_class": dict(zip(self.classes, self.per_class, strict=True)), "confusion": self.confusion.tolist(),
         }
