@@ -93,7 +93,7 @@ class MemoryEstimate:
     """Lower bounds: parameters (count), and the feature-map elements a pass holds."""
 
     params: int
-    peak_elements: int  # inference: the most held at one time (a layer's input and output)
+    peak_elements: int  # inference: the most held at one time (a block's input, a conv's and its BN's outputs)
     saved_elements: int  # training: what the backward pass needs kept
 
     def needed(self, training: bool, bytes_per_element: int = FLOAT_BYTES) -> int:
@@ -116,10 +116,10 @@ def estimate_memory(spec: NetSpec, input_size: int | None = None, batch: int = 1
 
     Counted from the spec alone, so a request too large to build is refused before anything is
     allocated. Parameters: every convolution's and the classifier's weights, without biases,
-    BatchNorm or squeeze-and-excite. Inference holds at least a layer's input and its output at
-    once (the peak); training keeps, for the backward pass, every convolution's output (which
-    BatchNorm's backward reads) and BatchNorm's output (which the activation's reads), and the
-    input batch.
+    BatchNorm or squeeze-and-excite. Inference holds at least a block's input, a convolution's
+    output and BatchNorm's output (not computed in place) at once: the peak. Training keeps, for
+    the backward pass, every convolution's output (which BatchNorm's backward reads) and
+    BatchNorm's output (which the activation's reads), and the input batch.
     """
     sites = walk(spec, input_size or 1)
     params, peak, saved = 0, 0, 0
@@ -133,7 +133,7 @@ def estimate_memory(spec: NetSpec, input_size: int | None = None, batch: int = 1
         if input_size is None:
             continue
         maps = _maps(site)
-        peak = max(peak, site.in_chs * site.in_size[0] * site.in_size[1] + max(maps, default=0))
+        peak = max(peak, site.in_chs * site.in_size[0] * site.in_size[1] + 2 * max(maps, default=0))
         saved += 2 * sum(maps)
     if input_size is not None:
         first = sites[0]
