@@ -123,13 +123,24 @@ def test_every_numeric_option_is_checked_when_parsed():
 # ---- 7, 8: unreadable images, decompression bombs -----------------------------------------
 
 
+def _checkpoint(path, classes: list[str], pre) -> str:
+    """An untrained checkpoint as lightnets train writes one: what predict and eval read."""
+    from lightnets.formats import save_checkpoint
+
+    model = lightnets.create_model(TINY, num_classes=len(classes))
+    config = {"model": {"name": TINY, "options": {"num_classes": len(classes)}}, "classes": classes,
+              "preprocessing": pre.to_dict()}
+    save_checkpoint(str(path), model.state_dict(), config=config, progress={}, keep_previous=False)
+    return str(path)
+
+
 @pytest.fixture(scope="module")
 def digits_checkpoint(tmp_path_factory):
-    run = tmp_path_factory.mktemp("run")
-    model = lightnets.create_model(TINY, num_classes=10)
-    fit(model, "digits", run_dir=str(run), epochs=1, resolution=16, max_steps=1, batch_size=16,
-        show_progress=False, log=lambda m: None, model_config={"name": TINY, "options": {"num_classes": 10}})
-    return str(run / "last.safetensors")
+    from lightnets.formats import Preprocessing
+    from lightnets.formats.preprocessing import DIGITS_MEAN, DIGITS_STD
+
+    path = tmp_path_factory.mktemp("run") / "digits.safetensors"
+    return _checkpoint(path, [str(i) for i in range(10)], Preprocessing("digits", 16, DIGITS_MEAN, DIGITS_STD))
 
 
 def _bad_images(folder) -> list[str]:
@@ -356,6 +367,8 @@ def test_class_names_and_paths_from_files_are_printed_escaped(tmp_path, capsys):
     pytest.importorskip("PIL")
     from PIL import Image
 
+    from lightnets.formats import imagenet_preprocessing
+
     evil = "cat\x1b[2J\x1b]0;owned\x07"
     for split in ("train", "val"):
         for name in (evil, "dog"):
@@ -364,14 +377,12 @@ def test_class_names_and_paths_from_files_are_printed_escaped(tmp_path, capsys):
             for i in range(3):
                 Image.new("RGB", (20, 20 + i), (200, 30, 30) if name == "dog" else (30, 30, 200)).save(
                     folder / f"{i}.png")
-    run = tmp_path / "run"
-    assert main(["train", TINY, "--data", str(tmp_path / "data"), "--resolution", "16", "--epochs", "1",
-                 "--batch-size", "2", "--max-steps", "1", "--out", str(run), "--no-progress"]) == 0
+    checkpoint = _checkpoint(tmp_path / "m.safetensors", [evil, "dog"], imagenet_preprocessing(16))
     image = tmp_path / "x\x1b[31m.png"
     Image.new("RGB", (20, 20), (0, 0, 0)).save(image)
     capsys.readouterr()
-    assert main(["eval", TINY, "--checkpoint", str(run / "last.safetensors")]) == 0
-    assert main(["predict", TINY, "--checkpoint", str(run / "last.safetensors"), str(image)]) == 0
+    assert main(["eval", TINY, "--checkpoint", checkpoint, "--data", str(tmp_path / "data")]) == 0
+    assert main(["predict", TINY, "--checkpoint", checkpoint, str(image)]) == 0
     out, err = capsys.readouterr()
     assert "\x1b" not in out + err and "\x07" not in out + err
     assert "cat\\x1b[2J" in out and "x\\x1b[31m.png" in out
