@@ -345,7 +345,7 @@ def test_training_evaluating_and_timing_check_the_memory_first(tmp_path, small_m
 def test_lab_config_refuses_a_non_finite_time_budget(seconds):
     from lightnets.lab import LabConfig
 
-    with pytest.raises(ValueError, match="seconds_per_network must be a finite number > 0"):
+    with pytest.raises(ValueError, match="seconds_per_network must be a positive finite number"):
         LabConfig(seconds_per_network=seconds)
 
 
