@@ -245,8 +245,9 @@ def test_zoo_command_states_rounds_load_and_stability(capsys):
 
 
 def test_zoo_rejects_an_empty_model_list(capsys):
-    assert main(["zoo", "--models", ""]) == 2
-    assert "--models" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:  # argparse's usage error (lightnets.cli.options.nonempty_list)
+        main(["zoo", "--models", ""])
+    assert exit_.value.code == 2 and "argument --models" in capsys.readouterr().err
 
 
 def test_cli_spread_limit_default_is_the_library_default():
