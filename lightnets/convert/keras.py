@@ -29,12 +29,15 @@ import os
 import re
 import zipfile
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 from torch import nn
 
 from ..models import create_model
+
+if TYPE_CHECKING:  # numpy arrives with h5py, the keras extra; the core library needs only torch
+    import numpy as np
 
 #: Keras application name -> (our family, options that reproduce how Keras builds it).
 KERAS_MODELS: dict[str, tuple[str, dict]] = {
@@ -107,6 +110,8 @@ def _decode(value) -> str:
 
 
 def _read_legacy(root, path: str) -> list[KerasLayer]:
+    import numpy as np
+
     layers = []
     for layer_name in map(_decode, root.attrs["layer_names"]):
         group = root[layer_name]
@@ -136,6 +141,8 @@ def _kind_of(name: str, arrays: dict[str, np.ndarray], path: str) -> str:
 
 
 def _read_keras3(layers_group, path: str) -> list[KerasLayer]:
+    import numpy as np
+
     found = []
     for key in layers_group:
         match = re.fullmatch(r"(.+?)(?:_(\d+))?", key)
@@ -213,6 +220,8 @@ def from_keras(
     by 32, such as 128, 160, 192 and 224. Other sizes give different maps than Keras there.
     Inputs are scaled to [-1, 1] (see the module docstring and ``KERAS_PREPROCESSING``).
     """
+    import numpy as np  # arrives with h5py (the keras extra): the core library needs only torch
+
     if keras_name not in KERAS_MODELS:
         raise ValueError(f"no Keras converter for {keras_name!r}; allowed: {', '.join(KERAS_MODELS)}")
     family, options = KERAS_MODELS[keras_name]
