@@ -1,6 +1,5 @@
 import sys
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -74,8 +73,7 @@ def test_export_command_onnx_and_pt2(tmp_path, capsys, deploy):
     assert "wrote" in capsys.readouterr().out
 
 
-def test_predict_command_uses_stored_preprocessing(tmp_path, capsys):
-    pytest.importorskip("PIL")
+def test_predict_command_uses_stored_preprocessing(tmp_path, capsys, images):
     from PIL import Image
 
     from lightnets.cli import main
@@ -160,6 +158,7 @@ def test_int8_mobilenet_v3_stays_int8_and_close_to_fp32(tmp_path, capfd, deploy)
 
     And the file holds no initializer that nothing reads: ONNX Runtime warned of each at every load (59).
     """
+    import numpy as np  # with onnx, which the deploy fixture asks for
     import onnx
 
     from lightnets.export.onnx import OnnxModel
@@ -195,6 +194,7 @@ def test_int8_mobilenet_v3_stays_int8_and_close_to_fp32(tmp_path, capfd, deploy)
 
 
 def _qdq_mul_graph(q_scale, mul_is_output=False):
+    import numpy as np
     from onnx import TensorProto, helper, numpy_helper
 
     inits = [
@@ -219,6 +219,7 @@ def _qdq_mul_graph(q_scale, mul_is_output=False):
 
 
 def test_constant_scale_folding_is_exact_or_skipped(deploy):
+    import numpy as np
     import onnx
     import onnxruntime as ort
 
@@ -241,6 +242,7 @@ def test_constant_scale_folding_is_exact_or_skipped(deploy):
 
 
 def test_dead_initializers_are_dropped_but_subgraph_reads_and_inputs_kept(deploy):
+    import numpy as np
     from onnx import TensorProto, helper, numpy_helper
 
     from lightnets.export.quantize import drop_unused_initializers
