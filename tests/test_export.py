@@ -53,13 +53,29 @@ def test_onnx_graph_uses_single_hardswish_and_no_batchnorm(tmp_path, deploy):
     assert {"HardSwish", "HardSigmoid", "Conv"} <= ops and "BatchNormalization" not in ops
 
 
-def test_measure_latency_onnxruntime_backend(deploy):
-    pytest.importorskip("onnxruntime")
+def _counting_sessions(monkeypatch) -> list[tuple[int, ...]]:
+    """Record the input shape of every run of the ONNX Runtime sessions the latency backends open."""
+    import lightnets.export.latency as backends
+
+    runs = []
+
+    class Counting(backends.OnnxModel):
+        def __call__(self, x):
+            runs.append(tuple(x.shape))
+            return super().__call__(x)
+
+    monkeypatch.setattr(backends, "OnnxModel", Counting)
+    return runs
+
+
+def test_measure_latency_onnxruntime_backend(deploy, monkeypatch):
     from lightnets.cost import measure_latency
 
+    runs = _counting_sessions(monkeypatch)
     result = measure_latency(lightnets.create_model("shufflenet_v2_x0_5"), (1, 3, 64, 64), runs=3, warmup=1,
                              backend="onnxruntime", threads=1)
-    assert result.backend == "onnxruntime" and result.median_ms > 0 and result.threads == 1
+    assert result.backend == "onnxruntime" and result.threads == 1 and len(result.times_ms) == 3
+    assert runs == [(1, 3, 64, 64)] * 4  # the warm-up and the 3 timed runs went to ONNX Runtime
 
 
 def test_export_command_onnx_and_pt2(tmp_path, capsys, deploy):
@@ -123,13 +139,14 @@ def test_export_int8_with_digits_calibration_keeps_accuracy(tmp_path, capsys, de
     assert "--int8 needs --format onnx and --calibration DATA" in capsys.readouterr().err
 
 
-def test_measure_latency_onnxruntime_int8_backend(deploy):
-    pytest.importorskip("onnxruntime")
+def test_measure_latency_onnxruntime_int8_backend(deploy, monkeypatch):
     from lightnets.cost import measure_latency
 
+    runs = _counting_sessions(monkeypatch)
     result = measure_latency(lightnets.create_model("mobilenet_v2_035"), (1, 3, 64, 64), runs=2, warmup=1,
                              backend="onnxruntime-int8")
-    assert result.backend == "onnxruntime-int8" and result.median_ms > 0
+    assert result.backend == "onnxruntime-int8" and len(result.times_ms) == 2
+    assert runs == [(1, 3, 64, 64)] * 3  # the warm-up and the 2 timed runs went to ONNX Runtime
 
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "onnxruntime-int8"])
