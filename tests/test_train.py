@@ -20,6 +20,7 @@ ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
 def test_digits_are_the_real_dataset():
     images, labels = load_digits()
+    # scikit-learn's load_digits (the UCI optdigits test set): 1797 8x8 images, 0..16, 178 of class 0
     assert images.shape == (1797, 8, 8) and labels.shape == (1797,)
     assert int(images.max()) == 16 and labels.bincount().tolist()[0] == 178
     sklearn = pytest.importorskip("sklearn.datasets")

@@ -220,8 +220,6 @@ def from_keras(
     by 32, such as 128, 160, 192 and 224. Other sizes give different maps than Keras there.
     Inputs are scaled to [-1, 1] (see the module docstring and ``KERAS_PREPROCESSING``).
     """
-    import numpy as np  # arrives with h5py (the keras extra): the core library needs only torch
-
     if keras_name not in KERAS_MODELS:
         raise ValueError(f"no Keras converter for {keras_name!r}; allowed: {', '.join(KERAS_MODELS)}")
     family, options = KERAS_MODELS[keras_name]
@@ -243,6 +241,8 @@ def from_keras(
     ours = _our_layers(model, classifier_kind)
     label = f"Keras {keras_name} (width_mult={width_mult:g}{', minimal' if minimal else ''})"
     state: dict[str, torch.Tensor] = {}
+    import numpy as np  # here, once h5py (the keras extra, which brings numpy) has read the file
+
     for kind in _KINDS:
         theirs, mine = by_kind[kind], ours[kind]
         for (name, module), layer in zip(mine, theirs, strict=False):  # unequal counts: the clearer error below
