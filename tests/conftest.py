@@ -15,8 +15,8 @@ def _seed() -> None:
 # skip) and with the test extra (they run). A test that needs an extra asks for it at the
 # narrowest scope: one of these fixtures (or ``pytest.importorskip`` inside the test); a
 # module-level ``importorskip`` only when every test of the file needs it, never a plain
-# top-level import (tests/test_optional_extras.py checks that). numpy is optional too: torch
-# does not depend on it; the extras that use it (onnx, h5py, scikit-learn, matplotlib) bring it.
+# top-level import (tests/test_optional_extras.py checks that). numpy is not an extra: the
+# safetensors[torch] dependency brings it.
 
 
 @pytest.fixture

@@ -16,9 +16,9 @@ import pytest
 
 TESTS = Path(__file__).parent
 #: import names of the optional packages: the extras of pyproject.toml (pillow is PIL, scikit-learn
-#: sklearn) and numpy, which torch does not depend on (onnx, h5py, scikit-learn and matplotlib bring it).
+#: sklearn). numpy is not one: safetensors[torch], a dependency, brings it.
 OPTIONAL = {
-    "PIL", "h5py", "keras", "matplotlib", "numpy", "onnx", "onnxruntime", "onnxscript", "optuna", "sklearn", "timm",
+    "PIL", "h5py", "keras", "matplotlib", "onnx", "onnxruntime", "onnxscript", "optuna", "sklearn", "timm",
     "torchvision",
 }
 _DISTRIBUTIONS = {"pillow": "PIL", "scikit-learn": "sklearn"}
@@ -57,12 +57,12 @@ def test_no_test_module_imports_an_optional_extra_at_top_level():
 
 def test_the_checker_flags_synthetic_imports():
     source = (
-        "import os\nimport numpy as np\nfrom matplotlib import pyplot\nimport torch, onnx.helper\n"
+        "import os\nimport PIL.Image as image\nfrom matplotlib import pyplot\nimport torch, onnx.helper\n"
         "try:\n    import timm\nexcept ImportError:\n    timm = None\n"
         "def f():\n    import optuna\n"
         "keras = __import__('pytest').importorskip('keras')\nfrom . import conftest\n"
     )
-    assert top_level_imports(source, "t.py") == ["t.py:2: numpy", "t.py:3: matplotlib", "t.py:4: onnx.helper"]
+    assert top_level_imports(source, "t.py") == ["t.py:2: PIL.Image", "t.py:3: matplotlib", "t.py:4: onnx.helper"]
 
 
 def test_the_optional_list_covers_every_extra_in_pyproject():
@@ -70,8 +70,9 @@ def test_the_optional_list_covers_every_extra_in_pyproject():
     project = tomllib.loads((TESTS.parent / "pyproject.toml").read_text(encoding="utf8"))["project"]
     requirements = [r for extra in project["optional-dependencies"].values() for r in extra]
     names = {_requirement_name(r) for r in requirements} - _NOT_EXTRAS
-    assert {_DISTRIBUTIONS.get(n, n) for n in names} == OPTIONAL - {"numpy"}
-    assert {_requirement_name(r) for r in project["dependencies"]} == {"torch", "safetensors"}  # numpy is not one
+    assert {_DISTRIBUTIONS.get(n, n) for n in names} == OPTIONAL
+    assert {_requirement_name(r) for r in project["dependencies"]} == {"torch", "safetensors"}
+    assert "safetensors[torch]" in project["dependencies"][1]  # numpy, which safetensors.torch.save needs
 
 
 def _requirement_name(requirement: str) -> str:
@@ -88,7 +89,7 @@ def test_the_library_works_without_any_extra():
         f"for name in {sorted(OPTIONAL)!r}:\n"
         "    sys.modules[name] = None\n"
         "import importlib, pkgutil, warnings\n"
-        "warnings.simplefilter('ignore')  # torch warns that it found no numpy\n"
+        "warnings.simplefilter('ignore')\n"
         "import lightnets, torch\n"
         "names = [m.name for m in pkgutil.walk_packages(lightnets.__path__, 'lightnets.')\n"
         "         if not m.name.endswith('__main__')]\n"

@@ -29,15 +29,12 @@ import os
 import re
 import zipfile
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from torch import nn
 
 from ..models import create_model
-
-if TYPE_CHECKING:  # numpy arrives with h5py, the keras extra; the core library needs only torch
-    import numpy as np
 
 #: Keras application name -> (our family, options that reproduce how Keras builds it).
 KERAS_MODELS: dict[str, tuple[str, dict]] = {
@@ -110,8 +107,6 @@ def _decode(value) -> str:
 
 
 def _read_legacy(root, path: str) -> list[KerasLayer]:
-    import numpy as np
-
     layers = []
     for layer_name in map(_decode, root.attrs["layer_names"]):
         group = root[layer_name]
@@ -141,8 +136,6 @@ def _kind_of(name: str, arrays: dict[str, np.ndarray], path: str) -> str:
 
 
 def _read_keras3(layers_group, path: str) -> list[KerasLayer]:
-    import numpy as np
-
     found = []
     for key in layers_group:
         match = re.fullmatch(r"(.+?)(?:_(\d+))?", key)
@@ -241,8 +234,6 @@ def from_keras(
     ours = _our_layers(model, classifier_kind)
     label = f"Keras {keras_name} (width_mult={width_mult:g}{', minimal' if minimal else ''})"
     state: dict[str, torch.Tensor] = {}
-    import numpy as np  # here, once h5py (the keras extra, which brings numpy) has read the file
-
     for kind in _KINDS:
         theirs, mine = by_kind[kind], ours[kind]
         for (name, module), layer in zip(mine, theirs, strict=False):  # unequal counts: the clearer error below

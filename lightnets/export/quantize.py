@@ -8,6 +8,7 @@ import os
 import tempfile
 from collections.abc import Iterable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -122,7 +123,6 @@ def _fold_constant_scales(model) -> int:
     is a graph output or read by a float op, a per-channel or non-scalar constant, a Q range
     narrower than the product's) is left as it is.
     """
-    import numpy as np  # arrives with onnx (the deploy extra): the core library needs only torch
     from onnx import numpy_helper
 
     graph = model.graph
