@@ -234,10 +234,9 @@ def test_image_folder_takes_a_checkpoints_preprocessing(tmp_path, images):
         image_folder(str(tmp_path), preprocessing=Preprocessing("digits", 16, (0.5,) * 3, (0.5,) * 3))
 
 
-def test_image_folder_errors(tmp_path):
+def test_image_folder_errors(tmp_path, images):  # image_folder asks for Pillow before it looks at the path
     with pytest.raises(ValueError, match="does not exist"):
         image_folder(str(tmp_path / "missing"))
-    pytest.importorskip("PIL")  # the images extra, for the tree below
     _image_tree(tmp_path, empty_class=True)
     with pytest.raises(ValueError, match="fox' contains no images"):
         image_folder(str(tmp_path))
