@@ -265,7 +265,7 @@ def test_train_and_eval_commands_plot(tmp_path, capsys, plot):
     assert png.read_bytes()[:4] == b"\x89PNG"
 
 
-def test_train_rejects_bad_data_path(capsys):
+def test_train_rejects_bad_data_path(capsys, images):  # without Pillow the error names it first
     assert main(["train", TINY, "--data", "/nonexistent/path", "--no-progress"]) == 2
     assert "does not exist" in capsys.readouterr().err
 
