@@ -11,9 +11,35 @@ def _seed() -> None:
     torch.manual_seed(0)
 
 
+# Optional extras. The suite passes with only ``pip install -e . pytest`` (the extras' tests
+# skip) and with the test extra (they run). A test that needs an extra asks for it at the
+# narrowest scope: one of these fixtures (or ``pytest.importorskip`` inside the test); a
+# module-level ``importorskip`` only when every test of the file needs it, never a plain
+# top-level import (tests/test_optional_extras.py checks that). numpy is not an extra: the
+# safetensors[torch] dependency brings it.
+
+
 @pytest.fixture
 def deploy() -> None:
     """Skip unless the deploy extra is installed: ONNX export needs onnx and onnxscript, timing
     and inference need onnxruntime (``pip install "lightnets[deploy]"``)."""
     for module in ("onnx", "onnxscript", "onnxruntime"):
         pytest.importorskip(module)
+
+
+@pytest.fixture
+def plot() -> None:
+    """Skip unless the plot extra (matplotlib) is installed: ``--plot``, ``--plot-dir``, plot_* functions."""
+    pytest.importorskip("matplotlib")
+
+
+@pytest.fixture
+def images() -> None:
+    """Skip unless the images extra (Pillow) is installed: ImageFolder trees, ``predict`` on image files."""
+    pytest.importorskip("PIL")
+
+
+@pytest.fixture
+def optuna():
+    """The optuna module (the search extra), or skip: ``lightnets search`` and its studies."""
+    return pytest.importorskip("optuna")

@@ -5,11 +5,15 @@ import lightnets
 from lightnets.convert import TORCHVISION_MODELS, from_torchvision
 from lightnets.testing import randomize_for_parity as randomise
 
-torchvision = pytest.importorskip("torchvision")
+
+@pytest.fixture
+def torchvision():
+    """torchvision (the test extra), or skip: the converter's tests that build its models."""
+    return pytest.importorskip("torchvision")
 
 
 @pytest.mark.parametrize("name", TORCHVISION_MODELS)
-def test_output_parity_with_torchvision(name):
+def test_output_parity_with_torchvision(name, torchvision):
     theirs = randomise(getattr(torchvision.models, name)(num_classes=100))
     ours = lightnets.create_model(TORCHVISION_MODELS[name], num_classes=100).eval()
     ours.load_state_dict(from_torchvision(name, theirs.state_dict()), strict=True)
@@ -20,13 +24,20 @@ def test_output_parity_with_torchvision(name):
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
 
-def test_converter_accepts_our_model_instance():
-    theirs = torchvision.models.shufflenet_v2_x0_5()
-    ours = lightnets.create_model("shufflenet_v2_x0_5")
-    ours.load_state_dict(from_torchvision(ours, theirs.state_dict()))
+def test_converter_accepts_our_model_instance(torchvision):
+    theirs = randomise(torchvision.models.shufflenet_v2_x0_5())
+    ours = lightnets.create_model("shufflenet_v2_x0_5").eval()
+    converted = from_torchvision(ours, theirs.state_dict())
+    assert converted.keys() == ours.state_dict().keys()
+    ours.load_state_dict(converted)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        expected = theirs(x)
+        torch.testing.assert_close(ours(x), expected, atol=1e-5, rtol=1e-5)
+    assert expected.abs().max() > 0.1  # the comparison is not between two near-zero outputs
 
 
-def test_converter_rejects_other_architecture():
+def test_converter_rejects_other_architecture(torchvision):
     theirs = torchvision.models.shufflenet_v2_x1_0().state_dict()
     message = (r"shape mismatch: torchvision 'conv1.0.weight' \(24, 3, 3, 3\) "
                r"vs lightnets 'conv_stem.weight' \(32, 3, 3, 3\)")
@@ -36,7 +47,7 @@ def test_converter_rejects_other_architecture():
         from_torchvision("shufflenet_v2_x0_5", theirs)
 
 
-def test_converter_rejects_missing_tensors():
+def test_converter_rejects_missing_tensors(torchvision):
     state = torchvision.models.mobilenet_v3_small().state_dict()
     state.pop("features.4.block.2.fc1.bias")
     with pytest.raises(ValueError, match="does not match lightnets key"):
@@ -56,12 +67,11 @@ def test_convert_checkpoint_loads_like_the_source(tmp_path, source, name, suffix
     from lightnets.convert import convert_checkpoint
     from lightnets.formats import load_model
 
+    library = pytest.importorskip(source)  # torchvision or timm, both in the test extra
     if source == "torchvision":
-        reference = randomise(getattr(torchvision.models, name)(num_classes=6))
+        reference = randomise(getattr(library.models, name)(num_classes=6))
     else:
-        import timm
-
-        reference = randomise(timm.create_model(name, num_classes=6))
+        reference = randomise(library.create_model(name, num_classes=6))
     state = {k: v.contiguous() for k, v in reference.state_dict().items()}
     path = str(tmp_path / f"w{suffix}")
     if suffix == ".safetensors":
@@ -78,7 +88,7 @@ def test_convert_checkpoint_loads_like_the_source(tmp_path, source, name, suffix
     assert tuple(config["preprocessing"]["mean"]) == expected_mean
 
 
-def test_from_torchvision_restores_order_under_a_wrapper_prefix():
+def test_from_torchvision_restores_order_under_a_wrapper_prefix(torchvision):
     theirs = randomise(torchvision.models.mobilenet_v2(num_classes=10))
     state = theirs.state_dict()
     shuffled = {f"module.{k}": state[k] for k in sorted(state)}  # as a DataParallel save read back from safetensors

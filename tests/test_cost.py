@@ -1,12 +1,20 @@
+import importlib
+import itertools
 import math
+import statistics
+from types import SimpleNamespace
 
 import pytest
 import torch
 from torch import nn
 
 import lightnets
+import lightnets.cost.latency as latency_module
 from lightnets.cost import count_madds, count_params, measure_latency, profile
 from lightnets.cost.latency import flushing_denormals
+
+# the module, not the function lightnets.cost exports under the same name
+profile_module = importlib.import_module("lightnets.cost.profile")
 
 
 def meta_model(name, **options):
@@ -102,14 +110,27 @@ def test_profile_leaves_model_untouched():
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
-def test_profile_with_latency_times_every_row():
+def test_profile_with_latency_times_every_row(monkeypatch):
+    # Injected kernel timer: every reading is 1 ms after the previous one, so each kernel, timed
+    # between two readings, takes exactly 1 ms. (The end-to-end latency keeps the real clock.)
+    ticks = itertools.count()
+    monkeypatch.setattr(profile_module, "time", SimpleNamespace(perf_counter=lambda: next(ticks) * 1e-3))
     model = lightnets.create_model("mobilenet_v3_small")
     prof = profile(model, (1, 3, 64, 64), latency=True, runs=3, warmup=1, threads=1)
-    assert all(r.time_ms is not None and r.time_ms >= 0 for r in prof.rows)
-    shares = [k["time_share"] for k in prof.by_kind()]
-    assert sum(shares) == pytest.approx(1.0)
+    n = len(prof.rows)
+    assert n > 100 and all(r.time_ms == pytest.approx(1.0) for r in prof.rows)
+    assert prof.total.time_ms == pytest.approx(n)
+    for kind in prof.by_kind():  # equal kernel times: a kind's time share is its share of the kernels
+        assert kind["time_ms"] == pytest.approx(kind["count"])
+        assert kind["time_share"] == pytest.approx(kind["count"] / n)
+    # unequal times by construction: pointwise convolutions 3 ms each, everything else 1 ms
+    for row in prof.rows:
+        row.time_ms = 3.0 if row.kind == "pointwise conv" else 1.0
+    shares = {k["kind"]: k["time_share"] for k in prof.by_kind()}
+    pointwise = sum(r.kind == "pointwise conv" for r in prof.rows)
+    assert shares["pointwise conv"] == pytest.approx(3 * pointwise / (3 * pointwise + n - pointwise))
     assert prof.latency is not None and prof.latency.threads == 1
-    assert "end-to-end median" in prof.notes[0]
+    assert "end-to-end median" in prof.notes[0] and f"sum to {n:.2f} ms" in prof.notes[0]
 
 
 def test_profile_rejects_bad_input_size():
@@ -134,7 +155,6 @@ def test_measure_latency_reports_and_restores_conditions():
     flushing_before = flushing_denormals()
     result = measure_latency(probe, (1, 3, 16, 16), threads=1, runs=7, warmup=2)
     assert result.runs == 7 and len(result.times_ms) == 7
-    assert result.p10_ms <= result.median_ms <= result.p90_ms
     assert result.threads == 1 and result.torch_version == torch.__version__
     assert result.denormals_flushed and all(probe.flushing)  # every timed pass ran flushed
     assert len(probe.flushing) == 9
@@ -142,6 +162,31 @@ def test_measure_latency_reports_and_restores_conditions():
     assert flushing_denormals() == flushing_before
     assert probe.training
     assert "denormals flushed" in str(result) and "1 thread" in str(result)
+
+
+def test_measure_latency_statistics_of_injected_timings(monkeypatch):
+    # The clock moves only while the model runs, by a chosen duration per pass: two warm-up
+    # passes, then the seven timed ones.
+    durations_ms = [4.0, 1.0, 3.0, 10.0, 2.0, 5.0, 7.0]
+    passes = iter([50.0, 50.0, *durations_ms])
+    clock = SimpleNamespace(now=0.0)
+
+    class Timed(nn.Module):
+        def forward(self, x):
+            clock.now += next(passes) / 1e3
+            return x
+
+    monkeypatch.setattr(latency_module, "time", SimpleNamespace(perf_counter=lambda: clock.now))
+    result = measure_latency(Timed(), (1, 3, 4, 4), runs=7, warmup=2, threads=1)
+    assert result.times_ms == pytest.approx(durations_ms)  # the warm-up passes are not timed
+    # sorted 1 2 3 4 5 7 10: the median is the 4th; p10 sits at rank 0.1 * 6 = 0.6, between 1 and 2,
+    # p90 at rank 5.4, between 7 and 10 (linear interpolation between order statistics)
+    assert result.median_ms == pytest.approx(4.0)
+    assert result.p10_ms == pytest.approx(1 + 0.6 * (2 - 1))
+    assert result.p90_ms == pytest.approx(7 + 0.4 * (10 - 7))
+    deciles = statistics.quantiles(durations_ms, n=10, method="inclusive")  # the same rule, Python's own
+    assert (result.p10_ms, result.p90_ms) == pytest.approx((deciles[0], deciles[8]))
+    assert result.spread == pytest.approx((8.2 - 1.6) / 4.0)
 
 
 def test_measure_latency_channels_last_does_not_touch_model():
@@ -170,7 +215,23 @@ def test_measure_latency_rejects_meta_model():
         measure_latency(meta_model("mobilenet_v3_small"), (1, 3, 32, 32))
 
 
-def test_measure_latency_compile_backend():
+def test_measure_latency_compile_backend(monkeypatch):
+    compiled_passes = []
+    real_compile = torch.compile
+
+    def recording_compile(model, *args, **kwargs):
+        compiled = real_compile(model, *args, **kwargs)
+
+        def run(x):
+            compiled_passes.append(tuple(x.shape))
+            return compiled(x)
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", recording_compile)
     model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1))
-    result = measure_latency(model, (1, 3, 16, 16), runs=3, warmup=1, backend="compile")
-    assert result.backend == "compile" and result.runs == 3 and result.median_ms > 0
+    result = measure_latency(model, (1, 3, 16, 16), runs=3, warmup=0, backend="compile")
+    assert result.backend == "compile" and result.runs == 3 and len(result.times_ms) == 3
+    assert result.warmup == 1  # compiling happens in an untimed pass, so there is always one
+    assert compiled_passes == [(1, 3, 16, 16)] * 4  # the warm-up and the 3 timed passes all ran compiled
+    assert result.median_ms == statistics.median(result.times_ms)

@@ -1,6 +1,5 @@
 import sys
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -54,13 +53,29 @@ def test_onnx_graph_uses_single_hardswish_and_no_batchnorm(tmp_path, deploy):
     assert {"HardSwish", "HardSigmoid", "Conv"} <= ops and "BatchNormalization" not in ops
 
 
-def test_measure_latency_onnxruntime_backend(deploy):
-    pytest.importorskip("onnxruntime")
+def _counting_sessions(monkeypatch) -> list[tuple[int, ...]]:
+    """Record the input shape of every run of the ONNX Runtime sessions the latency backends open."""
+    import lightnets.export.latency as backends
+
+    runs = []
+
+    class Counting(backends.OnnxModel):
+        def __call__(self, x):
+            runs.append(tuple(x.shape))
+            return super().__call__(x)
+
+    monkeypatch.setattr(backends, "OnnxModel", Counting)
+    return runs
+
+
+def test_measure_latency_onnxruntime_backend(deploy, monkeypatch):
     from lightnets.cost import measure_latency
 
+    runs = _counting_sessions(monkeypatch)
     result = measure_latency(lightnets.create_model("shufflenet_v2_x0_5"), (1, 3, 64, 64), runs=3, warmup=1,
                              backend="onnxruntime", threads=1)
-    assert result.backend == "onnxruntime" and result.median_ms > 0 and result.threads == 1
+    assert result.backend == "onnxruntime" and result.threads == 1 and len(result.times_ms) == 3
+    assert runs == [(1, 3, 64, 64)] * 4  # the warm-up and the 3 timed runs went to ONNX Runtime
 
 
 def test_export_command_onnx_and_pt2(tmp_path, capsys, deploy):
@@ -74,8 +89,7 @@ def test_export_command_onnx_and_pt2(tmp_path, capsys, deploy):
     assert "wrote" in capsys.readouterr().out
 
 
-def test_predict_command_uses_stored_preprocessing(tmp_path, capsys):
-    pytest.importorskip("PIL")
+def test_predict_command_uses_stored_preprocessing(tmp_path, capsys, images):
     from PIL import Image
 
     from lightnets.cli import main
@@ -125,13 +139,14 @@ def test_export_int8_with_digits_calibration_keeps_accuracy(tmp_path, capsys, de
     assert "--int8 needs --format onnx and --calibration DATA" in capsys.readouterr().err
 
 
-def test_measure_latency_onnxruntime_int8_backend(deploy):
-    pytest.importorskip("onnxruntime")
+def test_measure_latency_onnxruntime_int8_backend(deploy, monkeypatch):
     from lightnets.cost import measure_latency
 
+    runs = _counting_sessions(monkeypatch)
     result = measure_latency(lightnets.create_model("mobilenet_v2_035"), (1, 3, 64, 64), runs=2, warmup=1,
                              backend="onnxruntime-int8")
-    assert result.backend == "onnxruntime-int8" and result.median_ms > 0
+    assert result.backend == "onnxruntime-int8" and len(result.times_ms) == 2
+    assert runs == [(1, 3, 64, 64)] * 3  # the warm-up and the 2 timed runs went to ONNX Runtime
 
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "onnxruntime-int8"])
@@ -160,6 +175,7 @@ def test_int8_mobilenet_v3_stays_int8_and_close_to_fp32(tmp_path, capfd, deploy)
 
     And the file holds no initializer that nothing reads: ONNX Runtime warned of each at every load (59).
     """
+    import numpy as np  # with onnx, which the deploy fixture asks for
     import onnx
 
     from lightnets.export.onnx import OnnxModel
@@ -195,6 +211,7 @@ def test_int8_mobilenet_v3_stays_int8_and_close_to_fp32(tmp_path, capfd, deploy)
 
 
 def _qdq_mul_graph(q_scale, mul_is_output=False):
+    import numpy as np
     from onnx import TensorProto, helper, numpy_helper
 
     inits = [
@@ -219,6 +236,7 @@ def _qdq_mul_graph(q_scale, mul_is_output=False):
 
 
 def test_constant_scale_folding_is_exact_or_skipped(deploy):
+    import numpy as np
     import onnx
     import onnxruntime as ort
 
@@ -241,6 +259,7 @@ def test_constant_scale_folding_is_exact_or_skipped(deploy):
 
 
 def test_dead_initializers_are_dropped_but_subgraph_reads_and_inputs_kept(deploy):
+    import numpy as np
     from onnx import TensorProto, helper, numpy_helper
 
     from lightnets.export.quantize import drop_unused_initializers

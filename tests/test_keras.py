@@ -5,14 +5,15 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
-import numpy as np
 import pytest
 import torch
 
 from lightnets.convert import KERAS_PREPROCESSING, from_keras, read_keras_weights
 
-keras = pytest.importorskip("keras")  # the keras extra's tests; without keras they skip, not error
+# Every test here needs keras (and h5py, which brings numpy): skip the file without them.
+keras = pytest.importorskip("keras")
 pytest.importorskip("h5py")
+np = pytest.importorskip("numpy")
 legacy_h5_format = pytest.importorskip("keras.src.legacy.saving.legacy_h5_format")
 
 SIZE = 64

@@ -1,11 +1,15 @@
+from types import SimpleNamespace
+
 import pytest
 import torch
+from torch import nn
 
+import lightnets.lab.experiments as experiments
 from lightnets.cli import main
 from lightnets.cost import profile
 from lightnets.lab import Claim, ExperimentResult, LabConfig, run_lab
 from lightnets.lab.experiments import GRIDS, Cell, g2_channels
-from lightnets.lab.networks import MAP_SIZE, depthwise_separable, g3_network, standard_conv
+from lightnets.lab.networks import MAP_SIZE, Bottleneck, depthwise_separable, g3_network, standard_conv
 
 
 @pytest.mark.parametrize("name", sorted(GRIDS))
@@ -66,11 +70,77 @@ def test_verdict_comes_from_the_measured_comparisons(ratios, verdict):
 def test_run_lab_small_measures_and_compares():
     config = LabConfig(map_size=8, seconds_per_network=0.001, min_runs=1, max_runs=2)
     (result,) = run_lab(["g4"], config)
-    assert len(result.cells) == 12 and all(c.throughput > 0 for c in result.cells)
+    assert len(result.cells) == 12 and all(c.throughput == pytest.approx(1e3 / c.median_ms) for c in result.cells)
     assert result.normalised(result.variants[0], "c=32") == 1.0
     assert result.normalised("ReLU no, shortcut no", "c=32", "paper") == pytest.approx(66.3 / 56.7)
-    assert result.verdict in ("holds", "holds partly", "does not hold")
+    # every claim is read from the measured cells: each other variant against the full unit, per column
+    full = result.variants[0]
+    assert [(c.column, c.faster, c.slower) for c in result.claims] == [
+        (col, v, full) for col in result.columns for v in result.variants[1:]
+    ]
+    for claim in result.claims:
+        expected = result.cell(claim.faster, claim.column).throughput / result.cell(full, claim.column).throughput
+        assert claim.ratio == pytest.approx(expected)
     assert result.conditions["threads"] == 1 and result.conditions["batch"] == 1
+
+
+def _injected_latency(monkeypatch, ms_of):
+    """The lab's timings replaced by ``ms_of(net, input_size)`` milliseconds, the same every run."""
+
+    def fake(net, input_size, *, threads=None, runs=50, warmup=10, **_):
+        ms = ms_of(net, input_size)
+        return SimpleNamespace(median_ms=ms, p10_ms=ms, p90_ms=ms, runs=runs)
+
+    monkeypatch.setattr(experiments, "measure_latency", fake)
+
+
+def _g4_ms(relu_ms, shortcut_ms):
+    """A G4 network's time: 1 ms, plus ``relu_ms`` with ReLUs, plus ``shortcut_ms`` with the shortcut."""
+
+    def ms_of(net, input_size):
+        unit = net.blocks[0]
+        assert isinstance(unit, Bottleneck)
+        return 1.0 + relu_ms * isinstance(unit.act, nn.ReLU) + shortcut_ms * unit.shortcut
+
+    return ms_of
+
+
+@pytest.mark.parametrize(
+    "relu_ms, shortcut_ms, verdict, counts",
+    [
+        # ShuffleNetV2 Table 4's finding: each element-wise op costs, so every stripped unit beats the full one
+        (0.5, 0.5, "holds", "9 of 9 comparisons agree, 0 within 2%, 0 disagree"),
+        # element-wise ops that save time: the full unit (0.5 ms) beats every stripped one
+        (-0.25, -0.25, "does not hold", "0 of 9 comparisons agree, 0 within 2%, 9 disagree"),
+        # ReLU costs, the shortcut saves: only "ReLU yes, shortcut no" (1.5 ms) loses to the full unit (1.25 ms)
+        (0.5, -0.25, "holds partly", "6 of 9 comparisons agree, 0 within 2%, 3 disagree"),
+        # differences within the 2% tolerance are ties, which support nothing
+        (0.01, 0.0, "does not hold", "0 of 9 comparisons agree, 9 within 2%, 0 disagree"),
+    ],
+)
+def test_run_lab_verdict_follows_injected_timings(monkeypatch, relu_ms, shortcut_ms, verdict, counts):
+    ms_of = _g4_ms(relu_ms, shortcut_ms)
+    _injected_latency(monkeypatch, ms_of)
+    (result,) = run_lab(["g4"], LabConfig(map_size=8, seconds_per_network=0.001, min_runs=1, max_runs=2))
+    full_ms = 1.0 + relu_ms + shortcut_ms
+    variant_ms = {"ReLU yes, shortcut no": 1.0 + relu_ms, "ReLU no, shortcut yes": 1.0 + shortcut_ms,
+                  "ReLU no, shortcut no": 1.0}
+    assert len(result.claims) == 9
+    for claim in result.claims:
+        assert claim.ratio == pytest.approx(full_ms / variant_ms[claim.faster])  # throughput = 1 / time
+    assert result.verdict == verdict
+    guideline = "G4 (element-wise operations are non-negligible)"
+    assert result.verdict_line() == f"{guideline}: {verdict.upper()} here ({counts})"
+
+
+def _conv_ms(net, input_size):
+    """1 ms per network plus 1 ms per GMAdd: a fixed cost (dispatch, memory) that the MAdds leave out.
+
+    Every layer in the depthwise experiment is a bias-free stride-1 'same' convolution, so its
+    MAdds are its weight count times the map's area.
+    """
+    area = input_size[-2] * input_size[-1]
+    return 1.0 + sum(p.numel() for p in net.parameters()) * area / 1e9
 
 
 def test_lab_config_rejects_bad_values():
@@ -82,12 +152,20 @@ def test_lab_config_rejects_bad_values():
         run_lab(["g5"], LabConfig())
 
 
-def test_lab_command_prints_tables_verdicts_and_plots(capsys, tmp_path):
-    pytest.importorskip("matplotlib")  # the plot extra; without it the test skips rather than errors
-    code = main(["lab", "depthwise", "--seconds", "0.001", "--plot-dir", str(tmp_path), "--json",
-                 str(tmp_path / "lab.json")])
-    assert code == 0
+def test_lab_command_prints_tables_and_verdicts(capsys, tmp_path, monkeypatch):
+    # With a fixed cost per network, the separable layer's time ratio (the fixed cost dominating
+    # both) stays far above its MAdds ratio (1/N + 1/9): all 3 sizes x 4 widths agree.
+    _injected_latency(monkeypatch, _conv_ms)
+    assert main(["lab", "depthwise", "--seconds", "0.001", "--json", str(tmp_path / "lab.json")]) == 0
     out = capsys.readouterr().out
     assert "MAdds ratio (1/N+1/9)" in out and "verdicts:" in out
-    assert (tmp_path / "lab-depthwise.png").read_bytes()[:4] == b"\x89PNG"
-    assert '"verdict"' in (tmp_path / "lab.json").read_text()
+    line = "Depthwise convolution is slower than its MAdds promise: HOLDS here (12 of 12 comparisons agree"
+    assert line in out
+    assert '"verdict": "holds"' in (tmp_path / "lab.json").read_text()
+
+
+def test_lab_command_plots(capsys, tmp_path, monkeypatch, plot):
+    _injected_latency(monkeypatch, _g4_ms(0.5, 0.5))
+    assert main(["lab", "g4", "--seconds", "0.001", "--plot-dir", str(tmp_path)]) == 0
+    assert f"wrote {tmp_path / 'lab-g4.png'}" in capsys.readouterr().out
+    assert (tmp_path / "lab-g4.png").read_bytes()[:4] == b"\x89PNG"

@@ -169,7 +169,7 @@ def test_megvii_v1_mismatch_is_named():
         from_megvii("shufflenet_v1_g3_x1_0_official", state)
 
 
-def test_converted_megvii_checkpoint_predicts_like_the_bgr_original(tmp_path):
+def test_converted_megvii_checkpoint_predicts_like_the_bgr_original(tmp_path, images):
     """lightnets convert: stem reordered to RGB, 0..255 stored as the preprocessing; predict agrees."""
     from PIL import Image
 
@@ -185,7 +185,8 @@ def test_converted_megvii_checkpoint_predicts_like_the_bgr_original(tmp_path):
                                 classes=[f"c{i}" for i in range(7)])
     assert config["model"] == {"name": "shufflenet_v1_g8_x0_5_official", "options": {"num_classes": 7}}
     image = tmp_path / "img.png"
-    Image.fromarray((torch.rand(80, 100, 3) * 255).to(torch.uint8).numpy()).save(image)
+    pixels = (torch.rand(80, 100, 3) * 255).to(torch.uint8)
+    Image.frombytes("RGB", (100, 80), bytes(pixels.flatten().tolist())).save(image)  # Pillow needs no numpy
     [prediction] = predict("shufflenet_v1_g8_x0_5_official", str(out), [str(image)], top=3)
     rgb01 = load_image(str(image), Preprocessing("imagenet", 64, (0.0,) * 3, (1.0,) * 3, resize=73))
     with torch.no_grad():

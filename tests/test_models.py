@@ -128,11 +128,15 @@ def test_resolution_multiplier_is_input_size():
 
 
 def test_mobilenet_v2_last_conv_scaled_only_above_one():
+    # MobileNetV2 section 6.1: the width multiplier applies to all layers but the last conv (1280)
+    # for multipliers below one; torchvision and the TF reference scale it above one: 1280 * 1.4.
     assert meta_model("mobilenet_v2_050").num_features == 1280
     assert meta_model("mobilenet_v2_140").num_features == 1792
 
 
 def test_mobilenet_v3_head_kept_below_one():
+    # MobileNetV3 Tables 1 and 2: heads of 1280 (Large) and 1024 (Small); the Keras application
+    # (keras/src/applications/mobilenet_v3.py) scales them only when alpha > 1: 1280 * 1.25.
     assert meta_model("mobilenet_v3_large_075").num_features == 1280
     assert meta_model("mobilenet_v3_small_050").num_features == 1024
     assert meta_model("mobilenet_v3_large", width_mult=1.25).num_features == 1600

@@ -35,8 +35,6 @@ from lightnets.search import (
     table_of,
 )
 
-optuna = pytest.importorskip("optuna")
-
 
 @pytest.fixture
 def fake_timing(monkeypatch):
@@ -176,7 +174,7 @@ def _input_width(spec, i, j):
     return flat[index - 1].out_chs
 
 
-def test_every_sampled_candidate_builds_runs_and_matches_the_space():
+def test_every_sampled_candidate_builds_runs_and_matches_the_space(optuna):
     space = SearchSpace.around("mobilenet_v3_small_050", num_classes=10)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
     kinds = set()
@@ -251,7 +249,7 @@ def _evaluator(steps=1):
     return ProxyEvaluator(data, LatencyTable.new(threads=1, runs=1), input_size=16, steps=steps, threads=1)
 
 
-def test_a_search_scores_trials_with_the_reward_and_continues_to_a_larger_budget(fake_timing, tmp_path):
+def test_a_search_scores_trials_with_the_reward_and_continues_to_a_larger_budget(fake_timing, tmp_path, optuna):
     space = SearchSpace.around("mobilenet_v3_small_050", num_classes=10)
     evaluator = _evaluator()
     messages = []
@@ -280,7 +278,7 @@ def test_a_search_scores_trials_with_the_reward_and_continues_to_a_larger_budget
         search(space, evaluator, budget=4, target_ms=3.0, w=W_MOBILENET_V3_SMALL, run_dir=str(tmp_path))
 
 
-def test_a_pareto_search_keeps_the_front(fake_timing, tmp_path):
+def test_a_pareto_search_keeps_the_front(fake_timing, tmp_path, optuna):
     space = SearchSpace.around("mobilenet_v3_small_050", num_classes=10)
     result = search(space, _evaluator(), budget=3, pareto=True, sampler="nsga2", run_dir=str(tmp_path),
                     measure=False, log=lambda m: None)
@@ -289,7 +287,7 @@ def test_a_pareto_search_keeps_the_front(fake_timing, tmp_path):
     assert result.best["accuracy"] == max(r["accuracy"] for r in result.rows)
 
 
-def test_search_refuses_bad_input(tmp_path):
+def test_search_refuses_bad_input(tmp_path, optuna):
     space = SearchSpace.around("mobilenet_v3_small_050", num_classes=10)
     evaluator = _evaluator()
     common = {"run_dir": str(tmp_path), "log": lambda m: None}
@@ -337,7 +335,7 @@ def test_the_command_prints_the_space(capsys):
         main(["search", "--budget", "1"])
 
 
-def test_a_killed_search_resumes_with_no_trial_lost_or_repeated(tmp_path):
+def test_a_killed_search_resumes_with_no_trial_lost_or_repeated(tmp_path, optuna):
     """SIGKILL while trial 1 is evaluated but not yet told: the rerun fails it, asks its parameters
     again, and completes the budget; trial 0 is not run again. Then the best spec trains."""
     out = tmp_path / "search"
@@ -378,7 +376,7 @@ def test_a_killed_search_resumes_with_no_trial_lost_or_repeated(tmp_path):
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
-def test_a_shared_storage_asks_again_the_trials_of_a_silent_worker(fake_timing, tmp_path):
+def test_a_shared_storage_asks_again_the_trials_of_a_silent_worker(fake_timing, tmp_path, optuna):
     """The multi-machine path with SQLite standing in for PostgreSQL: a worker that stopped
     sending heartbeats leaves a running trial; the next worker fails it and runs its parameters."""
     import time
@@ -402,7 +400,7 @@ def test_a_shared_storage_asks_again_the_trials_of_a_silent_worker(fake_timing, 
     assert result.rows[0]["spec"] == str(space.candidate(choices))
 
 
-def test_the_command_compares_with_random_search_on_one_latency_scale(fake_timing, tmp_path, capsys):
+def test_the_command_compares_with_random_search_on_one_latency_scale(fake_timing, tmp_path, capsys, optuna):
     pytest.importorskip("matplotlib")
     fake_timing.drift_ms = 0.01  # a second calibration would give another overhead
     out, plot = tmp_path / "search", tmp_path / "front.png"
