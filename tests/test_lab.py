@@ -1,12 +1,10 @@
-from types import SimpleNamespace
 
 import pytest
 import torch
 from torch import nn
 
-import lightnets.lab.experiments as experiments
 from lightnets.cli import main
-from lightnets.cost import profile
+from lightnets.cost import latency, profile
 from lightnets.lab import Claim, ExperimentResult, LabConfig, run_lab
 from lightnets.lab.experiments import GRIDS, Cell, g2_channels
 from lightnets.lab.networks import MAP_SIZE, Bottleneck, depthwise_separable, g3_network, standard_conv
@@ -87,11 +85,10 @@ def test_run_lab_small_measures_and_compares():
 def _injected_latency(monkeypatch, ms_of):
     """The lab's timings replaced by ``ms_of(net, input_size)`` milliseconds, the same every run."""
 
-    def fake(net, input_size, *, threads=None, runs=50, warmup=10, **_):
-        ms = ms_of(net, input_size)
-        return SimpleNamespace(median_ms=ms, p10_ms=ms, p90_ms=ms, runs=runs)
+    def fake(prepared, runs):  # every timed pass of every round takes ms_of(...) milliseconds
+        return [ms_of(prepared.runner, tuple(prepared.x.shape))] * runs
 
-    monkeypatch.setattr(experiments, "measure_latency", fake)
+    monkeypatch.setattr(latency, "_timed", fake)
 
 
 def _g4_ms(relu_ms, shortcut_ms):
