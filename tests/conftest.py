@@ -43,3 +43,23 @@ def images() -> None:
 def optuna():
     """The optuna module (the search extra), or skip: ``lightnets search`` and its studies."""
     return pytest.importorskip("optuna")
+
+
+@pytest.fixture
+def idle_machine(monkeypatch):
+    """Measurements read no other load: tests with injected timings must not depend on what
+    else runs on the machine. Returns the reading they get."""
+    from lightnets.cost import latency
+    from lightnets.cost.load import MachineLoad
+
+    reading = MachineLoad(0.0, 2, 1.0, "/proc/stat")
+
+    class Idle:
+        def start(self):
+            return self
+
+        def reading(self):
+            return reading
+
+    monkeypatch.setattr(latency, "LoadWatch", Idle)
+    return reading

@@ -115,7 +115,7 @@ def _g4_ms(relu_ms, shortcut_ms):
         (0.01, 0.0, "does not hold", "0 of 9 comparisons agree, 9 within 2%, 0 disagree"),
     ],
 )
-def test_run_lab_verdict_follows_injected_timings(monkeypatch, relu_ms, shortcut_ms, verdict, counts):
+def test_run_lab_verdict_follows_injected_timings(monkeypatch, idle_machine, relu_ms, shortcut_ms, verdict, counts):
     ms_of = _g4_ms(relu_ms, shortcut_ms)
     _injected_latency(monkeypatch, ms_of)
     (result,) = run_lab(["g4"], LabConfig(map_size=8, seconds_per_network=0.001, min_runs=1, max_runs=2))
@@ -149,7 +149,7 @@ def test_lab_config_rejects_bad_values():
         run_lab(["g5"], LabConfig())
 
 
-def test_lab_command_prints_tables_and_verdicts(capsys, tmp_path, monkeypatch):
+def test_lab_command_prints_tables_and_verdicts(capsys, tmp_path, monkeypatch, idle_machine):
     # With a fixed cost per network, the separable layer's time ratio (the fixed cost dominating
     # both) stays far above its MAdds ratio (1/N + 1/9): all 3 sizes x 4 widths agree.
     _injected_latency(monkeypatch, _conv_ms)
@@ -161,7 +161,7 @@ def test_lab_command_prints_tables_and_verdicts(capsys, tmp_path, monkeypatch):
     assert '"verdict": "holds"' in (tmp_path / "lab.json").read_text()
 
 
-def test_lab_command_plots(capsys, tmp_path, monkeypatch, plot):
+def test_lab_command_plots(capsys, tmp_path, monkeypatch, plot, idle_machine):
     _injected_latency(monkeypatch, _g4_ms(0.5, 0.5))
     assert main(["lab", "g4", "--seconds", "0.001", "--plot-dir", str(tmp_path)]) == 0
     assert f"wrote {tmp_path / 'lab-g4.png'}" in capsys.readouterr().out

@@ -13,7 +13,7 @@ import torch
 
 from ..cost import profile
 from ..cost.latency import SPREAD_LIMIT, LatencyResult, measure_latencies
-from ..cost.load import LoadWatch, MachineLoad, machine_load
+from ..cost.load import BUSY_CORES, LoadWatch, MachineLoad, machine_load
 from ..models import create_model, get_entry, list_models
 from ..models.memory import check_request
 from ..report import ProgressLine, progress
@@ -98,7 +98,8 @@ class ZooRun:
         lines = [
             f"measured in {self.rounds} interleaved rounds (every model once per round), {self.runs} timed runs "
             f"per model; median of the per-round medians; a row whose spread (p90 - p10) / median exceeds "
-            f"{100 * self.spread_limit:.0f}% is measured again (up to {self.retries} times), then marked UNSTABLE",
+            f"{100 * self.spread_limit:.0f}%, or timed while other processes used {BUSY_CORES} cores or more, "
+            f"is measured again (up to {self.retries} times), then marked UNSTABLE",
             f"before: {self.load_before.describe()}",
             f"during: {self.load_during.describe()}",
         ]
@@ -110,8 +111,7 @@ class ZooRun:
     def summary(self) -> str:
         if not self.unstable:
             return f"all {len(self.rows)} rows stable (spread within {100 * self.spread_limit:.0f}%)"
-        return (f"{len(self.unstable)} of {len(self.rows)} rows UNSTABLE (spread over "
-                f"{100 * self.spread_limit:.0f}% after {self.retries + 1} attempts): "
+        return (f"{len(self.unstable)} of {len(self.rows)} rows UNSTABLE after {self.retries + 1} attempts: "
                 + ", ".join(r.name for r in self.unstable))
 
     def to_dict(self) -> dict:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..analysis.zoo import ZooRow, ZooRun
-from ..cost import Profile
+from ..cost import LatencyResult, Profile
 from ..report import format_table
 
 
@@ -85,6 +85,13 @@ def profile_report(prof: Profile, title: str) -> str:
     return "\n".join(parts)
 
 
+def _flag(latency: LatencyResult) -> str:
+    """UNSTABLE and why, short: "busy" (others used the CPU while it was timed) or "spread"."""
+    if not latency.unstable:
+        return ""
+    return "UNSTABLE: busy" if latency.flag_reason.startswith("other processes") else "UNSTABLE: spread"
+
+
 def zoo_report(run: ZooRun, title: str) -> str:
     """The zoo's header (rounds, load), its stable rows by latency, then its unstable rows apart."""
 
@@ -100,7 +107,7 @@ def zoo_report(run: ZooRun, title: str) -> str:
                     "range": f"{r.latency.p10_ms:.2f}-{r.latency.p90_ms:.2f}",
                     "spread": r.latency.spread,
                     "madds_per_ms": r.madds_per_ms,
-                    "flag": "UNSTABLE" if r.latency.unstable else "",
+                    "flag": _flag(r.latency),
                 }
                 for r in rows
             ],
@@ -118,8 +125,7 @@ def zoo_report(run: ZooRun, title: str) -> str:
     if stable:
         parts.append(table(stable))
     if run.unstable:
-        parts += ["", f"UNSTABLE rows: spread over {100 * run.spread_limit:.0f}% after {run.retries + 1} attempts; "
-                      "not ranked with the rows above, their figures include the machine's interference", "",
-                  table(run.unstable)]
+        parts += ["", f"UNSTABLE rows, after {run.retries + 1} attempts: not ranked with the rows above, their "
+                      "figures include the machine's interference", "", table(run.unstable)]
     parts += ["", run.summary()]
     return "\n".join(parts)

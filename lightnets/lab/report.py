@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..cost.load import MachineLoad
+from ..cost.load import BUSY_CORES, MachineLoad
 from ..report import format_table, pyplot
 from . import paper
 from .experiments import ExperimentResult
@@ -26,8 +26,9 @@ def load_lines(result: ExperimentResult) -> list[str]:
     lines = [f"{when}: {load.describe()}" for when, load in zip(("before", "during"), loads, strict=False)]
     unstable = sum(cell.unstable for cell in result.cells)
     if unstable:
-        lines.append(f"{unstable} of {len(result.cells)} networks UNSTABLE: spread (p90 - p10) / median over "
-                     f"{100 * c['spread_limit']:.0f}% after {c['retries'] + 1} attempts")
+        lines.append(f"{unstable} of {len(result.cells)} networks UNSTABLE after {c['retries'] + 1} attempts: "
+                     f"spread (p90 - p10) / median over {100 * c['spread_limit']:.0f}%, or timed while other "
+                     f"processes used {BUSY_CORES} cores or more")
     return lines
 
 
