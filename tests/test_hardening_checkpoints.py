@@ -187,8 +187,10 @@ def test_non_finite_hyper_parameters_are_refused_up_front(field, value):
 def test_fit_and_train_refuse_a_non_finite_lr_before_training(tmp_path, capsys):
     with pytest.raises(ValueError, match="lr must be a finite number > 0, got inf"):
         fit(lightnets.create_model(TINY, num_classes=10), "digits", run_dir=None, lr=math.inf, **QUIET)
-    assert main(["train", TINY, "--lr", "nan", "--out", str(tmp_path / "run"), "--no-progress"]) == 2
-    assert "lr must be a finite number > 0, got nan" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stopped:  # argparse's usage error: the option is checked as it is parsed
+        main(["train", TINY, "--lr", "nan", "--out", str(tmp_path / "run"), "--no-progress"])
+    assert stopped.value.code == 2
+    assert "argument --lr: expected a finite number > 0, got 'nan'" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
 
 

@@ -661,6 +661,17 @@ def _add_table_options(parser: argparse.ArgumentParser) -> None:
                         help="with a new table: timed runs per site (default 30)")
 
 
+def _add_stability_options(parser: argparse.ArgumentParser, what: str) -> None:
+    """The options of measurement in rounds with unstable rows flagged, shared by zoo and lab."""
+    parser.add_argument("--rounds", type=opt.positive_int, default=5,
+                        help=f"interleaved rounds: every {what} once per round, so drift hits all alike (default 5)")
+    parser.add_argument("--spread-limit", type=opt.positive_finite_float, default=0.5,
+                        help=f"a {what} whose (p90 - p10) / median exceeds this, or timed while other processes used "
+                             "a quarter core or more, is measured again, then marked UNSTABLE (default 0.5)")
+    parser.add_argument("--retries", type=opt.nonnegative_int, default=2,
+                        help=f"remeasurements of an unstable {what} (default 2)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lightnets",
@@ -826,13 +837,7 @@ def build_parser() -> argparse.ArgumentParser:
     zoo.add_argument("--threads", type=opt.positive_int, help="intra-op threads (default: torch's current count)")
     zoo.add_argument("--runs", type=opt.positive_int, default=30, help="timed runs per model, all rounds (default 30)")
     zoo.add_argument("--warmup", type=opt.nonnegative_int, default=5, help="untimed runs per model first (default 5)")
-    zoo.add_argument("--rounds", type=opt.positive_int, default=5,
-                     help="interleaved rounds: every model once per round, so drift hits all alike (default 5)")
-    zoo.add_argument("--spread-limit", type=opt.positive_finite_float, default=0.5,
-                     help="a row whose (p90 - p10) / median exceeds this is measured again, then marked UNSTABLE "
-                          "(default 0.5)")
-    zoo.add_argument("--retries", type=opt.nonnegative_int, default=2,
-                     help="remeasurements of an unstable row (default 2)")
+    _add_stability_options(zoo, "model")
     zoo.add_argument("--models", type=opt.nonempty_list,
                      help="comma-separated model names (default: all distinct registered models)")
     zoo.add_argument("--backend", choices=["eager", "compile", "onnxruntime", "onnxruntime-int8"], default="eager",
@@ -852,13 +857,7 @@ def build_parser() -> argparse.ArgumentParser:
     lab.add_argument("--batch", type=opt.positive_int, help="batch size (default 1 on the CPU, 8 on the GPU)")
     lab.add_argument("--seconds", type=opt.positive_finite_float, default=1.0,
                      help="timing budget per network (default 1 s)")
-    lab.add_argument("--rounds", type=opt.positive_int, default=5,
-                     help="interleaved rounds over an experiment's networks (default 5)")
-    lab.add_argument("--spread-limit", type=opt.positive_finite_float, default=0.5,
-                     help="a network whose (p90 - p10) / median exceeds this is measured again, then marked UNSTABLE "
-                          "(default 0.5)")
-    lab.add_argument("--retries", type=opt.nonnegative_int, default=2,
-                     help="remeasurements of an unstable network (default 2)")
+    _add_stability_options(lab, "network")
     lab.add_argument("--plot-dir", metavar="DIR", help="write one PNG per experiment here")
     lab.add_argument("--json", metavar="FILE", help="write all results as JSON")
     lab.set_defaults(func=cmd_lab)
