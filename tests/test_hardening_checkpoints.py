@@ -335,3 +335,20 @@ def test_a_checkpoint_round_trips_without_warnings(tmp_path):
         warnings.simplefilter("error")
         ckpt = load_checkpoint(path)
     assert ckpt.config == {"a": [1, 2]} and ckpt.progress == {"global_step": 7} and ckpt.model["w"][3] == 3
+
+
+def test_a_failed_onnx_export_leaves_the_existing_file_and_no_temporary(tmp_path, monkeypatch, deploy):
+    from lightnets.export import onnx as onnx_export
+
+    target = tmp_path / "model.onnx"
+    target.write_bytes(b"the earlier export")
+
+    def failing(net, x, path, *args):
+        open(path, "wb").write(b"half a graph")
+        raise RuntimeError("the exporter failed")
+
+    monkeypatch.setattr(onnx_export, "_export", failing)
+    with pytest.raises(RuntimeError, match="the exporter failed"):
+        onnx_export.export_onnx(lightnets.create_model(TINY, num_classes=10), str(target), resolution=32)
+    assert target.read_bytes() == b"the earlier export"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]

@@ -10,7 +10,7 @@ import warnings
 import torch
 from torch import nn
 
-from ..formats import check_output_file
+from ..formats import atomic_path, check_output_file
 from .fuse import fuse
 
 DEFAULT_OPSET = 18
@@ -70,7 +70,8 @@ def export_onnx(
     hard-sigmoid export as single ONNX operators (opset >= 14) and channel shuffle as
     Reshape / Transpose / Reshape, which keep working at any batch and any input size (the
     network's smallest useful input is 32 x 32: five stride-2 stages). The file is checked
-    with ``onnx.checker`` unless ``check=False``. ``path`` is checked first
+    with ``onnx.checker`` unless ``check=False``, before it replaces anything at ``path``
+    (written whole or not at all). ``path`` is checked first
     (:func:`~lightnets.formats.check_output_file`): its folder must exist.
     """
     if opset < 17:
@@ -82,11 +83,12 @@ def export_onnx(
     channels = in_chans or getattr(model, "in_chans", 3)
     height, width = _size(resolution)
     x = torch.randn(2, channels, height, width)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the exporter's own progress chatter
-        _export(net, x, path, opset, dynamic_batch, dynamic_size)
-    if check:
-        onnx.checker.check_model(onnx.load(path), full_check=True)
+    with atomic_path(path) as partial:  # a failed export or check leaves an existing file as it was
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the exporter's own progress chatter
+            _export(net, x, partial, opset, dynamic_batch, dynamic_size)
+        if check:
+            onnx.checker.check_model(onnx.load(partial), full_check=True)
     return path
 
 
