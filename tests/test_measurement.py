@@ -323,3 +323,17 @@ def test_a_reading_over_too_short_a_time_is_not_used(monkeypatch):
     monkeypatch.setattr(latency, "LoadWatch", _Loads([1.5], seconds=0.1).watch)
     result = measure_latency(nets["a"], (1, 1, 4, 4), runs=2, warmup=0, spread_limit=0.5)
     assert result.other_cores is None and not result.unstable
+
+
+def test_drift_between_rounds_is_taken_out_of_the_spread_that_flags(monkeypatch):
+    """The whole machine twice as slow in round 2 (a host slowing down): every run steady
+    within its round, so the row is stable, and the drift is reported, not hidden."""
+    nets = _nets("a")
+    _scripted(monkeypatch, nets, {"a": [[10.0, 10.2, 9.9], [20.0, 20.4, 19.8], [10.1, 10.0, 10.2]]})
+    result = measure_latency(nets["a"], (1, 1, 4, 4), runs=9, rounds=3, warmup=0, spread_limit=0.5)
+    assert result.spread > 0.9  # over all runs: p10 about 9.98, p90 about 20.08
+    relative = sorted(t / m for chunk, m in (([10.0, 10.2, 9.9], 10.0), ([20.0, 20.4, 19.8], 20.0),
+                                             ([10.1, 10.0, 10.2], 10.1)) for t in chunk)
+    assert result.round_spread == pytest.approx(percentile(relative, 0.9) - percentile(relative, 0.1))
+    assert result.stability_spread == result.round_spread < 0.05 and not result.unstable
+    assert result.drift == pytest.approx((20.0 - 10.0) / 10.1)

@@ -7,6 +7,7 @@ MAC side by side with measured latency, so the gap between them is visible.
 from __future__ import annotations
 
 import inspect
+import statistics
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -97,9 +98,13 @@ class ZooRun:
         """What a reader needs before the figures: how they were taken and how busy the machine was."""
         lines = [
             f"measured in {self.rounds} interleaved rounds (every model once per round), {self.runs} timed runs "
-            f"per model; median of the per-round medians; a row whose spread (p90 - p10) / median exceeds "
+            f"per model; median of the per-round medians; a row whose spread exceeds "
             f"{100 * self.spread_limit:.0f}%, or timed while other processes used {BUSY_CORES} cores or more, "
             f"is measured again (up to {self.retries} times), then marked UNSTABLE",
+            "spread: (p90 - p10) / median of a row's runs, each divided by its round's median (the machine's drift "
+            "between rounds, which hits every row alike, taken out); drift: (max - min) / median of its round medians"
+            + (f"; median drift {100 * statistics.median(r.latency.drift for r in self.rows):.0f}%" if self.rows
+               else ""),
             f"before: {self.load_before.describe()}",
             f"during: {self.load_during.describe()}",
         ]

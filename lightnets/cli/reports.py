@@ -105,7 +105,8 @@ def zoo_report(run: ZooRun, title: str) -> str:
                     "mac": r.mac / 1e6,
                     "median": r.latency.median_ms,
                     "range": f"{r.latency.p10_ms:.2f}-{r.latency.p90_ms:.2f}",
-                    "spread": r.latency.spread,
+                    "spread": r.latency.stability_spread,
+                    "drift": r.latency.drift,
                     "madds_per_ms": r.madds_per_ms,
                     "flag": _flag(r.latency),
                 }
@@ -113,11 +114,11 @@ def zoo_report(run: ZooRun, title: str) -> str:
             ],
             [
                 ("name", "model"), ("params", "params"), ("madds", "MAdds (M)"), ("mac", "MAC (M elems)"),
-                ("median", "median ms"), ("range", "p10-p90 ms"), ("spread", "spread"),
+                ("median", "median ms"), ("range", "p10-p90 ms"), ("spread", "spread"), ("drift", "drift"),
                 ("madds_per_ms", "MAdds/ms (M)"), ("flag", "flag"),
             ],
             formats={"params": "{:,}", "madds": "{:.1f}", "mac": "{:.1f}", "median": "{:.2f}",
-                     "spread": _pct, "madds_per_ms": "{:.1f}"},
+                     "spread": _pct, "drift": _pct, "madds_per_ms": "{:.1f}"},
         )
 
     stable = [r for r in run.rows if not r.latency.unstable]

@@ -102,7 +102,7 @@ class Cell:
     runs: int
     throughput: float  # batches per second
     paper: float | None = None
-    spread: float = 0.0  # (p90 - p10) / median
+    spread: float = 0.0  # (p90 - p10) / median, within rounds (LatencyResult.stability_spread)
     unstable: bool = False  # spread over the limit after the retries
 
     def to_dict(self) -> dict:
@@ -227,7 +227,7 @@ def _time_networks(
 def _cell(variant: str, column: str, label: str, madds: int, lat: LatencyResult, paper: float | None = None) -> Cell:
     return Cell(
         variant=variant, column=column, config=label, madds=madds, median_ms=lat.median_ms, p10_ms=lat.p10_ms,
-        p90_ms=lat.p90_ms, runs=lat.runs, throughput=1e3 / lat.median_ms, paper=paper, spread=lat.spread,
+        p90_ms=lat.p90_ms, runs=lat.runs, throughput=1e3 / lat.median_ms, paper=paper, spread=lat.stability_spread,
         unstable=lat.unstable,
     )
 
