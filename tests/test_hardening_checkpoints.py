@@ -67,7 +67,7 @@ def _edit_metadata(path, entry, edit, resign=False):
 
 
 def _image(tmp_path):
-    from PIL import Image
+    Image = pytest.importorskip("PIL.Image")  # the images extra; without it the test skips
 
     path = tmp_path / "digit.png"
     Image.new("L", (20, 20), 0).save(path)
@@ -206,8 +206,8 @@ def test_a_diverging_run_stops_and_saves_nothing_from_non_finite_weights(tmp_pat
                        if v.is_floating_point())
 
 
-def test_training_where_no_image_is_readable_is_an_error_and_saves_nothing(tmp_path):
-    from PIL import Image
+def test_training_where_no_image_is_readable_is_an_error_and_saves_nothing(tmp_path, images):
+    from PIL import Image  # the images fixture has checked it is there
 
     for split in ("train", "val"):
         for label in ("a", "b"):
