@@ -14,7 +14,7 @@ import torch
 
 from ..cost import profile
 from ..cost.latency import SPREAD_LIMIT, LatencyResult, measure_latencies
-from ..cost.load import BUSY_CORES, LoadWatch, MachineLoad, machine_load
+from ..cost.load import BUSY_CORES, LoadWatch, MachineLoad, load_lines, machine_load
 from ..models import create_model, get_entry, list_models
 from ..models.memory import check_request
 from ..report import ProgressLine, progress
@@ -105,12 +105,8 @@ class ZooRun:
             "between rounds, which hits every row alike, taken out); drift: (max - min) / median of its round medians"
             + (f"; median drift {100 * statistics.median(r.latency.drift for r in self.rows):.0f}%" if self.rows
                else ""),
-            f"before: {self.load_before.describe()}",
-            f"during: {self.load_during.describe()}",
+            *load_lines(self.load_before, self.load_during),
         ]
-        if self.busy:
-            lines.append("other work was running: these figures include its interference; rerun on an idle machine "
-                         "(or with --threads 1, which suffers less from a busy core) before comparing them")
         return lines
 
     def summary(self) -> str:

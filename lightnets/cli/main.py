@@ -185,11 +185,9 @@ def _start_load_watch():
 
 
 def _load_lines(before, watch) -> list[str]:
-    during = watch.reading()
-    lines = [f"before: {before.describe()}", f"during: {during.describe()}"]
-    if before.busy or during.busy:
-        lines.append("other work was running: these latencies include its interference; rerun on an idle machine")
-    return lines
+    from ..cost.load import load_lines
+
+    return load_lines(before, watch.reading())
 
 
 def cmd_lut_build(args: argparse.Namespace) -> int:

@@ -109,6 +109,16 @@ def _loadavg_reading(seconds: float) -> MachineLoad:
         return MachineLoad(None, cores, round(seconds, 3), "none")
 
 
+def load_lines(before: MachineLoad, during: MachineLoad) -> list[str]:
+    """The measuring commands' header lines: the load before and during, and a warning when
+    either was busy (one wording for zoo, lab, profile and lut)."""
+    lines = [f"before: {before.describe()}", f"during: {during.describe()}"]
+    if before.busy or during.busy:
+        lines.append("other work was running: these figures include its interference; rerun on an idle machine "
+                     "(or with --threads 1, which suffers less from a busy core) before comparing them")
+    return lines
+
+
 def machine_load(seconds: float = 0.5) -> MachineLoad:
     """Other processes' CPU use over the next ``seconds`` (this process sleeps meanwhile)."""
     if not (isinstance(seconds, (int, float)) and 0 < seconds <= 60):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..cost.load import BUSY_CORES, MachineLoad
+from ..cost.load import BUSY_CORES, MachineLoad, load_lines
 from ..report import format_table, pyplot
 from . import paper
 from .experiments import ExperimentResult
@@ -18,12 +18,14 @@ def conditions_line(result: ExperimentResult) -> str:
     )
 
 
-def load_lines(result: ExperimentResult) -> list[str]:
+def load_and_stability_lines(result: ExperimentResult) -> list[str]:
     """The machine's load before and during the experiment, and a warning when it was busy."""
     c = result.conditions
-    loads = [MachineLoad(**{k: v for k, v in c[key].items() if k != "busy"})
-             for key in ("load_before", "load_during") if key in c]
-    lines = [f"{when}: {load.describe()}" for when, load in zip(("before", "during"), loads, strict=False)]
+    lines = []
+    if "load_before" in c and "load_during" in c:
+        before, during = (MachineLoad(**{k: v for k, v in c[key].items() if k != "busy"})
+                          for key in ("load_before", "load_during"))
+        lines = load_lines(before, during)
     unstable = sum(cell.unstable for cell in result.cells)
     if unstable:
         lines.append(f"{unstable} of {len(result.cells)} networks UNSTABLE after {c['retries'] + 1} attempts: "
@@ -97,7 +99,8 @@ def depthwise_table(result: ExperimentResult) -> str:
 
 def report(result: ExperimentResult) -> str:
     body = depthwise_table(result) if result.name == "depthwise" else result_table(result)
-    lines = [f"== {result.title}", conditions_line(result), *load_lines(result), "", body, "", result.verdict_line()]
+    lines = [f"== {result.title}", conditions_line(result), *load_and_stability_lines(result), "", body, "",
+             result.verdict_line()]
     lines += [f"note: {n}" for n in result.notes]
     return "\n".join(lines)
 
