@@ -413,8 +413,9 @@ def measure_latencies(
                         if on_step:
                             on_step(done, steps, name)
                 reading = watch.reading()
-                # below a quarter second the kernel's 10 ms ticks leave the reading +-0.1 core or worse
-                others = reading.other_cores if reading.seconds >= 0.25 else None
+                # the kernel counts CPU time in 10 ms ticks: below a second a few stray ticks read as a
+                # fraction of a core (a 3-network, 0.3 s test run was flagged busy on an idle machine)
+                others = reading.other_cores if reading.seconds >= 1.0 else None
                 for name in pending:
                     result = _summarise(
                         by_round[name], backend=backend, input_size=prepared[name].input_size, warmup=warm,
