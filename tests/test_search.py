@@ -39,12 +39,17 @@ def fake_timing(monkeypatch):
     def site_ms(site, settings):
         return 0.1 + sum(p.numel() for p in lut.build_site(site, settings).parameters()) / 1e6
 
-    def fake_onnxruntime(module, input_size, *, threads, runs=30, warmup=10, int8=False, sessions=3, part=False):
-        per_session = -(-runs // sessions)
-        return [fake(module, input_size, runs=per_session).times_ms for _ in range(sessions)]
+    def fake_onnxruntime(modules, shapes, *, threads, runs=30, warmup=10, int8=False, rounds=3, part=False,
+                         on_step=None):
+        per_round = -(-runs // rounds)
+        timed = [[] for _ in modules]
+        for _ in range(rounds):  # round by round, as the real one
+            for i, (module, shape) in enumerate(zip(modules, shapes, strict=True)):
+                timed[i].append(fake(module, shape, runs=per_round).times_ms)
+        return timed
 
     monkeypatch.setattr(lut, "measure_latency", fake)
-    monkeypatch.setattr(lut, "onnxruntime_times", fake_onnxruntime)
+    monkeypatch.setattr(lut, "onnxruntime_rounds", fake_onnxruntime)
     return calls
 
 
@@ -150,7 +155,7 @@ def test_only_the_layout_conversions_a_cut_out_part_adds_are_left_out():
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "onnxruntime-int8"])
 def test_onnxruntime_sites_are_timed_in_fresh_sessions(backend, deploy, monkeypatch):
-    from lightnets.export import onnxruntime_times
+    from lightnets.export import onnxruntime_rounds, onnxruntime_times
 
     site = walk(lightnets.create_model("mobilenet_v3_small_050").spec, 32)[1]  # 8 input channels, not 3
     module = lut.build_site(site, lightnets.models.BuildSettings())
@@ -162,17 +167,93 @@ def test_onnxruntime_sites_are_timed_in_fresh_sessions(backend, deploy, monkeypa
     seen = []
 
     def recording(*args, **kwargs):  # the real sessions, their times kept to derive the entry from
-        seen.append(onnxruntime_times(*args, **kwargs))
+        seen.append(onnxruntime_rounds(*args, **kwargs))
         return seen[-1]
 
-    monkeypatch.setattr(lut, "onnxruntime_times", recording)
+    monkeypatch.setattr(lut, "onnxruntime_rounds", recording)
     table = LatencyTable.new(backend, threads=1, runs=3)
     entry = table.measure_site(site, lightnets.models.BuildSettings())
-    (sessions,) = seen
+    ((sessions,),) = seen  # one module
     pooled = sorted(t for session in sessions for t in session)
     assert entry.runs == len(pooled) == 3 and len(sessions) == 3  # runs=3 split over 3 fresh sessions
     assert entry.median_ms == statistics.median(statistics.median(session) for session in sessions)
     assert (entry.p10_ms, entry.p90_ms) == (percentile(pooled, 0.1), percentile(pooled, 0.9))
+
+
+class _Conv(torch.nn.Module):
+    """A tiny convolution whose input is named ``x``, as the exporter names it (a bare Conv2d's is ``input``)."""
+
+    def __init__(self, out_chs, kernel_size):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(8, out_chs, kernel_size, padding=kernel_size // 2)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+def _recording_sessions(monkeypatch):
+    """OnnxModel in lightnets.export.latency replaced by a subclass that records each session's
+    input height and whether it profiles; the perf_counter there ticks 1 s a call, so every
+    timed run reads exactly 1000 ms."""
+    import itertools
+
+    import lightnets.export.latency as latency
+
+    created = []
+
+    class Recording(latency.OnnxModel):
+        def __init__(self, path, *args, **kwargs):
+            super().__init__(path, *args, **kwargs)
+            created.append((self.session.get_inputs()[0].shape[2], kwargs.get("profile_prefix") is not None))
+
+    ticks = itertools.count()
+    monkeypatch.setattr(latency, "OnnxModel", Recording)
+    monkeypatch.setattr(latency, "time", SimpleNamespace(perf_counter=lambda: float(next(ticks))))
+    return latency, created
+
+
+def test_onnxruntime_rounds_interleave_fresh_sessions_round_by_round(deploy, monkeypatch):
+    latency, created = _recording_sessions(monkeypatch)
+    modules = [_Conv(8, 3), _Conv(16, 1)]
+    steps = []
+    timed = latency.onnxruntime_rounds(modules, [(1, 8, 16, 16), (1, 8, 12, 12)], threads=1, runs=4, warmup=1,
+                                       rounds=2, on_step=lambda done, total, what: steps.append((done, total)))
+    assert timed == [[[1000.0, 1000.0]] * 2] * 2  # [module][round][run]: 4 runs over 2 rounds
+    assert created == [(16, False), (12, False), (16, False), (12, False)]  # r0:m0, r0:m1, r1:m0, r1:m1
+    assert steps == [(done, 6) for done in range(1, 7)]  # 2 exports, then 2 rounds of 2 sessions
+
+
+def test_onnxruntime_rounds_take_each_modules_boundary_conversions_off_every_run(deploy, monkeypatch):
+    latency, created = _recording_sessions(monkeypatch)
+    conversions = []
+    real = latency._boundary_reorder_ms
+
+    def recording(*args, **kwargs):
+        conversions.append(real(*args, **kwargs))
+        return conversions[-1]
+
+    monkeypatch.setattr(latency, "_boundary_reorder_ms", recording)
+    modules = [_Conv(8, 3), _Conv(16, 1)]
+    timed = latency.onnxruntime_rounds(modules, [(1, 8, 16, 16), (1, 8, 12, 12)], threads=1, runs=4, warmup=1,
+                                       rounds=2, part=True, profiled_runs=2)
+    assert created == [(16, False), (12, False), (16, False), (12, False), (16, True), (12, True)]
+    assert len(conversions) == 2 and all(c >= 0 for c in conversions)  # x86: a few us; 0 without NCHWc
+    for per_round, conversion in zip(timed, conversions, strict=True):
+        assert per_round == [[1000.0 - conversion] * 2] * 2  # the same amount off every run of the module
+
+
+def test_onnxruntime_rounds_refuse_bad_arguments():
+    from lightnets.export import onnxruntime_rounds
+
+    module = torch.nn.Conv2d(8, 8, 1)
+    for kwargs, message in (({"rounds": 0}, "rounds must be an integer >= 1, got 0"),
+                            ({"runs": 0}, "runs must be an integer >= 1, got 0"),
+                            ({"warmup": -1}, "warmup must be an integer >= 0, got -1"),
+                            ({"rounds": True}, "rounds must be an integer >= 1, got True")):
+        with pytest.raises(ValueError, match=message):
+            onnxruntime_rounds([module], [(1, 8, 4, 4)], threads=1, **kwargs)
+    with pytest.raises(ValueError, match="same length .* got 2 models and 1 shapes"):
+        onnxruntime_rounds([module, module], [(1, 8, 4, 4)], threads=1)
 
 
 def test_lut_commands_build_extend_and_validate(tmp_path, capsys):

@@ -718,8 +718,8 @@ def build_parser() -> argparse.ArgumentParser:
     lut_build.add_argument("--warmup", type=opt.nonnegative_int, default=5,
                            help="untimed runs per site first (default 5)")
     lut_build.add_argument("--rounds", type=opt.positive_int, default=3,
-                           help="rounds the runs are split into: interleaved rounds, or ONNX Runtime sessions per site "
-                                "(default 3)")
+                           help="rounds the runs are split into, every site once per round (ONNX Runtime: a fresh "
+                                "session each time; default 3)")
     lut_build.add_argument("--calibrate-every", type=opt.nonnegative_int, default=2, metavar="K",
                            help="measure every K-th network whole to fit the per-network overhead and scale; the "
                            "others are left for 'lut validate' to test on (default 2; 0: no calibration)")

@@ -14,7 +14,7 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -88,6 +88,118 @@ def boundary_reorders(graph) -> set[str]:
     return found
 
 
+def _check_timing_args(runs: int, warmup: int, rounds: int, profiled_runs: int, rounds_name: str) -> None:
+    for name, value, least in (("runs", runs, 1), ("warmup", warmup, 0), (rounds_name, rounds, 1),
+                               ("profiled_runs", profiled_runs, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+
+
+def _boundary_reorder_ms(path: str, x: torch.Tensor, prefix: str, *, threads: int, warmup: int,
+                         profiled_runs: int) -> float:
+    """The median milliseconds per run that the ONNX graph at ``path`` spends in its
+    :func:`boundary_reorders`, read from ``profiled_runs`` runs (after ``warmup``) of a session
+    profiled into files starting with ``prefix``."""
+    onnx = _require("onnx")
+    profiled = OnnxModel(path, threads=threads, profile_prefix=prefix)
+    for _ in range(warmup + profiled_runs):
+        profiled(x)
+    with open(profiled.session.end_profiling(), encoding="utf8") as fh:
+        events = json.load(fh)
+    del profiled
+    boundary = boundary_reorders(onnx.load(prefix + ".optimized.onnx").graph)
+    starts = sorted(e["ts"] for e in events if e.get("cat") == "Session" and e.get("name") == "model_run")
+    if len(starts) != warmup + profiled_runs:
+        raise RuntimeError(f"ONNX Runtime's profile has {len(starts)} runs, expected {warmup + profiled_runs}")
+    reorders = [0.0] * len(starts)
+    for event in events:
+        if event.get("cat") == "Node" and event["name"].removesuffix("_kernel_time") in boundary:
+            # a kernel belongs to the last run that started before it
+            reorders[bisect.bisect_right(starts, event["ts"]) - 1] += event["dur"] / 1e3
+    return statistics.median(reorders[warmup:])
+
+
+def onnxruntime_rounds(
+    models: Sequence[nn.Module],
+    shapes: Sequence[tuple[int, ...]],
+    *,
+    threads: int,
+    runs: int = 30,
+    warmup: int = 10,
+    int8: bool = False,
+    rounds: int = 3,
+    part: bool = False,
+    profiled_runs: int = 10,
+    on_step: Callable[[int, int, str], object] | None = None,
+) -> list[list[list[float]]]:
+    """Wall milliseconds of each of ``models`` (at its input size in ``shapes``) in ONNX Runtime:
+    per model, per round, the round's timed runs.
+
+    Every model is exported once; then round by round, every model in turn gets a fresh session
+    that runs ``warmup`` untimed and ``ceil(runs / rounds)`` timed runs, so each model is timed in
+    ``rounds`` sessions. One session's speed is not another's (five sessions of ShuffleNetV1 g2
+    1.0x at 224 here: 2.7-3.9 ms): take the median of the rounds' medians. Interleaving the
+    rounds, as the torch backends' rounds are (:func:`lightnets.cost.measure_latencies`),
+    lets a drift of the machine's speed (up to 30% over minutes here) hit every model alike
+    instead of the models timed early differing from those timed late. ``on_step(done, total,
+    what)`` is called after each export, each session and each profile, for a progress bar.
+
+    ``part=True`` times each model as a part of a network costs inside the network. Its own
+    session overstates that: on x86, ONNX Runtime's full optimisation runs convolutions in a
+    blocked layout (NCHWc) and converts activations into it where a graph starts and back where
+    it ends, once per network but once per part when a part is timed alone
+    (:func:`boundary_reorders`: 0.03-0.07 ms per MobileNetV1 block at 224 here). Each run then
+    has the median time of those conversions taken off, read from ``profiled_runs`` runs of a
+    profiled session of the model after the rounds. Only the conversions are read from the
+    profile: it adds about 3 us to every kernel it records (profiled kernel times summed to
+    1.1-1.4x the wall time here).
+    """
+    _check_timing_args(runs, warmup, rounds, profiled_runs, "rounds")
+    if len(models) != len(shapes):
+        raise ValueError(f"models and shapes must have the same length (one input size per model), "
+                         f"got {len(models)} models and {len(shapes)} shapes")
+    per_round = -(-runs // rounds)
+    inputs = [torch.randn(shape, generator=torch.Generator().manual_seed(0)) for shape in shapes]
+    steps = len(models) * (rounds + 1 + part)  # export, one session per round, profile
+    done = 0
+
+    def step(what: str) -> None:
+        nonlocal done
+        done += 1
+        if on_step is not None:
+            on_step(done, steps, what)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folders = [os.path.join(tmp, str(i)) for i in range(len(models))]
+        paths = []
+        for i, (model, shape, folder) in enumerate(zip(models, shapes, folders, strict=True)):
+            os.mkdir(folder)  # a folder each: the exports and profiles name their files alike
+            paths.append(_export_for_timing(model, folder, shape, int8))
+            step(f"exported {i}")
+        timed: list[list[list[float]]] = [[] for _ in models]
+        for r in range(rounds):
+            for i, (path, x) in enumerate(zip(paths, inputs, strict=True)):
+                session = OnnxModel(path, threads=threads)
+                for _ in range(warmup):
+                    session(x)
+                walls = []
+                for _ in range(per_round):
+                    start = time.perf_counter()
+                    session(x)
+                    walls.append((time.perf_counter() - start) * 1e3)
+                timed[i].append(walls)
+                del session
+                step(f"round {r + 1}, {i}")
+        if not part:
+            return timed
+        for i, (path, x, folder) in enumerate(zip(paths, inputs, folders, strict=True)):
+            conversion = _boundary_reorder_ms(path, x, os.path.join(folder, "profile"), threads=threads,
+                                              warmup=warmup, profiled_runs=profiled_runs)
+            timed[i] = [[wall - conversion for wall in walls] for walls in timed[i]]
+            step(f"profiled {i}")
+    return timed
+
+
 def onnxruntime_times(
     model: nn.Module,
     input_size: tuple[int, ...],
@@ -100,59 +212,16 @@ def onnxruntime_times(
     part: bool = False,
     profiled_runs: int = 10,
 ) -> list[list[float]]:
-    """Wall milliseconds of ``model`` in ONNX Runtime: per session, its timed runs.
+    """Wall milliseconds of one ``model`` in ONNX Runtime: per session, its timed runs.
 
-    The model is exported once and run in ``sessions`` fresh sessions (``runs`` split between
-    them, each after ``warmup`` runs): one session's speed is not another's (five sessions of
-    ShuffleNetV1 g2 1.0x at 224 here: 2.7-3.9 ms), so take the median of the sessions' medians.
-
-    ``part=True`` times a part of a network as it costs inside the network. Its own session
-    overstates that: on x86, ONNX Runtime's full optimisation runs convolutions in a blocked
-    layout (NCHWc) and converts activations into it where a graph starts and back where it
-    ends, once per network but once per part when a part is timed alone
-    (:func:`boundary_reorders`: 0.03-0.07 ms per MobileNetV1 block at 224 here). Each run then
-    has the median time of those conversions taken off, read from ``profiled_runs`` runs of a
-    profiled session. Only the conversions are read from the profile: it adds about 3 us to
-    every kernel it records (profiled kernel times summed to 1.1-1.4x the wall time here).
+    :func:`onnxruntime_rounds` for one model, ``sessions`` fresh sessions being its rounds (see
+    there for ``runs``, ``warmup``, ``part`` and ``profiled_runs``). Several models are better
+    timed together by :func:`onnxruntime_rounds`: one after another, each sees the machine at
+    another speed.
     """
-    if isinstance(sessions, bool) or not isinstance(sessions, int) or sessions < 1:
-        raise ValueError(f"sessions must be an integer >= 1, got {sessions!r}")
-    onnx = _require("onnx")
-    per_session = max(1, -(-runs // sessions))
-    x = torch.randn(input_size, generator=torch.Generator().manual_seed(0))
-    with tempfile.TemporaryDirectory() as tmp:
-        path = _export_for_timing(model, tmp, input_size, int8)
-        timed = []
-        for _ in range(sessions):
-            session = OnnxModel(path, threads=threads)
-            for _ in range(warmup):
-                session(x)
-            walls = []
-            for _ in range(per_session):
-                start = time.perf_counter()
-                session(x)
-                walls.append((time.perf_counter() - start) * 1e3)
-            timed.append(walls)
-            del session
-        if not part:
-            return timed
-        prefix = os.path.join(tmp, "profile")
-        profiled = OnnxModel(path, threads=threads, profile_prefix=prefix)
-        for _ in range(warmup + profiled_runs):
-            profiled(x)
-        with open(profiled.session.end_profiling(), encoding="utf8") as fh:
-            events = json.load(fh)
-        boundary = boundary_reorders(onnx.load(prefix + ".optimized.onnx").graph)
-    starts = sorted(e["ts"] for e in events if e.get("cat") == "Session" and e.get("name") == "model_run")
-    if len(starts) != warmup + profiled_runs:
-        raise RuntimeError(f"ONNX Runtime's profile has {len(starts)} runs, expected {warmup + profiled_runs}")
-    reorders = [0.0] * len(starts)
-    for event in events:
-        if event.get("cat") == "Node" and event["name"].removesuffix("_kernel_time") in boundary:
-            # a kernel belongs to the last run that started before it
-            reorders[bisect.bisect_right(starts, event["ts"]) - 1] += event["dur"] / 1e3
-    conversion = statistics.median(reorders[warmup:])
-    return [[wall - conversion for wall in walls] for walls in timed]
+    _check_timing_args(runs, warmup, sessions, profiled_runs, "sessions")
+    return onnxruntime_rounds([model], [input_size], threads=threads, runs=runs, warmup=warmup, int8=int8,
+                              rounds=sessions, part=part, profiled_runs=profiled_runs)[0]
 
 
 def onnxruntime_int8_runner(

@@ -21,10 +21,10 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from ..cost import BACKENDS, measure_latency, percentile
-from ..export import onnxruntime_times
+from ..export import onnxruntime_rounds
 from ..formats import atomic_write
 from ..models import BuildSettings, NetSpec, Site, build, build_site, resolve, walk
-from ..report import format_table, machine_info, progress, pyplot
+from ..report import ProgressLine, format_table, machine_info, progress, pyplot
 
 FORMAT = "lightnets-latency-table/1"
 
@@ -123,23 +123,27 @@ class LatencyTable:
                     part: bool, label: str, show_progress: bool) -> list[list[list[float]]]:
         """Per module, per round, the timed runs (ms); ``self.runs`` split over the rounds.
 
-        Torch backends: interleaved rounds, every module once per round, so that a slow spell
-        of the machine hits many modules a little rather than a few entirely. ONNX Runtime:
-        each module exported once and run in ``rounds`` fresh sessions (one session's speed is
-        not another's); ``part=True`` times it as a part of a network costs inside the network
-        (:func:`~lightnets.export.onnxruntime_times`: without, the layout conversions a part
-        alone pays made MobileNetV1 / V2 sites sum to 1.2-1.7x the whole network at 224 here).
+        Every backend interleaves the rounds: every module once per round, round after round.
+        This machine's speed drifts (by up to 30% over minutes here); timed one after another,
+        the modules timed early and late (and the whole networks :func:`validate` compares them
+        with) would each see another machine, while interleaved, a slow spell hits every module
+        alike, a little in one round rather than a few modules entirely. ONNX Runtime: each
+        module is exported once and gets a fresh session in each round
+        (:func:`~lightnets.export.onnxruntime_rounds`), since one session's speed is not
+        another's; ``part=True`` times it as a part of a network costs inside the network
+        (without, the layout conversions a part alone pays made MobileNetV1 / V2 sites sum to
+        1.2-1.7x the whole network at 224 here).
         """
+        if self.onnxruntime:
+            bar = ProgressLine(f"{label} ({rounds} rounds, a fresh session each)", enabled=show_progress)
+            sessions = onnxruntime_rounds(
+                modules, shapes, threads=self.threads, runs=self.runs, warmup=self.warmup,
+                int8=self.backend == "onnxruntime-int8", rounds=rounds, part=part, on_step=bar.update,
+            )
+            bar.close()
+            return sessions
         runs = max(1, -(-self.runs // rounds))
         timed: list[list[list[float]]] = [[] for _ in modules]
-        if self.onnxruntime:
-            for i in progress(range(len(modules)), len(modules), f"{label} ({rounds} sessions each)",
-                              enabled=show_progress):
-                timed[i] = onnxruntime_times(
-                    modules[i], shapes[i], threads=self.threads, runs=self.runs, warmup=self.warmup,
-                    int8=self.backend == "onnxruntime-int8", sessions=rounds, part=part,
-                )
-            return timed
         steps = [(r, i) for r in range(rounds) for i in range(len(modules))]  # round by round
         for _, i in progress(steps, len(steps), f"{label} ({rounds} rounds)", enabled=show_progress):
             timed[i].append(measure_latency(
@@ -199,8 +203,8 @@ class LatencyTable:
         show_progress: bool = True,
     ) -> int:
         """Measure every site of ``specs`` the table lacks, in ``rounds`` rounds (with a progress
-        bar; :meth:`time_rounds`: interleaved rounds, or ONNX Runtime sessions); returns how
-        many sites were added."""
+        bar; :meth:`time_rounds`: interleaved rounds, with ONNX Runtime a fresh session per site
+        per round); returns how many sites were added."""
         if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
             raise ValueError(f"rounds must be an integer >= 1, got {rounds!r}")
         todo = self.missing([resolve(s) for s in specs], input_size)
@@ -298,9 +302,9 @@ def validate(
     """Predicted against measured whole-network latency for each named network (measured now).
 
     Networks are measured in ``rounds`` rounds (:meth:`LatencyTable.time_rounds`: interleaved,
-    or ONNX Runtime sessions; the median of per-round medians), with the table's threads,
-    backend and runs. Rows: name, whether the table was calibrated on it,
-    predicted, measured (median, p10, p90), and the prediction's error relative to the
+    with ONNX Runtime a fresh session per network per round; the median of per-round medians),
+    with the table's threads, backend and runs. Rows: name, whether the table was calibrated on
+    it, predicted, measured (median, p10, p90), and the prediction's error relative to the
     measurement.
     """
     specs = {name: resolve(spec) for name, spec in networks.items()}
