@@ -434,3 +434,58 @@ def test_a_candidate_whose_proxy_training_diverges_scores_zero_instead_of_stoppi
     evaluator = nas.ProxyEvaluator(data, None, input_size=32, steps=1)
     spec = lightnets.create_model("mobilenet_v3_small_050", num_classes=10).spec
     assert evaluator.accuracy(spec) == 0.0
+
+
+def test_the_proxy_spread_counts_the_candidates_within_half_a_point():
+    from lightnets.search import proxy_spread
+
+    rows = [{"number": n, "accuracy": a} for n, a in enumerate([0.900, 0.902, 0.904, 0.950, 0.500])]
+    spread = proxy_spread(rows, first=4)  # the fifth candidate is not among the first four
+    assert spread["count"] == 4 and spread["median"] == pytest.approx(0.903)
+    assert spread["within_half_point"] == pytest.approx(3 / 4)  # 0.950 is 4.7 points off the median
+    assert proxy_spread(rows[:3])["within_half_point"] == 1.0
+
+
+def test_latency_is_predicted_and_measured_at_the_latency_size_and_accuracy_at_the_input_size(monkeypatch):
+    from lightnets.search import nas
+
+    seen = []
+    table = SimpleNamespace(batch=1, predict=lambda spec, size: seen.append(("predict", size))
+                            or SimpleNamespace(total_ms=1.0))
+    monkeypatch.setattr(nas, "measure_whole", lambda table, model, shape, rounds: seen.append(("whole", shape))
+                        or 2.0)
+    monkeypatch.setattr(nas, "fit", lambda model, data, *a, **k: seen.append(("fit", data))
+                        or SimpleNamespace(final={"val_top1": 0.5}))
+    data = (SimpleNamespace(classes=list(range(10))), None)
+    evaluator = nas.ProxyEvaluator(data, table, input_size=16, steps=1, latency_size=224)
+    spec = lightnets.create_model("mobilenet_v3_small_050", num_classes=10).spec
+    assert evaluator.latency_ms(spec) == 1.0 and evaluator.measured_ms(spec) == 2.0
+    assert evaluator.accuracy(spec) == 0.5
+    assert seen[:2] == [("predict", 224), ("whole", (1, 3, 224, 224))]
+    # a registered network as the target: measured whole, with the data's classes
+    assert evaluator.target_ms("mobilenet_v3_small_075") == 2.0 and seen[-1] == ("whole", (1, 3, 224, 224))
+    assert evaluator.named_spec("mobilenet_v3_small_075").head.num_classes == 10
+    assert nas.ProxyEvaluator(data, table, input_size=16, steps=1).latency_size == 16  # default: one size
+    with pytest.raises(ValueError, match="latency_size must be an integer >= 1"):
+        nas.ProxyEvaluator(data, table, input_size=16, steps=1, latency_size=0)
+    with pytest.raises(ValueError, match="unknown model|not a registered|no model"):
+        evaluator.target_ms("mobilenet_v9")
+
+
+def test_the_command_takes_its_target_from_a_measured_network(fake_timing, tmp_path, capsys, optuna):
+    out = tmp_path / "search"
+    assert main(["search", "--base", "mobilenet_v3_small_050", "--target-model", "mobilenet_v3_small_050",
+                 "--budget", "1", "--proxy-steps", "1", "--resolution", "16", "--latency-resolution", "24",
+                 "--train-fraction", "0.3", "--runs", "1", "--threads", "1", "--train-threads", "1",
+                 "--measure-top", "0", "--noise-seeds", "0", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "= mobilenet_v3_small_050 measured whole now (24x24" in printed
+    saved = json.loads((out / "search.json").read_text())["settings"]
+    assert saved["latency_size"] == 24 and saved["input_size"] == 16
+    # the fake measures a whole network as its sites plus 0.5 ms: the base network is the target
+    base = lightnets.create_model("mobilenet_v3_small_050", num_classes=10)
+    sites = sum(0.1 + sum(p.numel() for p in lut.build_site(s, base.spec.settings).parameters()) / 1e6
+                for s in walk(base.spec, 24))
+    assert saved["target_ms"] == pytest.approx(sites + 0.5)
+    with pytest.raises(SystemExit):
+        main(["search", "--target-ms", "2", "--target-model", "mobilenet_v3_small_075"])

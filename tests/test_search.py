@@ -409,10 +409,10 @@ def test_netadapt_command_writes_a_loadable_smaller_network(tmp_path, capsys):
         model_config={"name": "mobilenet_v3_small_050", "options": {"num_classes": 10}}, log=lambda m: None)
     out = tmp_path / "adapt"
     assert main(["netadapt", "mobilenet_v3_small_050", "--checkpoint", str(run / "last.safetensors"),
-                 "--target-ratio", "0.9", "--steps", "1", "--runs", "2", "--max-iterations", "1",
+                 "--target-ratio", "0.9", "--steps", "1", "--runs", "5", "--max-iterations", "1",
                  "--kinds", "expansion", "--workers", "1", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "1 steps: predicted" in printed and "measured" in printed
+    assert "1 steps: predicted" in printed and "measured" in printed, printed[-3000:]  # what the step said
     loaded = load_model(str(out / "final.safetensors"), "spec")
     history = json.loads((out / "history.json").read_text())["history"]
     assert loaded.model.spec == lightnets.NetSpec.parse(history[0]["spec"]) != seed.spec
@@ -457,19 +457,20 @@ def test_a_killed_netadapt_run_continues_from_its_last_step(tmp_path):
         model_config={"name": "mobilenet_v3_small_050", "options": {"num_classes": 10}}, log=lambda m: None)
     out = tmp_path / "adapt"
     cmd = [sys.executable, "-m", "lightnets", "netadapt", "mobilenet_v3_small_050", "--checkpoint",
-           str(run / "last.safetensors"), "--target-ratio", "0.5", "--steps", "1", "--runs", "2",
+           str(run / "last.safetensors"), "--target-ratio", "0.5", "--steps", "1", "--runs", "5",
            "--max-iterations", "2", "--kinds", "expansion", "--workers", "1", "--out", str(out)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     killed = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False,
                             env={**env, "LIGHTNETS_FAULT": "netadapt-step"})
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     first = json.loads((out / "history.json").read_text())["history"]
-    assert [row["step"] for row in first] == [1]
+    assert [row["step"] for row in first] == [1], killed.stdout[-3000:]
     resumed = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False, env=env)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "netadapt: resumed" in resumed.stdout and "after step 1" in resumed.stdout
     history = json.loads((out / "history.json").read_text())["history"]
-    assert [row["step"] for row in history] == [1, 2] and history[0] == first[0]
+    # the resumed run's own words if it stopped short (a failure once seen under load, not yet explained)
+    assert [row["step"] for row in history] == [1, 2] and history[0] == first[0], resumed.stdout[-3000:]
     assert (out / "final.safetensors").exists()
 
 
@@ -486,3 +487,18 @@ def test_a_proposal_whose_fine_tune_diverges_scores_zero_and_keeps_its_weights(m
     tuned, top1 = adapt._proposal_finetune(model, (None, None), steps=1, seed=0)
     assert top1 == 0.0 and tuned is model
     assert all(torch.equal(before[k], v) for k, v in tuned.state_dict().items())
+
+
+def test_a_calibration_whose_networks_get_faster_as_their_sites_grow_is_refused(monkeypatch):
+    def inverted(module, input_size, *, runs=50, **_):
+        ms = 0.1 + sum(p.numel() for p in module.parameters()) / 1e6
+        if isinstance(module, ConvNet):
+            ms = 100.0 - ms  # noise so bad that the larger network measured faster
+        return SimpleNamespace(median_ms=ms, p10_ms=ms, p90_ms=ms, runs=runs, times_ms=[ms] * runs)
+
+    monkeypatch.setattr(lut, "measure_latency", inverted)
+    table = LatencyTable.new(threads=1, runs=1)
+    specs = [lightnets.create_model(n).spec for n in ("mobilenet_v3_small_050", "mobilenet_v3_small")]
+    with pytest.raises(ValueError, match="do not grow with their summed sites .*fitted scale -"):
+        table.calibrate(specs, 32)
+    assert (table.scale, table.overhead_ms, table.calibration) == (1.0, 0.0, [])  # it keeps no fit it refused

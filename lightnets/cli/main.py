@@ -314,8 +314,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     widths = args.widths or []
     if widths and not args.plot:
         raise SystemExit("lightnets search: --widths draws on the --plot; give --plot PNG too")
-    if args.target_ms is None and not (args.pareto or args.print_space):
-        raise SystemExit("lightnets search: give --target-ms MS (the reward's TAR), or --pareto for the front alone")
+    if args.target_ms is None and args.target_model is None and not (args.pareto or args.print_space):
+        raise SystemExit("lightnets search: give --target-ms MS or --target-model NAME (the reward's TAR), or "
+                         "--pareto for the front alone")
     if args.plot:
         from ..report import pyplot
 
@@ -336,10 +337,15 @@ def cmd_search(args: argparse.Namespace) -> int:
     else:
         table = LatencyTable.new(args.backend, threads=args.threads, runs=args.runs)
     evaluator = ProxyEvaluator(splits, table, input_size=resolution, steps=args.proxy_steps, recipe=args.recipe,
-                               seed=args.seed, threads=args.train_threads)
+                               seed=args.seed, threads=args.train_threads, latency_size=args.latency_resolution)
     base_label = args.base if isinstance(args.base, str) and "/" not in args.base else "spec"
     out = args.out or os.path.join("runs", f"search-{base_label}-{args.study}")
-    common = dict(budget=args.budget, target_ms=args.target_ms, w=args.w, hard=args.hard, pareto=args.pareto,
+    target_ms = args.target_ms
+    if args.target_model is not None:
+        target_ms = evaluator.target_ms(args.target_model)
+        print(f"search: target {target_ms:.3f} ms = {args.target_model} measured whole now "
+              f"({evaluator.latency_size}x{evaluator.latency_size}, {table.backend}, {table.threads} thread(s))")
+    common = dict(budget=args.budget, target_ms=target_ms, w=args.w, hard=args.hard, pareto=args.pareto,
                   storage=args.storage, run_dir=out, seed=args.seed, measure_top=args.measure_top,
                   noise_seeds=args.noise_seeds, stale_after=args.stale_after)
     print(f"search: {space.size():,} networks around {args.base}; {args.budget} trials, {args.sampler} sampler, "
@@ -367,7 +373,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.plot:
         rows = evaluate_widths(args.base, widths, evaluator) if widths else []
         title = f"search around {args.base}, {resolution}x{resolution}, {table.backend}"
-        plot_search(fronts, args.plot, title, target_ms=args.target_ms, baseline=rows)
+        plot_search(fronts, args.plot, title, target_ms=target_ms, baseline=rows)
         print(f"wrote {args.plot}")
     return 0
 
@@ -772,8 +778,12 @@ def build_parser() -> argparse.ArgumentParser:
                                        "latency target on this device")
     se.add_argument("--base", default="mobilenet_v3_small",
                     help="the network whose stages are searched: a registered name (default mobilenet_v3_small)")
-    se.add_argument("--target-ms", type=opt.positive_finite_float,
-                    help="the latency target TAR of the reward (ms, this device)")
+    target = se.add_mutually_exclusive_group()
+    target.add_argument("--target-ms", type=opt.positive_finite_float,
+                        help="the latency target TAR of the reward (ms, this device)")
+    target.add_argument("--target-model", metavar="NAME",
+                        help="the latency target is this registered network measured whole now, with the table's "
+                             "settings (e.g. mobilenet_v3_small_075)")
     se.add_argument("--budget", type=opt.positive_int, default=30, help="completed trials in all (default 30)")
     reward_kind = se.add_mutually_exclusive_group()
     reward_kind.add_argument("--w", type=opt.finite_float,
@@ -797,6 +807,9 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--train-fraction", type=opt.fraction, default=1.0,
                     help="digits: share of the training images (default 1.0)")
     se.add_argument("--resolution", type=opt.resolution, help="input size (default 32 for digits, 224 otherwise)")
+    se.add_argument("--latency-resolution", type=opt.resolution,
+                    help="input size at which latency is predicted and measured (default: --resolution); MnasNet "
+                         "takes accuracy from a proxy task and latency at the deployed size")
     se.add_argument("--proxy-steps", type=opt.positive_int, default=200,
                     help="optimizer steps of the proxy training per candidate (default 200)")
     se.add_argument("--recipe", default="small-data", help="the proxy training's recipe (default small-data)")

@@ -247,13 +247,20 @@ class LatencyTable:
         ]
         if not records:
             raise ValueError("calibrate needs at least one network")
-        self.calibration = records
         if len(records) == 1:
             self.overhead_ms, self.scale = records[0]["measured_ms"] - records[0]["sites_ms"], 1.0
         else:
             xs, ys = [r["sites_ms"] for r in records], [r["measured_ms"] for r in records]
             fit = statistics.linear_regression(xs, ys)
+            if fit.slope <= 0:
+                raise ValueError(
+                    f"the calibration networks measured whole ({', '.join(f'{y:.3f}' for y in ys)} ms) do not grow "
+                    f"with their summed sites ({', '.join(f'{x:.3f}' for x in xs)} ms): fitted scale {fit.slope:.3f}; "
+                    f"the measurements are too noisy or the networks too alike: measure with more runs, or calibrate "
+                    f"on networks further apart"
+                )
             self.overhead_ms, self.scale = fit.intercept, fit.slope
+        self.calibration = records
         return self.overhead_ms, self.scale
 
     def to_dict(self) -> dict:
