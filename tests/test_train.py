@@ -57,6 +57,24 @@ def test_a_train_fraction_keeps_a_fixed_stratified_subset_and_the_same_test_spli
         digits(train_fraction=0)
 
 
+def test_a_search_can_validate_on_the_training_images_its_fraction_leaves_out():
+    def images(split):
+        return torch.cat([b.images for b in split.batches(2048, shuffle=False)])
+
+    full_train, val = digits(resolution=8, augment=False)
+    train, rest = digits(resolution=8, augment=False, train_fraction=0.3, val_from_train=True)
+    assert rest.name == "train-rest" and train.size + rest.size == full_train.size  # every training image, once
+    kept, rest_x, val_x, all_x = images(train), images(rest), images(val), images(full_train)
+    as_rows = {tuple(x.flatten().tolist()) for x in all_x}
+    assert all(tuple(x.flatten().tolist()) in as_rows for x in rest_x)  # drawn from the training images
+    assert not {tuple(x.flatten().tolist()) for x in rest_x} & {tuple(x.flatten().tolist()) for x in kept}
+    assert not {tuple(x.flatten().tolist()) for x in rest_x} & {tuple(x.flatten().tolist()) for x in val_x}
+    same_train, _ = digits(resolution=8, augment=False, train_fraction=0.3)
+    assert torch.equal(kept, images(same_train))  # the same training images as without it
+    with pytest.raises(ValueError, match="give a train_fraction < 1"):
+        digits(val_from_train=True)
+
+
 @pytest.mark.parametrize("bad", [0, -1, 2.5, "32"])
 def test_resolution_must_be_a_positive_integer(bad):
     with pytest.raises(ValueError, match="resolution must be a positive integer"):

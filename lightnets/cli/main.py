@@ -323,9 +323,9 @@ def cmd_search(args: argparse.Namespace) -> int:
         pyplot()  # fail before the search if matplotlib is missing
     resolution = args.resolution or (32 if args.data == "digits" else 224)
     if args.data == "digits":
-        splits = digits(resolution, train_fraction=args.train_fraction)
-    elif args.train_fraction != 1.0:
-        raise SystemExit("lightnets search: --train-fraction applies to the built-in digits")
+        splits = digits(resolution, train_fraction=args.train_fraction, val_from_train=args.val_from_train)
+    elif args.train_fraction != 1.0 or args.val_from_train:
+        raise SystemExit("lightnets search: --train-fraction and --val-from-train apply to the built-in digits")
     else:
         splits = load_data(args.data, resolution)
     space = SearchSpace.around(args.base, num_classes=len(splits[0].classes))
@@ -807,6 +807,9 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--train-fraction", type=opt.fraction, default=1.0,
                     help="digits: share of the training images (default 1.0)")
     se.add_argument("--resolution", type=opt.resolution, help="input size (default 32 for digits, 224 otherwise)")
+    se.add_argument("--val-from-train", action="store_true",
+                    help="digits: score the proxy on the training images --train-fraction leaves out, not on the "
+                         "val split, which stays unseen by the search (as MnasNet reserved training images)")
     se.add_argument("--latency-resolution", type=opt.resolution,
                     help="input size at which latency is predicted and measured (default: --resolution); MnasNet "
                          "takes accuracy from a proxy task and latency at the deployed size")

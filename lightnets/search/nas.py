@@ -366,6 +366,7 @@ def search(
         "input_size": evaluator.input_size, "latency_size": evaluator.latency_size, "proxy_steps": evaluator.steps,
         "recipe": evaluator.recipe,
         "seed": seed, "data": evaluator.data[0].name, "train_images": evaluator.data[0].size,
+        "val": evaluator.data[1].name, "val_images": evaluator.data[1].size,
         "device": {k: table.fingerprint.get(k) for k in ("cpu", "backend", "threads", "batch")},
     }
     directions = ["maximize", "minimize"] if pareto else ["maximize"]
