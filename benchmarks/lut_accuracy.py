@@ -4,9 +4,12 @@
 
 For each backend: builds a table for every distinct zoo network (all sites, 30 runs in 3
 interleaved rounds), fits the per-network overhead and scale on every second network, then
-measures every network whole and compares. Prints one table per backend and a summary (median
-absolute error over all networks and over those the fit did not see, the worst network, how
-many are within 10%), writes ``benchmarks/results/lut-<backend>-<cpu>.json`` and ``.png``.
+measures every network whole and compares: with the fit as built, and refitted on every second
+network of the validation's own interleaved rounds (this VM's speed drifts by up to 1.7x within
+an hour, which no fit made minutes earlier can know; see ``lightnets.search.refit``). Prints one
+table per backend and a summary for both fits (median absolute error over all networks and over
+those the fit did not see, the worst network, how many are within 10%), writes
+``benchmarks/results/lut-<backend>-<cpu>.json`` and ``.png``.
 Target (the latency-table issue): every network within 10%, the build under 15 minutes.
 """
 
@@ -21,7 +24,15 @@ from _results import result_path, write_results
 import lightnets
 from lightnets.analysis import distinct_models
 from lightnets.report import machine_info
-from lightnets.search import LatencyTable, plot_validation, summarize, summary_lines, validate, validation_table
+from lightnets.search import (
+    LatencyTable,
+    plot_validation,
+    refit,
+    summarize,
+    summary_lines,
+    validate,
+    validation_table,
+)
 
 
 def main() -> None:
@@ -45,15 +56,20 @@ def main() -> None:
         sites_s = time.perf_counter() - start
         overhead, scale = table.calibrate(list(networks.values())[::2], args.resolution)
         build_s = time.perf_counter() - start
-        rows = validate(table, networks, args.resolution)
+        as_built = validate(table, networks, args.resolution)
+        rows, refit_overhead, refit_scale = refit(as_built, 2)
         print(
             f"\n{backend}, {args.resolution}x{args.resolution}, batch 1, {table.threads} threads, {machine['cpu']}, "
             f"torch {machine['torch']}: {len(table.entries)} sites in {sites_s:.0f} s, build with calibration "
-            f"{build_s:.0f} s; latency = {overhead:.3f} ms + {scale:.4f} x summed sites"
+            f"{build_s:.0f} s; latency = {overhead:.3f} ms + {scale:.4f} x summed sites as built; refitted on every "
+            f"second network of the validation's own rounds (marked *): {refit_overhead:.3f} ms + {refit_scale:.4f} x "
+            f"summed sites (the machine at {refit_scale / scale:.2f}x the build's scale)"
         )
         print(validation_table(rows))
         summary = summarize(rows)
-        print("\n".join(summary_lines(summary)))
+        summary_built = summarize(as_built)
+        print("as built: " + "; ".join(summary_lines(summary_built)))
+        print("refitted: " + "; ".join(summary_lines(summary)))
         plot_validation(
             rows,
             str(result_path(f"lut-{backend}", ".png")),
@@ -70,6 +86,8 @@ def main() -> None:
                 "overhead_ms": overhead,
                 "scale": scale,
                 "summary": summary,
+                "summary_as_built": summary_built,
+                "refit": {"overhead_ms": refit_overhead, "scale": refit_scale},
                 "rows": rows,
             },
         )

@@ -502,3 +502,35 @@ def test_a_calibration_whose_networks_get_faster_as_their_sites_grow_is_refused(
     with pytest.raises(ValueError, match="do not grow with their summed sites .*fitted scale -"):
         table.calibrate(specs, 32)
     assert (table.scale, table.overhead_ms, table.calibration) == (1.0, 0.0, [])  # it keeps no fit it refused
+
+
+def test_a_refit_takes_the_machines_current_speed_and_keeps_the_built_fit_beside(fake_timing):
+    from lightnets.search import refit
+
+    rows = [{"model": f"n{i}", "sites_ms": s, "measured_ms": 2.0 + 1.5 * s, "predicted_ms": 0.5 + s,
+             "error": (0.5 + s) / (2.0 + 1.5 * s) - 1, "calibration": False}
+            for i, s in enumerate([1.0, 3.0, 4.0, 8.0])]
+    refitted, overhead, scale = refit(rows, 2)
+    assert (overhead, scale) == (pytest.approx(2.0), pytest.approx(1.5))  # fitted on n0 and n2 alone
+    assert [r["calibration"] for r in refitted] == [True, False, True, False]
+    assert all(r["error"] == pytest.approx(0) for r in refitted)  # n1 and n3 too: the line holds for them
+    assert [r["as_built_error"] for r in refitted] == [r["error"] for r in rows]
+    assert rows[0]["predicted_ms"] == 1.5  # the input rows are left as they were
+    with pytest.raises(ValueError, match="every must be an integer >= 1"):
+        refit(rows, 0)
+
+
+def test_lut_validate_refits_on_the_networks_it_measures(fake_timing, tmp_path, capsys):
+    path = str(tmp_path / "t.json")
+    table = LatencyTable.new(threads=1, runs=2)
+    names = ["mobilenet_v3_small_050", "shufflenet_v2_x0_5", "mobilenet_v2_035"]
+    table.measure_sites([lightnets.create_model(n).spec for n in names], 32, show_progress=False)
+    table.overhead_ms, table.scale = 0.0, 2.0  # a fit from a slower hour than the fake's
+    table.save(path)
+    assert main(["lut", "validate", path, "--models", ",".join(names), "--refit-every", "2", "--resolution", "32",
+                 "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    # the fake's whole network is its sites plus WHOLE_NETWORK_EXTRA_MS: the refit finds exactly that
+    assert f"refitted on 1 in 2 of the networks measured now (marked *): latency = {WHOLE_NETWORK_EXTRA_MS:.3f} ms + " \
+           f"1.0000 x summed sites; the machine runs at 0.50x" in out
+    assert "as built" in out and "not in the fit: median absolute error 0.0%" in out

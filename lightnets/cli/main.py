@@ -218,7 +218,7 @@ def cmd_lut_build(args: argparse.Namespace) -> int:
 
 
 def cmd_lut_validate(args: argparse.Namespace) -> int:
-    from ..search import LatencyTable, plot_validation, summarize, summary_lines, validate, validation_table
+    from ..search import LatencyTable, plot_validation, refit, summarize, summary_lines, validate, validation_table
 
     table = LatencyTable.load(args.table)
     entries_before = len(table.entries)
@@ -226,7 +226,12 @@ def cmd_lut_validate(args: argparse.Namespace) -> int:
     rows = validate(table, _lut_networks(args.models), args.resolution, show_progress=not args.no_progress)
     print(f"latency table {args.table}: {table.backend}, {table.threads} threads, batch {table.batch}, "
           f"{args.resolution}x{args.resolution}; latency = {table.overhead_ms:.3f} ms + {table.scale:.4f} x summed "
-          f"sites (fitted on {len(table.calibration)} networks, marked *)")
+          f"sites (fitted on {len(table.calibration)} networks{'' if args.refit_every else ', marked *'})")
+    if args.refit_every:
+        rows, overhead, scale = refit(rows, args.refit_every)
+        print(f"refitted on 1 in {args.refit_every} of the networks measured now (marked *): latency = "
+              f"{overhead:.3f} ms + {scale:.4f} x summed sites; the machine runs at {scale / table.scale:.2f}x the "
+              f"table's fitted scale now ('as built': the table's own fit)")
     print("\n".join(_load_lines(*load)))
     print(validation_table(rows))
     print()
@@ -737,6 +742,10 @@ def build_parser() -> argparse.ArgumentParser:
     lut_val.add_argument("--models", type=opt.nonempty_list,
                          help="comma-separated names or spec files (default: every distinct zoo model)")
     lut_val.add_argument("--resolution", type=opt.resolution, default=224, help="input size (default 224)")
+    lut_val.add_argument("--refit-every", type=opt.nonnegative_int, default=0,
+                         help="also fit the overhead and scale again on every N-th network of this validation's own "
+                              "measurements, so that a drift of the machine's speed since the build does not count "
+                              "as the table's error (default 0: the table's stored fit only)")
     lut_val.add_argument("--plot", metavar="FILE.png", help="scatter plot of predicted against measured")
     lut_val.add_argument("--json", metavar="FILE", help="write the rows as JSON")
     lut_val.add_argument("--no-progress", action="store_true", help="no progress bar (default: one on a terminal)")
