@@ -2,12 +2,13 @@
 
 A network is one value, :class:`NetSpec`; :func:`resolve` turns a paper's table into channel
 counts, :func:`build` (or :class:`ConvNet`) builds it, :class:`Backbone` builds it without its
-classification head (what dense heads build on), :func:`walk` lists its sites and
+classification head (what :class:`LRASPP` segments with), :func:`walk` lists its sites and
 :func:`channel_groups` / :func:`inherit_weights` let a pruner change widths and keep weights.
 """
 
 from .builder import Backbone, ConvNet, FeatureInfo, Head, Site, Stem, build, build_block, build_site, walk
 from .channels import ChannelGroup, channel_groups, inherit_weights, keep_largest_l2, resize_group
+from .lraspp import LRASPP, LRASPPHead, lraspp_mobilenet_v3_large, lraspp_mobilenet_v3_small
 from .memory import MemoryEstimate, available_memory, check_memory, check_request, estimate_memory
 from .mobilenet_v1 import mobilenet_v1
 from .mobilenet_v2 import mobilenet_v2
@@ -20,6 +21,7 @@ from .spec import BlockSpec, BuildSettings, HeadSpec, NetSpec, StemSpec, parse_s
 
 __all__ = [
     "FAMILIES",
+    "LRASPP",
     "Backbone",
     "BlockSpec",
     "BuildSettings",
@@ -28,6 +30,7 @@ __all__ = [
     "FeatureInfo",
     "Head",
     "HeadSpec",
+    "LRASPPHead",
     "MemoryEstimate",
     "NetSpec",
     "Site",
@@ -46,6 +49,8 @@ __all__ = [
     "inherit_weights",
     "keep_largest_l2",
     "list_models",
+    "lraspp_mobilenet_v3_large",
+    "lraspp_mobilenet_v3_small",
     "mobilenet_v1",
     "mobilenet_v2",
     "mobilenet_v3_large",
