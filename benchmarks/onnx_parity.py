@@ -25,7 +25,7 @@ from lightnets.testing import randomize_for_parity
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default=",".join(lightnets.list_models()))
+    parser.add_argument("--models", default=",".join(lightnets.list_models(task="classification")))
     args = parser.parse_args()
     torch.set_flush_denormal(True)
     rows = []

@@ -1,5 +1,5 @@
-"""The names of the model zoo: the six families, their papers, and every registered name with
-the options it fixes.
+"""The names of the model zoo: the families, their papers and tasks, and every registered name
+with the options it fixes.
 
 Plain data without torch, so that ``lightnets models`` can list the zoo, and ``lightnets
 --help`` can name the families, without importing torch (seconds) or building a network. The
@@ -20,8 +20,15 @@ PAPERS: dict[str, str] = {
     "mobilenet_v3_small": "Searching for MobileNetV3 (Howard et al., 2019), arXiv:1905.02244",
     "shufflenet_v1": "ShuffleNet (Zhang et al., 2018), arXiv:1707.01083",
     "shufflenet_v2": "ShuffleNet V2 (Ma et al., 2018), arXiv:1807.11164",
+    "lraspp_mobilenet_v3_large": "Searching for MobileNetV3 (Howard et al., 2019), arXiv:1905.02244, section 6.3",
+    "lraspp_mobilenet_v3_small": "Searching for MobileNetV3 (Howard et al., 2019), arXiv:1905.02244, section 6.3",
 }
 FAMILY_NAMES: tuple[str, ...] = tuple(PAPERS)
+TASKS = ("classification", "segmentation")
+#: Family -> what its models output: class logits (N, classes), or per-pixel logits (N, classes, H, W).
+TASK_OF_FAMILY: dict[str, str] = {
+    family: "segmentation" if family.startswith("lraspp_") else "classification" for family in PAPERS
+}
 
 SHUFFLENET_V1_GROUPS = (1, 2, 3, 4, 8)  # Table 1's columns
 SHUFFLENET_V1_SCALES = (0.25, 0.5, 1.0, 1.5, 2.0)  # Table 2's scale factors s
@@ -70,11 +77,21 @@ def _entries() -> list[tuple[str, str, dict[str, Any]]]:
 ENTRIES: tuple[tuple[str, str, dict[str, Any]], ...] = tuple(_entries())
 
 
-def model_names(family: str | None = None) -> list[str]:
-    """Registered model names (of one family), in registration order."""
+def model_names(family: str | None = None, task: str | None = None) -> list[str]:
+    """Registered model names (of one family, of one of :data:`TASKS`), in registration order."""
     if family is not None and family not in PAPERS:
         raise ValueError(f"unknown family {family!r}; allowed: {', '.join(PAPERS)}")
-    return [name for name, fam, _ in ENTRIES if family is None or fam == family]
+    if task is not None and task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; allowed: {', '.join(TASKS)}")
+    return [
+        name for name, fam, _ in ENTRIES
+        if (family is None or fam == family) and (task is None or TASK_OF_FAMILY[fam] == task)
+    ]
+
+
+def task_of(name: str) -> str:
+    """What a registered model outputs: one of :data:`TASKS`."""
+    return TASK_OF_FAMILY[family_of(name)]
 
 
 def family_of(name: str) -> str:

@@ -51,7 +51,8 @@ def distinct_models(names: list[str] | None = None) -> dict[str, list[str]]:
     ``mobilenet_v2`` and ``mobilenet_v2_100`` are the same network; it is measured once.
     """
     groups: dict[tuple, list[str]] = {}
-    for name in names if names is not None else list_models():
+    # The zoo table compares classifiers; the segmentation models join it with their own columns (issue 14).
+    for name in names if names is not None else list_models(task="classification"):
         entry = get_entry(name)
         # A family name builds its defaults, which a named variant may fix to the same values.
         defaults = {p.name: p.default for p in inspect.signature(entry.builder).parameters.values()}

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from ..catalog import ENTRIES, FAMILY_NAMES, PAPERS
+from ..catalog import ENTRIES, FAMILY_NAMES, PAPERS, model_names
 from ..report import format_table, safe_text
 from . import options as opt
 
@@ -64,10 +64,20 @@ def _build_from_args(args: argparse.Namespace):
     return _model(args.name, options)
 
 
+def _refuse_dense(name: str | None) -> None:
+    """The commands below ``models`` take classifiers (a spec, logits per image); say so for a segmentation model."""
+    if name in model_names(task="segmentation"):
+        raise ValueError(
+            f"{name} is a segmentation model; this command handles classifiers for now "
+            f"(build it in Python: lightnets.create_model({name!r}))"
+        )
+
+
 def _model(name: str, options: dict):
     """A registered model, or the network a spec (file or string, see ``lightnets spec``) describes."""
     from ..models import build, create_model, list_models, read_spec
 
+    _refuse_dense(name)
     if name in list_models():
         return create_model(name, **options)
     if not (name.lstrip().startswith(("stem", "{")) or os.path.isfile(name)):
@@ -490,6 +500,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         args.name = "spec"
     elif args.name is None and not args.resume:
         raise SystemExit("lightnets train: give a registered model NAME or --spec FILE")
+    _refuse_dense(args.name)
     if args.resume:
         if args.force:
             raise ValueError("--force starts a new run in an existing directory; --resume continues the run there")

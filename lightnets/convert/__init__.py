@@ -4,7 +4,7 @@ from .checkpoint import SOURCES, convert_checkpoint, load_state_file
 from .keras import KERAS_MODELS, KERAS_PREPROCESSING, from_keras, read_keras_weights
 from .megvii import MEGVII_MODELS, from_megvii, load_megvii_file
 from .timm import TIMM_MODELS, check_state_dict, from_timm
-from .torchvision import TORCHVISION_MODELS, from_torchvision
+from .torchvision import TORCHVISION_MODELS, from_torchvision, torchvision_num_classes
 
 __all__ = [
     "KERAS_MODELS",
@@ -22,4 +22,5 @@ __all__ = [
     "load_megvii_file",
     "load_state_file",
     "read_keras_weights",
+    "torchvision_num_classes",
 ]

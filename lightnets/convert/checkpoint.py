@@ -17,6 +17,7 @@ import os
 import torch
 from torch import nn
 
+from ..catalog import task_of
 from ..formats.checkpoint import save_checkpoint
 from ..formats.preprocessing import imagenet_preprocessing
 from ..models import create_model
@@ -24,7 +25,7 @@ from .files import read_state_dict
 from .keras import KERAS_MODELS, KERAS_PREPROCESSING, from_keras
 from .megvii import MEGVII_MODELS, from_megvii, load_megvii_file
 from .timm import TIMM_MODELS, from_timm
-from .torchvision import TORCHVISION_MODELS, from_torchvision
+from .torchvision import TORCHVISION_MODELS, from_torchvision, torchvision_num_classes
 
 SOURCES = ("torchvision", "timm", "keras", "megvii")
 
@@ -36,7 +37,7 @@ def load_state_file(path: str) -> dict[str, torch.Tensor]:
 
 
 def _num_classes(model: nn.Module) -> int:
-    return model.classifier.out_features
+    return model.num_classes
 
 
 def convert_checkpoint(
@@ -64,10 +65,18 @@ def convert_checkpoint(
     if source == "torchvision":
         if source_name not in TORCHVISION_MODELS:
             raise ValueError(f"no torchvision converter for {source_name!r}; allowed: {', '.join(TORCHVISION_MODELS)}")
+        if task_of(TORCHVISION_MODELS[source_name]) != "classification":
+            # A checkpoint's preprocessing and classes describe an image classifier (predict, eval).
+            raise ValueError(
+                f"{source_name} is a {task_of(TORCHVISION_MODELS[source_name])} model: checkpoints hold classifiers "
+                f"for now; load its weights with lightnets.convert.from_torchvision({source_name!r}, state_dict); "
+                f"classifiers allowed here: "
+                + ", ".join(n for n, ours in TORCHVISION_MODELS.items() if task_of(ours) == "classification")
+            )
         state = load_state_file(path)
         name, options = TORCHVISION_MODELS[source_name], {}
         converted = from_torchvision(source_name, state)
-        options["num_classes"] = converted["classifier.weight"].shape[0]
+        options["num_classes"] = torchvision_num_classes(state)
         model = create_model(name, **options)
         model.load_state_dict(converted)
         pre = imagenet_preprocessing(resolution)

@@ -6,7 +6,9 @@ tensors in the same order (stem, each block's layers in forward order, head, cla
 so the converter pairs them in order and checks every pair: the tensor kind (weight, bias,
 running statistics) and the shape must agree. The one reshape allowed is MobileNetV3's
 first classifier layer, a ``Linear(960, 1280)`` in torchvision and the equivalent 1x1
-``conv_head`` here.
+``conv_head`` here. ``lraspp_mobilenet_v3_large`` pairs the same way: torchvision's
+``backbone.<i>`` (its MobileNetV3 ``features``) with our ``backbone.blocks.i.j``, and its
+``classifier.{cbr, scale, low_classifier, high_classifier}`` with our ``head``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ TORCHVISION_MODELS = {
     "mobilenet_v2": "mobilenet_v2",
     "mobilenet_v3_large": "mobilenet_v3_large",
     "mobilenet_v3_small": "mobilenet_v3_small",
+    "lraspp_mobilenet_v3_large": "lraspp_mobilenet_v3_large",
     "shufflenet_v2_x0_5": "shufflenet_v2_x0_5",
     "shufflenet_v2_x1_0": "shufflenet_v2_x1_0",
     "shufflenet_v2_x1_5": "shufflenet_v2_x1_5",
@@ -31,8 +34,10 @@ TORCHVISION_MODELS = {
 
 
 # torchvision's top-level modules in forward order, and a module's tensors in registration order.
-_TOP_LEVEL = ("conv1", "features", "stage2", "stage3", "stage4", "conv5", "classifier", "fc")
+_TOP_LEVEL = ("conv1", "features", "backbone", "stage2", "stage3", "stage4", "conv5", "classifier", "fc")
 _LEAF = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+# Named submodules whose forward order is not alphabetical: LR-ASPP's head (``classifier.*``).
+_NAMED = ("cbr", "scale", "low_classifier", "high_classifier")
 
 
 def _forward_order(key: str) -> tuple:
@@ -46,12 +51,22 @@ def _forward_order(key: str) -> tuple:
     # skip a wrapper's prefix ("module.", "_orig_mod.") up to the first known top-level name
     start = next((i for i, p in enumerate(path) if p in _TOP_LEVEL), None)
     top = _TOP_LEVEL.index(path[start]) if start is not None else len(_TOP_LEVEL)
-    parts = tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in path[(start or 0) + 1 :])
+    parts = tuple(
+        (0, int(p), "") if p.isdigit() else (1, _NAMED.index(p) if p in _NAMED else len(_NAMED), p)
+        for p in path[(start or 0) + 1 :]
+    )
     return (top, parts, _LEAF.index(leaf) if leaf in _LEAF else len(_LEAF), leaf)
 
 
 def _suffix(key: str) -> str:
     return key.rsplit(".", 1)[-1]
+
+
+def torchvision_num_classes(state_dict: Mapping[str, torch.Tensor]) -> int:
+    """The number of classes of a torchvision checkpoint: the output width of its last layer
+    (the classifier, a ``Linear``, or LR-ASPP's last 1x1 conv); 1000 if it has no weights."""
+    weights = [state_dict[k] for k in sorted(state_dict, key=_forward_order) if k.endswith(".weight")]
+    return weights[-1].shape[0] if weights else 1000
 
 
 def from_torchvision(name_or_model: str | nn.Module, state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -68,8 +83,7 @@ def from_torchvision(name_or_model: str | nn.Module, state_dict: Mapping[str, to
             raise ValueError(
                 f"no torchvision converter for {name_or_model!r}; allowed: {', '.join(TORCHVISION_MODELS)}"
             )
-        classifier = [v for k, v in state_dict.items() if k.endswith(".weight") and v.dim() == 2]
-        num_classes = classifier[-1].shape[0] if classifier else 1000
+        num_classes = torchvision_num_classes(state_dict)
         with torch.device("meta"):
             model = create_model(TORCHVISION_MODELS[name_or_model], num_classes=num_classes)
     else:

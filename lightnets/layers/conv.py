@@ -29,13 +29,15 @@ class Conv2dSame(nn.Conv2d):
 
     TF pads ``max((ceil(H / s) - 1) * s + k - H, 0)`` rows, the extra one at the bottom (and
     right), which for a stride-2 layer on an even input is *not* the symmetric ``k // 2`` of
-    PyTorch. Weights trained in TensorFlow (Keras, TF-slim, timm's ``tf_`` ports) need it to
-    reproduce their outputs. The parameters are an ordinary ``nn.Conv2d``'s.
+    PyTorch; a dilated kernel spans ``(k - 1) * d + 1`` rows. Weights trained in TensorFlow
+    (Keras, TF-slim, timm's ``tf_`` ports) need it to reproduce their outputs. The parameters
+    are an ordinary ``nn.Conv2d``'s.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pads = []
-        for size, k, s in zip(x.shape[-1:-3:-1], self.kernel_size[::-1], self.stride[::-1], strict=True):
+        spans = [(k - 1) * d + 1 for k, d in zip(self.kernel_size, self.dilation, strict=True)]
+        for size, k, s in zip(x.shape[-1:-3:-1], spans[::-1], self.stride[::-1], strict=True):
             total = max((-(-size // s) - 1) * s + k - size, 0)
             pads += [total // 2, total - total // 2]
         return super().forward(nn.functional.pad(x, pads))
@@ -49,14 +51,22 @@ def conv2d(
     groups: int = 1,
     bias: bool = False,
     padding: str = "symmetric",
+    dilation: int = 1,
 ) -> nn.Conv2d:
-    """A convolution with 'same' padding: symmetric ``k // 2`` (PyTorch), or TF's (``"tf_same"``)."""
+    """A convolution with 'same' padding: symmetric ``d * (k // 2)`` (PyTorch), or TF's (``"tf_same"``).
+
+    ``dilation`` spaces the kernel's taps ``d`` apart (atrous convolution, DeepLab), so a layer
+    sees a wider window with the same weights.
+    """
     if padding == "tf_same" and stride > 1:
-        return Conv2dSame(in_chs, out_chs, kernel_size, stride, padding=0, groups=groups, bias=bias)
+        return Conv2dSame(in_chs, out_chs, kernel_size, stride, padding=0, dilation=dilation, groups=groups, bias=bias)
     if padding not in PADDINGS:
         raise ValueError(f"padding must be one of {', '.join(PADDINGS)}, got {padding!r}")
     # For stride 1 and an odd kernel TF's SAME padding is symmetric too.
-    return nn.Conv2d(in_chs, out_chs, kernel_size, stride, padding=kernel_size // 2, groups=groups, bias=bias)
+    return nn.Conv2d(
+        in_chs, out_chs, kernel_size, stride, padding=dilation * (kernel_size // 2), dilation=dilation, groups=groups,
+        bias=bias,
+    )
 
 
 class ConvBnAct(nn.Module):
@@ -73,9 +83,10 @@ class ConvBnAct(nn.Module):
         bn_eps: float = DEFAULT_BN_EPS,
         bn_momentum: float = DEFAULT_BN_MOMENTUM,
         padding: str = "symmetric",
+        dilation: int = 1,
     ) -> None:
         super().__init__()
-        self.conv = conv2d(in_chs, out_chs, kernel_size, stride, groups, padding=padding)
+        self.conv = conv2d(in_chs, out_chs, kernel_size, stride, groups, padding=padding, dilation=dilation)
         self.bn1 = batch_norm(out_chs, bn_eps, bn_momentum)
         self.act = make_activation(act) if act else nn.Identity()
 
@@ -145,10 +156,11 @@ class DepthwiseSeparable(nn.Module):
         bn_momentum: float = DEFAULT_BN_MOMENTUM,
         padding: str = "symmetric",
         se_chs: int | None = None,
+        dilation: int = 1,
     ) -> None:
         super().__init__()
         self.has_skip = _residual(skip, in_chs, out_chs, stride, "depthwise separable block")
-        self.conv_dw = conv2d(in_chs, in_chs, kernel_size, stride, groups=in_chs, padding=padding)
+        self.conv_dw = conv2d(in_chs, in_chs, kernel_size, stride, groups=in_chs, padding=padding, dilation=dilation)
         self.bn1 = batch_norm(in_chs, bn_eps, bn_momentum)
         self.act1 = make_activation(act)
         self.se = SqueezeExcite(in_chs, reduced_chs=se_chs) if se else nn.Identity()
@@ -175,7 +187,8 @@ class InvertedResidual(nn.Module):
     non-linearity in the narrow layer destroys information. The residual is possible only when
     the block keeps both resolution and width (stride 1, in == out); ``skip`` states it (see
     :class:`DepthwiseSeparable`). ``se_chs`` is the SE bottleneck width (default: 1/4 of
-    ``mid_chs``, rounded to 8).
+    ``mid_chs``, rounded to 8). ``dilation`` applies to the depthwise conv, the block's only
+    kxk one.
     """
 
     def __init__(
@@ -192,13 +205,16 @@ class InvertedResidual(nn.Module):
         padding: str = "symmetric",
         se_chs: int | None = None,
         skip: bool | None = None,
+        dilation: int = 1,
     ) -> None:
         super().__init__()
         self.has_skip = _residual(skip, in_chs, out_chs, stride, "inverted residual")
         self.conv_pw = conv2d(in_chs, mid_chs, 1)
         self.bn1 = batch_norm(mid_chs, bn_eps, bn_momentum)
         self.act1 = make_activation(act)
-        self.conv_dw = conv2d(mid_chs, mid_chs, kernel_size, stride, groups=mid_chs, padding=padding)
+        self.conv_dw = conv2d(
+            mid_chs, mid_chs, kernel_size, stride, groups=mid_chs, padding=padding, dilation=dilation
+        )
         self.bn2 = batch_norm(mid_chs, bn_eps, bn_momentum)
         self.act2 = make_activation(act)
         self.se = SqueezeExcite(mid_chs, reduced_chs=se_chs) if se else nn.Identity()

@@ -1,16 +1,18 @@
 """The model zoo: one file per family, each with its paper's table as data.
 
 A network is one value, :class:`NetSpec`; :func:`resolve` turns a paper's table into channel
-counts, :func:`build` (or :class:`ConvNet`) builds it, :func:`walk` lists its sites and
+counts, :func:`build` (or :class:`ConvNet`) builds it, :class:`Backbone` builds it without its
+classification head (what :class:`LRASPP` segments with), :func:`walk` lists its sites and
 :func:`channel_groups` / :func:`inherit_weights` let a pruner change widths and keep weights.
 """
 
-from .builder import ConvNet, FeatureInfo, Head, Site, Stem, build, build_block, build_site, walk
+from .builder import Backbone, ConvNet, FeatureInfo, Head, Site, Stem, build, build_block, build_site, walk
 from .channels import ChannelGroup, channel_groups, inherit_weights, keep_largest_l2, resize_group
+from .lraspp import LRASPP, LRASPPHead, lraspp_mobilenet_v3_large, lraspp_mobilenet_v3_small
 from .memory import MemoryEstimate, available_memory, check_memory, check_request, estimate_memory
 from .mobilenet_v1 import mobilenet_v1
 from .mobilenet_v2 import mobilenet_v2
-from .mobilenet_v3 import mobilenet_v3_large, mobilenet_v3_small
+from .mobilenet_v3 import mobilenet_v3_large, mobilenet_v3_small, mobilenet_v3_spec
 from .registry import FAMILIES, create_model, get_entry, list_models
 from .resolve import resolve
 from .shufflenet_v1 import shufflenet_v1
@@ -19,6 +21,8 @@ from .spec import BlockSpec, BuildSettings, HeadSpec, NetSpec, StemSpec, parse_s
 
 __all__ = [
     "FAMILIES",
+    "LRASPP",
+    "Backbone",
     "BlockSpec",
     "BuildSettings",
     "ChannelGroup",
@@ -26,6 +30,7 @@ __all__ = [
     "FeatureInfo",
     "Head",
     "HeadSpec",
+    "LRASPPHead",
     "MemoryEstimate",
     "NetSpec",
     "Site",
@@ -44,10 +49,13 @@ __all__ = [
     "inherit_weights",
     "keep_largest_l2",
     "list_models",
+    "lraspp_mobilenet_v3_large",
+    "lraspp_mobilenet_v3_small",
     "mobilenet_v1",
     "mobilenet_v2",
     "mobilenet_v3_large",
     "mobilenet_v3_small",
+    "mobilenet_v3_spec",
     "parse_stages",
     "read_spec",
     "resize_group",

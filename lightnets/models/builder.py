@@ -58,6 +58,7 @@ def build_block(block: BlockSpec, in_chs: int, settings: BuildSettings = DEFAULT
     bn = {"bn_eps": settings.bn_eps, "bn_momentum": settings.bn_momentum}
     conv = {**bn, "padding": settings.padding}
     k, s, out, act = block.kernel, block.stride, block.out_chs, block.act
+    conv["dilation"] = block.dilation  # only kinds with a kxk conv of their own take one (BlockSpec checks)
     if block.kind == "cn":
         return ConvBnAct(in_chs, out, k, s, act=act, **conv)
     if block.kind == "ds":
@@ -237,31 +238,31 @@ def build_site(site: Site, settings: BuildSettings = DEFAULT_SETTINGS) -> nn.Mod
     return build_block(site.spec, site.in_chs, settings)
 
 
-class ConvNet(nn.Module):
-    """The network every family builds: stem, stages of blocks, head, classifier.
+class Backbone(nn.Module):
+    """A network's stem and stages without its classification head: what dense heads build on.
 
-    Built from a resolved :class:`NetSpec` (``model.spec``), exactly as stated. Layout and
-    names follow timm so its checkpoints load unchanged where the network is the same:
-    ``conv_stem, bn1, [stem_pool], blocks.i.j, [conv_head, bn2], classifier``.
-
-    A head conv before the pool is a 1x1 conv-BN-act on the last feature map (MobileNetV2,
-    ShuffleNetV2 conv5). With ``pool_first`` it is MobileNetV3's efficient last stage (paper
-    section 5.1): pool first, then a 1x1 conv with bias and no BN, which costs 1280 x 960
-    multiply-adds instead of 49 times that.
+    Built from a resolved :class:`NetSpec` exactly as :class:`ConvNet` builds it, with the same
+    module names (``conv_stem, bn1, [stem_pool], blocks.i.j``), but the spec's head (last conv,
+    pool, classifier) is not built, as torchvision's ``IntermediateLayerGetter`` drops the layers
+    after the last map a segmentation head reads and timm's ``features_only`` drops the head.
+    ``forward`` returns the last stage's map; :meth:`feature_maps` returns any of
+    :meth:`available_taps`. ``spec.with_output_stride(16)`` gives a backbone whose last stages
+    are dilated instead of strided (MobileNetV3 section 6.3).
     """
 
     def __init__(self, spec: NetSpec) -> None:
         super().__init__()
         if not isinstance(spec, NetSpec):
-            raise ValueError(f"ConvNet takes a NetSpec (see lightnets.build for strings), got {type(spec).__name__}")
-        spec.require_resolved("ConvNet")
+            raise ValueError(
+                f"{type(self).__name__} takes a NetSpec (see lightnets.build for strings), got {type(spec).__name__}"
+            )
+        spec.require_resolved(type(self).__name__)
         from .memory import check_request  # memory walks specs with this module's walk()
 
         check_request(spec, "building this network")
         self.spec = spec
-        settings, stem, head = spec.settings, spec.stem.conv, spec.head
+        settings, stem = spec.settings, spec.stem.conv
         self.in_chans = settings.in_chans
-        self.num_classes = head.num_classes
         for name, layer in _stem_layers(spec.stem, settings).items():
             setattr(self, name, layer)
         reduction = stem.stride
@@ -290,15 +291,8 @@ class ConvNet(nn.Module):
             taps.append(FeatureInfo(f"blocks.{i}", chs, reduction))
             coarse.append(taps[-1])
         self.blocks = nn.Sequential(*stage_modules)
-
-        self.head_after_pool = head.pool_first
-        for name, layer in _head_layers(head, chs, settings).items():
-            setattr(self, name, layer)
-        if head.conv_chs is not None and not head.pool_first:
-            taps.append(FeatureInfo("act2", head.conv_chs, reduction))
-            coarse.append(taps[-1])
-        self.num_features = head.conv_chs or chs
-        self.classifier_bias = head.bias
+        # Before init_weights, so a ConvNet initialises its head with the same random draws as ever.
+        self._build_head(chs, reduction, taps, coarse)
 
         self._taps = {t.module: t for t in taps}
         self._coarse = coarse
@@ -310,6 +304,10 @@ class ConvNet(nn.Module):
         ]
         self.feature_channels = [f.channels for f in self.feature_info]
         init_weights(self)
+
+    def _build_head(self, chs: int, reduction: int, taps: list[FeatureInfo], coarse: list[FeatureInfo]) -> None:
+        """Add the layers after the last stage, and their taps; a backbone has none."""
+        self.num_features = chs
 
     def check_input(self, x: torch.Tensor) -> None:
         if x.dim() != 4 or x.shape[1] != self.in_chans:
@@ -330,9 +328,7 @@ class ConvNet(nn.Module):
         return self.act1(self.bn1(self.conv_stem(x)))
 
     def _pre_pool_head(self, x: torch.Tensor) -> torch.Tensor:
-        if self.head_after_pool:
-            return x
-        return self.act2(self.bn2(self.conv_head(x)))
+        return x
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The last feature map, before global pooling."""
@@ -350,16 +346,8 @@ class ConvNet(nn.Module):
             x = stage(x)
         return self._pre_pool_head(x)
 
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Pool, [efficient last stage], dropout, classifier."""
-        x = self.global_pool(x)
-        if self.head_after_pool:
-            x = self.act2(self.conv_head(x))
-        x = self.dropout(self.flatten(x))
-        return x if pre_logits else self.classifier(x)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+        return self.forward_features(x)
 
     def available_taps(self) -> list[FeatureInfo]:
         """Every map :meth:`feature_maps` can return: the stem, each block and stage output, each
@@ -407,6 +395,10 @@ class ConvNet(nn.Module):
                 handle.remove()
         return [captured[hooked[p]] for p in paths]
 
+    def tap(self, tap: int | str) -> FeatureInfo:
+        """Where a tap of :meth:`feature_maps` comes from: its module path, channels and stride."""
+        return self._taps[self._tap_path(tap)]
+
     def _tap_path(self, tap: int | str) -> str:
         if isinstance(tap, bool) or not isinstance(tap, (int, str)):
             raise ValueError(f"a tap is a stride (int) or a module path (str), got {tap!r}")
@@ -428,6 +420,48 @@ class ConvNet(nn.Module):
         if len(parts) == 2 and parts[0] == "blocks":
             return f"{path}.{len(self.blocks[int(parts[1])]) - 1}"
         return path
+
+
+class ConvNet(Backbone):
+    """The network every family builds: stem, stages of blocks, head, classifier.
+
+    Built from a resolved :class:`NetSpec` (``model.spec``), exactly as stated. Layout and
+    names follow timm so its checkpoints load unchanged where the network is the same:
+    ``conv_stem, bn1, [stem_pool], blocks.i.j, [conv_head, bn2], classifier``.
+
+    A head conv before the pool is a 1x1 conv-BN-act on the last feature map (MobileNetV2,
+    ShuffleNetV2 conv5). With ``pool_first`` it is MobileNetV3's efficient last stage (paper
+    section 5.1): pool first, then a 1x1 conv with bias and no BN, which costs 1280 x 960
+    multiply-adds instead of 49 times that.
+    """
+
+    def _build_head(self, chs: int, reduction: int, taps: list[FeatureInfo], coarse: list[FeatureInfo]) -> None:
+        head = self.spec.head
+        self.num_classes = head.num_classes
+        self.head_after_pool = head.pool_first
+        for name, layer in _head_layers(head, chs, self.spec.settings).items():
+            setattr(self, name, layer)
+        if head.conv_chs is not None and not head.pool_first:
+            taps.append(FeatureInfo("act2", head.conv_chs, reduction))
+            coarse.append(taps[-1])
+        self.num_features = head.conv_chs or chs
+        self.classifier_bias = head.bias
+
+    def _pre_pool_head(self, x: torch.Tensor) -> torch.Tensor:
+        if self.head_after_pool:
+            return x
+        return self.act2(self.bn2(self.conv_head(x)))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Pool, [efficient last stage], dropout, classifier."""
+        x = self.global_pool(x)
+        if self.head_after_pool:
+            x = self.act2(self.conv_head(x))
+        x = self.dropout(self.flatten(x))
+        return x if pre_logits else self.classifier(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
 
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the classifier with a fresh one for ``num_classes`` classes (``spec`` follows)."""

@@ -47,18 +47,26 @@ def minimalistic(stages: list[list[BlockSpec]]) -> list[list[BlockSpec]]:
     ]
 
 
-def _mobilenet_v3(
-    table: list[list[BlockSpec]],
-    last_conv: int,
+SIZES = ("large", "small")
+
+
+def mobilenet_v3_spec(
+    size: str = "large",
     *,
-    num_classes: int,
-    width_mult: float,
-    in_chans: int,
-    dropout: float,
-    minimal: bool,
-    bn_eps: float,
-    padding: str,
-) -> ConvNet:
+    num_classes: int = 1000,
+    width_mult: float = 1.0,
+    in_chans: int = 3,
+    dropout: float = 0.2,
+    minimal: bool = False,
+    bn_eps: float = 1e-3,
+    padding: str = "symmetric",
+) -> NetSpec:
+    """The resolved spec :func:`mobilenet_v3_large` / :func:`mobilenet_v3_small` build (``size``
+    ``"large"``: Table 1, ``"small"``: Table 2), for builders that change it before building
+    (the dilated LR-ASPP backbone)."""
+    if size not in SIZES:
+        raise ValueError(f"MobileNetV3 size must be one of {', '.join(SIZES)}, got {size!r}")
+    table, last_conv = (TABLE_1_LARGE, LAST_CONV_LARGE) if size == "large" else (TABLE_2_SMALL, LAST_CONV_SMALL)
     spec = NetSpec(
         stem=StemSpec(STEM.replace(act="re") if minimal else STEM),
         stages=minimalistic(table) if minimal else table,
@@ -68,7 +76,7 @@ def _mobilenet_v3(
         ),
         settings=BuildSettings(in_chans=in_chans, bn_eps=bn_eps, bn_momentum=0.01, padding=padding, act="re"),
     )
-    return ConvNet(resolve(spec, width_mult))
+    return resolve(spec, width_mult)
 
 
 def mobilenet_v3_large(
@@ -89,9 +97,8 @@ def mobilenet_v3_large(
     reference's values, which torchvision keeps; timm's non-TF ports use eps 1e-5, so pass
     ``bn_eps=1e-5`` to load those. ``minimal=True`` builds the minimalistic variant.
     """
-    return _mobilenet_v3(
-        TABLE_1_LARGE,
-        LAST_CONV_LARGE,
+    return ConvNet(mobilenet_v3_spec(
+        "large",
         num_classes=num_classes,
         width_mult=width_mult,
         in_chans=in_chans,
@@ -99,7 +106,7 @@ def mobilenet_v3_large(
         minimal=minimal,
         bn_eps=bn_eps,
         padding=padding,
-    )
+    ))
 
 
 def mobilenet_v3_small(
@@ -113,9 +120,8 @@ def mobilenet_v3_small(
     padding: str = "symmetric",
 ) -> ConvNet:
     """MobileNetV3-Small (Table 2); the last 1x1 conv is 1024 wide. See :func:`mobilenet_v3_large`."""
-    return _mobilenet_v3(
-        TABLE_2_SMALL,
-        LAST_CONV_SMALL,
+    return ConvNet(mobilenet_v3_spec(
+        "small",
         num_classes=num_classes,
         width_mult=width_mult,
         in_chans=in_chans,
@@ -123,4 +129,4 @@ def mobilenet_v3_small(
         minimal=minimal,
         bn_eps=bn_eps,
         padding=padding,
-    )
+    ))

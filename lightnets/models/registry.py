@@ -1,7 +1,8 @@
 """The model registry: ``list_models()`` and ``create_model(name, ...)``.
 
-Six family names take every option; named variants (timm's and torchvision's names among
-them) fix some options and resolve to the same builders.
+Family names take every option; named variants (timm's and torchvision's names among them)
+fix some options and resolve to the same builders. Classifiers and the segmentation models
+(LR-ASPP) share the registry; ``list_models(task=...)`` tells them apart.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from typing import Any
 
 from torch import nn
 
-from ..catalog import ENTRIES, PAPERS
+from ..catalog import ENTRIES, PAPERS, model_names
 from .builder import build
+from .lraspp import lraspp_mobilenet_v3_large, lraspp_mobilenet_v3_small
 from .mobilenet_v1 import mobilenet_v1
 from .mobilenet_v2 import mobilenet_v2
 from .mobilenet_v3 import mobilenet_v3_large, mobilenet_v3_small
@@ -33,6 +35,8 @@ _BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "mobilenet_v3_small": mobilenet_v3_small,
     "shufflenet_v1": shufflenet_v1,
     "shufflenet_v2": shufflenet_v2,
+    "lraspp_mobilenet_v3_large": lraspp_mobilenet_v3_large,
+    "lraspp_mobilenet_v3_small": lraspp_mobilenet_v3_small,
 }
 #: Family name -> (builder, paper); the names and papers are :mod:`lightnets.catalog`'s.
 FAMILIES: dict[str, tuple[Callable[..., nn.Module], str]] = {
@@ -68,11 +72,14 @@ for _name, _family, _fixed in ENTRIES:
     register(_name, _family, **_fixed)
 
 
-def list_models(family: str | None = None) -> list[str]:
-    """Registered model names, families first, in registration order."""
-    if family is not None and family not in FAMILIES:
-        raise ValueError(f"unknown family {family!r}; allowed: {', '.join(FAMILIES)}")
-    return [n for n, e in _REGISTRY.items() if family is None or e.family == family]
+def list_models(family: str | None = None, task: str | None = None) -> list[str]:
+    """Registered model names, families first, in registration order.
+
+    ``task``: only ``"classification"`` models (logits of shape (N, classes)) or only
+    ``"segmentation"`` ones (per-pixel logits, (N, classes, H, W)); default both.
+    """
+    wanted = set(model_names(family, task))  # validates family and task
+    return [n for n in _REGISTRY if n in wanted]
 
 
 def get_entry(name: str) -> ModelEntry:
@@ -85,12 +92,13 @@ def get_entry(name: str) -> ModelEntry:
 def create_model(name: str | None = None, *, spec: NetSpec | str | None = None, **options: Any) -> nn.Module:
     """Build a registered model, or the network a spec describes (``spec=``, see :func:`build`).
 
-    Options: ``num_classes`` (>= 1, default 1000), ``width_mult`` (alpha, finite > 0),
-    ``in_chans`` (>= 1, default 3), ``dropout`` (before the classifier, in [0, 1)),
+    Options: ``num_classes`` (>= 1, default 1000; 21 for LR-ASPP), ``width_mult`` (alpha,
+    finite > 0), ``in_chans`` (>= 1, default 3), ``dropout`` (before the classifier, in [0, 1)),
     ``bn_eps``, and the family's own: ``minimal`` (MobileNetV3), ``groups`` (ShuffleNetV1: 1,
-    2, 3, 4 or 8), ``official`` (ShuffleNetV1 and V2: the authors' release), ``padding`` (MobileNets: ``"symmetric"`` or
-    ``"tf_same"``) and ``activation`` (MobileNetV1: ``"re"`` or ``"r6"``). A named variant
-    fixes some of these (``mobilenet_v1_050`` fixes ``width_mult=0.5``); passing a different
+    2, 3, 4 or 8), ``official`` (ShuffleNetV1 and V2: the authors' release), ``padding``
+    (MobileNets: ``"symmetric"`` or ``"tf_same"``), ``activation`` (MobileNetV1: ``"re"`` or
+    ``"r6"``) and ``inter_channels`` (LR-ASPP's head width, default 128). A named variant fixes
+    some of these (``mobilenet_v1_050`` fixes ``width_mult=0.5``); passing a different
     value for a fixed option raises. ``spec`` takes no other argument: the spec states it all.
     """
     if spec is not None:

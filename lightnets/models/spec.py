@@ -15,6 +15,7 @@ like a row of a paper's table::
     sv2o_r4_s2_c116             ShuffleNetV2 units as the authors released them
 
 Tokens: ``r`` repeats (only the first repeat strides), ``k`` kernel, ``s`` stride (1 or 2),
+``d`` dilation of the kxk conv (default 1, every repeat; see :meth:`NetSpec.with_output_stride`),
 ``e`` expansion ratio of the input width, ``c`` output channels, ``g`` groups; flags ``se``
 (squeeze-and-excite), ``ug`` (ungrouped first pointwise), and one activation ``re`` (ReLU),
 ``r6`` (ReLU6) or ``hs`` (h-swish); without one, the network's default applies. ``r6`` reads
@@ -49,10 +50,10 @@ from ..layers.conv import PADDINGS
 
 #: Block kind -> the numeric fields and flags it accepts (``c`` is always required).
 KINDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
-    "cn": (frozenset("rksc"), frozenset()),
-    "ds": (frozenset("rksc"), frozenset({"se", "res"})),
-    "dsa": (frozenset("rksc"), frozenset()),
-    "ir": (frozenset("rksecm"), frozenset({"se", "res"})),
+    "cn": (frozenset("rksdc"), frozenset()),
+    "ds": (frozenset("rksdc"), frozenset({"se", "res"})),
+    "dsa": (frozenset("rksdc"), frozenset()),
+    "ir": (frozenset("rksdecm"), frozenset({"se", "res"})),
     "sv1": (frozenset("rscgm"), frozenset({"ug"})),
     "sv1o": (frozenset("rscgm"), frozenset({"ug"})),
     "sv2": (frozenset("rscm"), frozenset()),
@@ -71,12 +72,13 @@ KIND_NAMES = {
 #: Kinds whose inner width (``m``) a resolved spec must state.
 MID_KINDS = frozenset({"ir", "sv1", "sv1o", "sv2", "sv2o"})
 SHUFFLE_KINDS = frozenset({"sv1", "sv1o", "sv2", "sv2o"})
-_NUMERIC = re.compile(r"^([rksecgm])(\d+(?:\.\d+)?(?:e-?\d+)?)$")
+_NUMERIC = re.compile(r"^([rksdecgm])(\d+(?:\.\d+)?(?:e-?\d+)?)$")
 _SE_WIDTH = re.compile(r"^se(\d+)$")
 _FIELD_OF = {
     "r": "repeats",
     "k": "kernel",
     "s": "stride",
+    "d": "dilation",
     "e": "expand_ratio",
     "c": "out_chs",
     "g": "groups",
@@ -104,7 +106,9 @@ class BlockSpec:
     """One row of an architecture table (``repeats`` blocks of one kind), or one resolved block.
 
     ``mid_chs``, ``se_chs`` and ``residual`` are ``None`` in a table row (derived by
-    :func:`~lightnets.models.resolve`) and stated in a resolved block.
+    :func:`~lightnets.models.resolve`) and stated in a resolved block. ``dilation`` spaces the
+    taps of the block's kxk conv (1: an ordinary conv); it leaves widths, parameters and output
+    sizes unchanged.
     """
 
     kind: str
@@ -120,6 +124,7 @@ class BlockSpec:
     mid_chs: int | None = None
     se_chs: int | None = None
     residual: bool | None = None
+    dilation: int = 1
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -142,7 +147,7 @@ class BlockSpec:
             raise ValueError(f"residual must be True, False or None, got {self.residual!r}")
         if self.kind in SHUFFLE_KINDS and self.act not in (None, "re"):
             raise ValueError(f"{self.kind} blocks use ReLU; got activation {self.act!r}")
-        for name in ("out_chs", "repeats", "kernel", "groups"):
+        for name in ("out_chs", "repeats", "kernel", "groups", "dilation"):
             value = getattr(self, name)
             if not _is_int(value) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -159,6 +164,8 @@ class BlockSpec:
             )
         if self.kernel % 2 == 0:
             raise ValueError(f"kernel must be odd (symmetric padding), got {self.kernel}")
+        if self.dilation > 1 and self.kernel == 1:
+            raise ValueError(f"a 1x1 conv has no taps to space: dilation must be 1 with kernel 1, got {self.dilation}")
         if self.stride not in (1, 2) or not _is_int(self.stride):
             raise ValueError(f"stride must be 1 or 2, got {self.stride!r}")
         if isinstance(self.expand_ratio, bool) or not (
@@ -221,7 +228,7 @@ class BlockSpec:
                 values["act"] = token
             else:
                 raise ValueError(
-                    f"block spec {text!r}: unknown token {token!r}; allowed: r<n> k<n> s<n> e<x> c<n> "
+                    f"block spec {text!r}: unknown token {token!r}; allowed: r<n> k<n> s<n> d<n> e<x> c<n> "
                     f"g<n> m<n>, se or se<n>, ug, res or nores, and one of {', '.join(ACTIVATIONS)}"
                 )
         if "out_chs" not in values:
@@ -239,6 +246,8 @@ class BlockSpec:
         if "k" in numeric:
             parts.append(f"k{self.kernel}")
         parts.append(f"s{self.stride}")
+        if self.dilation != 1:
+            parts.append(f"d{self.dilation}")
         if "e" in numeric and self.expand_ratio != 1.0:
             parts.append(f"e{format_number(self.expand_ratio)}")
         if self.mid_chs is not None:
@@ -583,6 +592,51 @@ class NetSpec:
         stages = [list(s) for s in self.stages]
         stages[stage][index] = block.replace(**changes)
         return self.replace(stages=tuple(tuple(s) for s in stages))
+
+    def with_output_stride(self, output_stride: int) -> NetSpec:
+        """This network with its feature maps kept at ``1 / output_stride`` of the input size.
+
+        Every block that would reduce further strides 1 and dilates its kxk conv by the strides
+        skipped so far instead (atrous convolution, DeepLab), so widths and parameters are
+        unchanged and the later blocks see the same context at a finer resolution. MobileNetV3
+        (section 6.3) segments at output stride 16 this way. The block whose stride is removed
+        already takes the new rate, as torchvision's ``mobilenet_v3_large(dilated=True)`` (the
+        LR-ASPP backbone) does; DeepLab's TF reference and torchvision's ResNets give that one
+        block the previous rate. 1x1 convs keep dilation 1 (spacing one tap changes nothing)
+        and stated residuals are kept: a block that strode had none. ``output_stride`` must be a
+        reduction the network reaches; at the network's own final stride the spec is unchanged.
+        ShuffleNet units take no dilation, so a ShuffleNet can only keep its own output stride.
+        """
+        self.require_resolved("with_output_stride")
+        reduction = self.stem.conv.stride * (2 if self.stem.pool else 1)
+        reachable = [reduction]
+        for _, block in self.blocks():
+            reachable.append(reachable[-1] * block.stride)
+        if isinstance(output_stride, bool) or output_stride not in reachable:
+            raise ValueError(
+                f"output_stride must be a reduction this network reaches, one of {sorted(set(reachable))}; "
+                f"got {output_stride!r}"
+            )
+        rate = 1
+        stages = []
+        for i, stage in enumerate(self.stages):
+            blocks = []
+            for j, block in enumerate(stage):
+                if reduction * block.stride > output_stride:
+                    rate *= block.stride
+                    block = block.replace(stride=1)
+                else:
+                    reduction *= block.stride
+                if rate > 1 and block.kernel > 1:
+                    if "d" not in KINDS[block.kind][0]:
+                        raise ValueError(
+                            f"blocks.{i}.{j} ({block}): {KIND_NAMES[block.kind]}s take no dilation, so this network "
+                            f"cannot keep output stride {output_stride}; allowed: {sorted(set(reachable))[-1]}"
+                        )
+                    block = block.replace(dilation=block.dilation * rate)
+                blocks.append(block)
+            stages.append(tuple(blocks))
+        return self.replace(stages=tuple(stages))
 
 
 def read_spec(source: str) -> NetSpec:

@@ -173,8 +173,8 @@ def table_of(spec: NetSpec) -> NetSpec:
 def base_spec(base: str | NetSpec, num_classes: int | None = None) -> NetSpec:
     """The base network of a space: a registered model's spec or a NetSpec, with ``num_classes``."""
     if isinstance(base, str):
-        if base not in list_models():
-            raise ValueError(f"unknown base network {base!r}: give a registered model name or a NetSpec")
+        if base not in list_models(task="classification"):
+            raise ValueError(f"unknown base network {base!r}: give a registered classifier's name or a NetSpec")
         base = create_model(base).spec
     if not isinstance(base, NetSpec):
         raise ValueError(f"the base network is a registered model name or a NetSpec, got {type(base).__name__}")
