@@ -63,3 +63,12 @@ def idle_machine(monkeypatch):
 
     monkeypatch.setattr(latency, "LoadWatch", Idle)
     return reading
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one intra-op thread for the test (many small networks: threads only add overhead)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

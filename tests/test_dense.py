@@ -14,12 +14,7 @@ DENSE = lightnets.list_models(task="segmentation")
 TORCHVISION_LRASPP_PARAMS = 3_221_538
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

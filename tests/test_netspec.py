@@ -25,12 +25,7 @@ from lightnets.testing import randomize_for_parity
 ALL = list_models(task="classification")  # an LR-ASPP model is a Backbone and a head
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("name", ALL)
