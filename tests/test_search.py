@@ -11,7 +11,7 @@ import torch
 import lightnets
 import lightnets.search.lut as lut
 from lightnets.cli import main
-from lightnets.cost import percentile
+from lightnets.cost import percentile, round_order
 from lightnets.models import ConvNet, walk
 from lightnets.search import LatencyTable
 
@@ -219,7 +219,9 @@ def test_onnxruntime_rounds_interleave_fresh_sessions_round_by_round(deploy, mon
     timed = latency.onnxruntime_rounds(modules, [(1, 8, 16, 16), (1, 8, 12, 12)], threads=1, runs=4, warmup=1,
                                        rounds=2, on_step=lambda done, total, what: steps.append((done, total)))
     assert timed == [[[1000.0, 1000.0]] * 2] * 2  # [module][round][run]: 4 runs over 2 rounds
-    assert created == [(16, False), (12, False), (16, False), (12, False)]  # r0:m0, r0:m1, r1:m0, r1:m1
+    sizes = [16, 12]
+    later = [(sizes[i], False) for i in round_order(2, 1)]  # round 1 in its own shuffle
+    assert created == [(16, False), (12, False), *later]  # round by round: one fresh session per module
     assert steps == [(done, 6) for done in range(1, 7)]  # 2 exports, then 2 rounds of 2 sessions
 
 
@@ -236,10 +238,22 @@ def test_onnxruntime_rounds_take_each_modules_boundary_conversions_off_every_run
     modules = [_Conv(8, 3), _Conv(16, 1)]
     timed = latency.onnxruntime_rounds(modules, [(1, 8, 16, 16), (1, 8, 12, 12)], threads=1, runs=4, warmup=1,
                                        rounds=2, part=True, profiled_runs=2)
-    assert created == [(16, False), (12, False), (16, False), (12, False), (16, True), (12, True)]
+    later = [(size, False) for size in ([16, 12] if round_order(2, 1) == [0, 1] else [12, 16])]
+    assert created == [(16, False), (12, False), *later, (16, True), (12, True)]
     assert len(conversions) == 2 and all(c >= 0 for c in conversions)  # x86: a few us; 0 without NCHWc
     for per_round, conversion in zip(timed, conversions, strict=True):
         assert per_round == [[1000.0 - conversion] * 2] * 2  # the same amount off every run of the module
+
+
+def test_every_round_after_the_first_times_in_its_own_fixed_shuffle():
+    assert round_order(57, 0) == list(range(57))
+    first, second = round_order(57, 1), round_order(57, 2)
+    assert sorted(first) == sorted(second) == list(range(57))  # each thing once per round
+    assert first != list(range(57)) and second != first  # the first and last change from round to round
+    assert round_order(57, 1) == first  # the same order on a rerun
+    assert round_order(0, 3) == []
+    with pytest.raises(ValueError, match="count must be an integer >= 0"):
+        round_order(-1, 0)
 
 
 def test_onnxruntime_rounds_refuse_bad_arguments():

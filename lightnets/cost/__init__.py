@@ -19,6 +19,7 @@ from .latency import (
     measure_latencies,
     measure_latency,
     percentile,
+    round_order,
 )
 from .load import LoadWatch, MachineLoad, machine_load
 from .profile import OpCost, Profile, Totals, profile
@@ -42,4 +43,5 @@ __all__ = [
     "measure_latency",
     "percentile",
     "profile",
+    "round_order",
 ]

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 from torch import nn
 
-from ..cost.latency import register_backend
+from ..cost.latency import register_backend, round_order
 from .onnx import OnnxModel, _require, export_onnx
 from .quantize import quantize_int8
 
@@ -178,7 +178,8 @@ def onnxruntime_rounds(
             step(f"exported {i}")
         timed: list[list[list[float]]] = [[] for _ in models]
         for r in range(rounds):
-            for i, (path, x) in enumerate(zip(paths, inputs, strict=True)):
+            for i in round_order(len(paths), r):  # another order each round (see round_order)
+                path, x = paths[i], inputs[i]
                 session = OnnxModel(path, threads=threads)
                 for _ in range(warmup):
                     session(x)

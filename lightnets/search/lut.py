@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from ..cost import BACKENDS, measure_latency, percentile
+from ..cost import BACKENDS, measure_latency, percentile, round_order
 from ..export import onnxruntime_rounds
 from ..formats import atomic_write
 from ..models import BuildSettings, NetSpec, Site, build, build_site, resolve, walk
@@ -144,7 +144,7 @@ class LatencyTable:
             return sessions
         runs = max(1, -(-self.runs // rounds))
         timed: list[list[list[float]]] = [[] for _ in modules]
-        steps = [(r, i) for r in range(rounds) for i in range(len(modules))]  # round by round
+        steps = [(r, i) for r in range(rounds) for i in round_order(len(modules), r)]  # round by round, shuffled
         for _, i in progress(steps, len(steps), f"{label} ({rounds} rounds)", enabled=show_progress):
             timed[i].append(measure_latency(
                 modules[i], shapes[i], threads=self.threads, runs=runs, warmup=self.warmup, backend=self.backend
