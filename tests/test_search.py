@@ -548,3 +548,23 @@ def test_lut_validate_refits_on_the_networks_it_measures(fake_timing, tmp_path, 
     assert f"refitted on 1 in 2 of the networks measured now (marked *): latency = {WHOLE_NETWORK_EXTRA_MS:.3f} ms + " \
            f"1.0000 x summed sites; the machine runs at 0.50x" in out
     assert "as built" in out and "not in the fit: median absolute error 0.0%" in out
+
+
+def test_one_network_faster_than_its_sites_calibrates_a_scale_not_a_negative_overhead(monkeypatch):
+    def overstated(module, input_size, *, runs=50, **_):
+        ms = 0.1 + sum(p.numel() for p in module.parameters()) / 1e6
+        if isinstance(module, ConvNet):
+            ms = 0.5 * sum(0.1 + sum(p.numel() for p in lut.build_site(s, module.spec.settings).parameters()) / 1e6
+                           for s in walk(module.spec, input_size[-1]))  # the whole at half its sites
+        return SimpleNamespace(median_ms=ms, p10_ms=ms, p90_ms=ms, runs=runs, times_ms=[ms] * runs)
+
+    monkeypatch.setattr(lut, "measure_latency", overstated)
+    table = LatencyTable.new(threads=1, runs=1)
+    big, small = (lightnets.create_model(n).spec for n in ("mobilenet_v3_small", "mobilenet_v3_small_050"))
+    assert table.calibrate([big], 32) == (0.0, pytest.approx(0.5))
+    prediction = table.predict(small, 32)
+    assert prediction.total_ms == pytest.approx(0.5 * prediction.sites_ms) and prediction.total_ms > 0
+    table.overhead_ms = -10 * prediction.sites_ms  # a line fitted on large networks only
+    with pytest.raises(ValueError, match="predicts -.* ms for a network whose sites sum to .*calibrate on networks as "
+                                         "small"):
+        table.predict(small, 32)
