@@ -9,13 +9,14 @@ calls it (cost sits below export and cannot import it), and so does the first us
 from .fuse import count_batchnorms, fuse
 from .latency import boundary_reorders, onnxruntime_rounds, onnxruntime_times, register_backends
 from .onnx import OnnxModel, export_onnx
-from .predict import Prediction, predict
+from .predict import DensePrediction, Prediction, predict, predict_dense
 from .pt2 import export_pt2
 from .quantize import quantize_int8
 
 __all__ = [
-    "OnnxModel", "Prediction", "boundary_reorders", "count_batchnorms", "export_onnx", "export_pt2", "fuse",
-    "onnxruntime_rounds", "onnxruntime_times", "predict", "quantize_int8", "register_backends",
+    "DensePrediction", "OnnxModel", "Prediction", "boundary_reorders", "count_batchnorms", "export_onnx", "export_pt2",
+    "fuse",
+    "onnxruntime_rounds", "onnxruntime_times", "predict", "predict_dense", "quantize_int8", "register_backends",
 ]
 
 # ``import lightnets`` no longer loads the library (the CLI's --help stays fast), so the exporter

@@ -60,7 +60,7 @@ def export_onnx(
     in_chans: int | None = None,
     opset: int = DEFAULT_OPSET,
     dynamic_batch: bool = True,
-    dynamic_size: bool = True,
+    dynamic_size: bool | None = None,
     fuse_bn: bool = True,
     check: bool = True,
 ) -> str:
@@ -73,9 +73,23 @@ def export_onnx(
     with ``onnx.checker`` unless ``check=False``, before it replaces anything at ``path``
     (written whole or not at all). ``path`` is checked first
     (:func:`~lightnets.formats.check_output_file`): its folder must exist.
+
+    A segmentation model exports as it runs (one output, ``logits`` at the input size). A
+    detection model (``model.task == "detection"``) exports its forward pass and box decoding,
+    with two outputs: ``boxes`` (N, anchors, 4), xyxy in input pixels, and ``scores`` (N,
+    anchors, classes), softmax; the score threshold, per-class NMS and top-k stay in Python
+    (``model.detect`` does them, through ``torchvision.ops``). Its anchors are constants of the
+    input size, so it exports at a fixed size: ``dynamic_size`` defaults to True for the other
+    models and False for detection, where True is refused.
     """
     if opset < 17:
         raise ValueError(f"opset must be >= 17, got {opset}")
+    detection = getattr(model, "task", None) == "detection"
+    if dynamic_size is None:
+        dynamic_size = not detection
+    if detection and dynamic_size:
+        raise ValueError("a detection model exports at a fixed input size (its anchors are constants of the size): "
+                         "pass dynamic_size=False, and the size as resolution")
     check_output_file(path, "ONNX file")
     onnx = _require("onnx")
     _require("onnxscript")  # torch.onnx's exporter; without it, a traceback from deep inside torch
@@ -83,16 +97,31 @@ def export_onnx(
     channels = in_chans or getattr(model, "in_chans", 3)
     height, width = _size(resolution)
     x = torch.randn(2, channels, height, width)
+    outputs = ["logits"]
+    if detection:
+        net, outputs = _DecodedDetections(net, (height, width)), ["boxes", "scores"]
     with atomic_path(path) as partial:  # a failed export or check leaves an existing file as it was
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the exporter's own progress chatter
-            _export(net, x, partial, opset, dynamic_batch, dynamic_size)
+            _export(net, x, partial, opset, dynamic_batch, dynamic_size, outputs)
         if check:
             onnx.checker.check_model(onnx.load(partial), full_check=True)
     return path
 
 
-def _export(net: nn.Module, x: torch.Tensor, path: str, opset: int, dynamic_batch: bool, dynamic_size: bool) -> None:
+class _DecodedDetections(nn.Module):
+    """A detector's forward pass and box decoding at one input size: what its ONNX file computes."""
+
+    def __init__(self, detector: nn.Module, size: tuple[int, int]) -> None:
+        super().__init__()
+        self.detector, self.size = detector, size
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.detector.decode(self.detector(x), self.size)
+
+
+def _export(net: nn.Module, x: torch.Tensor, path: str, opset: int, dynamic_batch: bool, dynamic_size: bool,
+            outputs: list[str]) -> None:
     dynamic_shapes = None
     if dynamic_batch or dynamic_size:
         dims = {}
@@ -104,7 +133,7 @@ def _export(net: nn.Module, x: torch.Tensor, path: str, opset: int, dynamic_batc
         dynamic_shapes = {"x": dims}
     with contextlib.redirect_stdout(io.StringIO()), _quiet_torchvision_skips():
         torch.onnx.export(
-            net, (x,), path, input_names=["input"], output_names=["logits"], opset_version=opset,
+            net, (x,), path, input_names=["input"], output_names=outputs, opset_version=opset,
             dynamic_shapes=dynamic_shapes, dynamo=True, external_data=False, verbose=False,
         )
 
@@ -137,3 +166,9 @@ class OnnxModel:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         out = self.session.run(None, {self.input_name: x.detach().cpu().numpy()})[0]
         return torch.from_numpy(out)
+
+    def outputs(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every output by name (a detector's ``boxes`` and ``scores``)."""
+        names = [o.name for o in self.session.get_outputs()]
+        values = self.session.run(None, {self.input_name: x.detach().cpu().numpy()})
+        return {name: torch.from_numpy(v) for name, v in zip(names, values, strict=True)}

@@ -82,6 +82,8 @@ class LRASPP(nn.Module):
     input's size. ``low_tap`` and ``high_tap`` state where the maps come from.
     """
 
+    task = "segmentation"  # what lightnets.train.fit trains it for
+
     def __init__(
         self,
         backbone: Backbone,

@@ -35,23 +35,34 @@ from .data import DataSplit, load_data
 from .ema import ModelEMA
 from .metrics import EvalResult, topk_correct
 from .recipes import RECIPES, Recipe, get_recipe
+from .tasks import get_task
 
 
 @dataclass
 class FitResult:
-    """What a run achieved: the last epoch's metrics (``final``), the best top-1, and the network.
+    """What a run achieved: the last epoch's metrics (``final``), the best score, and the network.
 
-    ``model`` is the network the metrics were measured on: the EMA copy when the recipe
-    averages weights, the trained model itself otherwise. ``run_dir`` is None for an in-memory run.
+    ``metric`` names the validation score that chose the best epoch: ``top1`` for classifiers,
+    ``miou`` for segmentation, ``map`` (COCO mAP@[.5:.95]) for detection; ``best_score`` is its
+    best value. ``model`` is the network the metrics were measured on: the EMA copy when the
+    recipe averages weights, the trained model itself otherwise. ``run_dir`` is None for an
+    in-memory run.
     """
 
     run_dir: str | None
     epochs: int
-    best_top1: float
+    best_score: float
     best_epoch: int
     final: dict
     history: list[dict] = field(default_factory=list)
     model: nn.Module | None = field(default=None, repr=False)
+    metric: str = "top1"
+
+    @property
+    def best_top1(self) -> float:
+        if self.metric != "top1":
+            raise AttributeError(f"this run trained a {self.metric} model; its best score is best_score")
+        return self.best_score
 
 
 @dataclass
@@ -389,6 +400,8 @@ def fit(
     if deterministic:
         torch.use_deterministic_algorithms(True)
     say = log if is_main else (lambda _msg: None)
+    task = get_task(model, recipe.label_smoothing)
+    task.check_model(model, world)
 
     if isinstance(data, str):
         train_split, val_split = load_data(data, resolution, bad_images, augment if recipe.augment else "none",
@@ -448,7 +461,7 @@ def fit(
     }
     # "history": every finished epoch's metrics row, so that a checkpoint and the metrics lines
     # it has seen are one commit (a resumed run rewrites metrics.jsonl from it).
-    progress = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_top1": -1.0, "best_epoch": -1,
+    progress = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_score": -1.0, "best_epoch": -1,
                 "running": [0.0, 0.0, 0.0, 0.0, 0.0], "train_seconds": 0.0, "history": []}
 
     torch.manual_seed(seed + rank)
@@ -478,7 +491,9 @@ def fit(
                 f"model being resumed ({err})"
             ) from None
         progress = ckpt.progress
-        missing = [k for k in ("epoch", "step_in_epoch", "global_step", "best_top1", "best_epoch", "running",
+        if "best_top1" in progress and "best_score" not in progress:  # written before fit trained dense tasks
+            progress["best_score"] = progress.pop("best_top1")
+        missing = [k for k in ("epoch", "step_in_epoch", "global_step", "best_score", "best_epoch", "running",
                                "train_seconds") if k not in progress]
         if missing:
             raise CheckpointError(f"checkpoint {path!r}: its stored progress lacks {', '.join(missing)}")
@@ -497,7 +512,6 @@ def fit(
     if world > 1:
         device_ids = [local_rank] if str(device).startswith("cuda") else None
         net = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
-    criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
     use_amp = amp
     amp_dtype = torch.float16 if str(device).startswith("cuda") else torch.bfloat16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
@@ -543,17 +557,16 @@ def fit(
             start=skip,
         ):
             running[4] += batch.skipped
-            if batch.labels.numel() == 0:
+            if len(batch.labels) == 0:
                 continue
             lr_now = recipe.lr_at(progress["global_step"], steps_per_epoch, total_steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr_now
-            x, y = batch.images.to(device, non_blocking=True), batch.labels.to(device, non_blocking=True)
+            x, y = batch.images.to(device, non_blocking=True), task.to_device(batch.labels, device)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device_type=str(device).split(":")[0], dtype=amp_dtype, enabled=use_amp):
-                logits = net(x)
-                loss = criterion(logits.float(), y)
+                loss, hits = task.loss(net, model, x, y)
             loss_value = loss.item()
             if not math.isfinite(loss_value):
                 raise diverged(f"the next step's loss is {loss_value}")
@@ -563,9 +576,7 @@ def fit(
             scaler.update()
             if ema is not None:
                 ema.update(model)
-            with torch.no_grad():
-                c1, c5 = topk_correct(logits.detach().float(), y)
-                running[:4] += torch.tensor([loss_value * len(y), c1, c5, len(y)], dtype=torch.float64)
+            running[:4] += torch.tensor([loss_value * len(y), *hits, len(y)], dtype=torch.float64)
             progress["global_step"] += 1
             progress["step_in_epoch"] = step_in_epoch + 1
             progress["running"] = running.tolist()
@@ -602,9 +613,9 @@ def fit(
                 "--bad-images error to stop at the first unreadable one)"
             )
         check_finite()  # before evaluating: NaN weights once scored a chance accuracy and were kept as the best
-        evaluated = evaluate(ema.module if ema else model, val_split, batch_size=256, device=device,
-                             channels_last=channels_last, rank=rank, world=world)
-        if evaluated.count == 0:
+        evaluated = task.evaluate(ema.module if ema else model, val_split, device=device,
+                                  channels_last=channels_last, rank=rank, world=world)
+        if evaluated["count"] == 0:
             raise ValueError(f"the validation split {val_split.name} has no readable image; epoch {epoch + 1} cannot "
                              "be evaluated and no checkpoint was written for it")
         count = max(running[3].item(), 1.0)
@@ -613,22 +624,21 @@ def fit(
             "step": progress["global_step"],
             "lr": optimizer.param_groups[0]["lr"],
             "train_loss": running[0].item() / count,
-            "train_top1": running[1].item() / count,
-            "train_top5": running[2].item() / count,
-            "val_loss": evaluated.loss,
-            "val_top1": evaluated.top1,
-            "val_top5": evaluated.top5,
+            **({"train_top1": running[1].item() / count, "train_top5": running[2].item() / count}
+               if task.metric == "top1" else {}),
+            **{f"val_{key}": value for key, value in evaluated.items() if key not in ("count", "skipped")},
             "images_per_s": running[3].item() / max(seconds, 1e-9),
             "seconds": seconds,
             "skipped_images": int(running[4].item()),
-            "val_skipped_images": evaluated.skipped,
+            "val_skipped_images": evaluated.get("skipped", 0),
             "evaluated": "ema" if ema else "model",
         }
         history.append(row)
         progress.setdefault("history", []).append(row)
-        improved = evaluated.top1 > progress["best_top1"]
+        score = evaluated[task.metric]
+        improved = score > progress["best_score"]
         if improved:
-            progress["best_top1"], progress["best_epoch"] = evaluated.top1, epoch + 1
+            progress["best_score"], progress["best_epoch"] = score, epoch + 1
         if not stop:
             progress.update(epoch=epoch + 1, step_in_epoch=0, running=[0.0] * 5, train_seconds=0.0)
         checkpoint("last")
@@ -639,12 +649,12 @@ def fit(
             with open(os.path.join(run_dir, "metrics.jsonl"), "a") as fh:
                 fh.write(json.dumps(row) + "\n")
         say(
-            f"epoch {epoch + 1}/{recipe.epochs}: loss {row['train_loss']:.4f}, "
-            f"train top-1 {100 * row['train_top1']:.2f}%, "
-            f"val top-1 {100 * row['val_top1']:.2f}% top-5 {100 * row['val_top5']:.2f}%, lr {row['lr']:.4g}, "
+            f"epoch {epoch + 1}/{recipe.epochs}: loss {row['train_loss']:.4f}, {task.describe(row)}, "
+            f"lr {row['lr']:.4g}, "
             f"{row['images_per_s']:.0f} img/s"
             + (f", {row['skipped_images']} unreadable images skipped" if row["skipped_images"] else "")
-            + (f", {evaluated.skipped} unreadable {val_split.name} images skipped" if evaluated.skipped else "")
+            + (f", {row['val_skipped_images']} unreadable {val_split.name} images skipped"
+               if row["val_skipped_images"] else "")
         )
         if stop:
             break
@@ -658,8 +668,8 @@ def fit(
         dist.barrier()
         dist.destroy_process_group()
     final = history[-1] if history else {}
-    return FitResult(run_dir, len(history), progress["best_top1"], progress["best_epoch"], final, history,
-                     model=ema.module if ema else model)
+    return FitResult(run_dir, len(history), progress["best_score"], progress["best_epoch"], final, history,
+                     model=ema.module if ema else model, metric=task.metric)
 
 
 def _stored_recipe(stored: dict) -> Recipe:
