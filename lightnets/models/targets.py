@@ -11,6 +11,7 @@ a silent NaN or a wrong number.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -40,11 +41,12 @@ def check_detection_targets(targets: object, image_size: object, num_classes: in
     ``targets``: a list with one dict per image, ``boxes`` a floating tensor (k, 4) of finite
     ``x1, y1, x2, y2`` with ``0 <= x1 < x2 <= width`` and ``0 <= y1 < y2 <= height``, ``labels``
     an integer tensor (k,) in ``1 .. num_classes - 1``, k >= 1. ``image_size`` is an int
-    (square) or (height, width). An image without boxes is refused: every training image of the
+    (square) or (height, width); None skips the bounds check (a metric sees boxes of images
+    whose size it is not told). An image without boxes is refused: every training image of the
     built-in scenes has an object, and a metric over an image without ground truth counts only
     false positives, which COCO's protocol would not report per class.
     """
-    height, width = _size(image_size)
+    height, width = (math.inf, math.inf) if image_size is None else _size(image_size)
     num_classes = _num_classes(num_classes, 2)
     if not isinstance(targets, list | tuple):
         raise ValueError(f"detection targets must be a list of dicts (one per image), got {type(targets).__name__}")
