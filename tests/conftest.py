@@ -40,6 +40,12 @@ def images() -> None:
 
 
 @pytest.fixture
+def detection() -> None:
+    """Skip unless pycocotools (the detection extra's COCO mAP) is installed: detection_map, evaluate_detection."""
+    pytest.importorskip("pycocotools")
+
+
+@pytest.fixture
 def optuna():
     """The optuna module (the search extra), or skip: ``lightnets search`` and its studies."""
     return pytest.importorskip("optuna")

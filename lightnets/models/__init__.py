@@ -18,6 +18,7 @@ from .resolve import resolve
 from .shufflenet_v1 import shufflenet_v1
 from .shufflenet_v2 import shufflenet_v2
 from .spec import BlockSpec, BuildSettings, HeadSpec, NetSpec, StemSpec, parse_stages, read_spec
+from .targets import check_detection_targets, check_segmentation_targets
 
 __all__ = [
     "FAMILIES",
@@ -41,8 +42,10 @@ __all__ = [
     "build_block",
     "build_site",
     "channel_groups",
+    "check_detection_targets",
     "check_memory",
     "check_request",
+    "check_segmentation_targets",
     "create_model",
     "estimate_memory",
     "get_entry",

@@ -49,7 +49,9 @@ def check_resolution(resolution: object) -> int:
 @dataclass
 class Batch:
     images: torch.Tensor
-    labels: torch.Tensor
+    # classification: int64 (N,); detection: N dicts {"boxes": float32 (k, 4), "labels": int64 (k,)};
+    # segmentation: int64 (N, H, W) (see :mod:`lightnets.train.scenes`)
+    labels: torch.Tensor | list[dict[str, torch.Tensor]]
     skipped: int = 0  # unreadable images dropped from this batch
 
 
@@ -61,8 +63,9 @@ class DataSplit:
     size: int
     classes: list[str]
     preprocessing: Preprocessing
-    loader: object = field(repr=False)  # _TensorLoader or _FolderLoader
+    loader: object = field(repr=False)  # _TensorLoader, _FolderLoader or scenes' _SceneLoader
     augmentation: str = "none"  # what the training batches go through, in words (logged, stored)
+    task: str = "classification"  # or "detection", "segmentation": what the batches' labels are
 
     def batches(self, batch_size: int, *, shuffle: bool, epoch: int = 0, seed: int = 0, rank: int = 0, world: int = 1,
                 drop_last: bool = False, skip: int = 0, workers: int = 0) -> Iterator[Batch]:
@@ -391,8 +394,19 @@ def load_data(
     data: str, resolution: int, bad_images: str = "skip", augment: bool | str = True,
     preprocessing: Preprocessing | None = None, flip: bool | None = None,
 ) -> tuple[DataSplit, DataSplit]:
-    """``"digits"`` or a path to an ImageFolder tree (``augment``, ``flip``, ``preprocessing``:
-    see :func:`image_folder`; the digits take their own augmentation, on or off)."""
+    """``"digits"``, ``"digit-detection"``, ``"digit-segmentation"`` or a path to an ImageFolder tree
+    (``augment``, ``flip``, ``preprocessing``: see :func:`image_folder`; the digits take their own
+    augmentation, on or off; the digit scenes of :mod:`lightnets.train.scenes` take none, as
+    ``augment=True`` asks for the data's own augmentation, they accept it)."""
+    from .scenes import SCENE_DATA, digit_scenes
+
+    if data in SCENE_DATA:
+        if augment in ("imagenet", "small") or flip:
+            raise ValueError(f"the built-in {data} scenes take no augmentation (random placement varies them; a flip "
+                             "mirrors digits): --augment and flips apply to ImageFolder trees")
+        if preprocessing is not None and preprocessing.kind != "digits":
+            raise ValueError(f"the built-in {data} scenes take 'digits' preprocessing, got {preprocessing.kind!r}")
+        return digit_scenes(SCENE_DATA[data], resolution=resolution)
     if data == "digits":
         if augment == "imagenet" or flip:
             raise ValueError("the built-in digits take their own augmentation (random affine, no flip); "

@@ -203,6 +203,9 @@ def evaluate(
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    if split.task != "classification":
+        raise ValueError(f"evaluate measures classifiers; the {split.name} split is a {split.task} task "
+                         f"(use lightnets.train.evaluate_{split.task})")
     n_classes = len(split.classes)
     stated = getattr(model, "num_classes", None)
     if isinstance(stated, int) and stated != n_classes:
@@ -408,6 +411,9 @@ def fit(
                                            flip=flip)
     else:
         train_split, val_split = data
+    if train_split.task != "classification":
+        raise ValueError(f"fit trains classifiers; this data is a {train_split.task} task (evaluate a "
+                         f"{train_split.task} model with lightnets.train.evaluate_{train_split.task})")
     say(f"data: {train_split.name} {train_split.size} / {val_split.name} {val_split.size} images, "
         f"{len(train_split.classes)} classes; preprocessing {train_split.preprocessing.kind} "
         f"{train_split.preprocessing.resolution}x{train_split.preprocessing.resolution}; "
