@@ -25,6 +25,9 @@ PAPERS: dict[str, str] = {
 }
 FAMILY_NAMES: tuple[str, ...] = tuple(PAPERS)
 TASKS = ("classification", "segmentation")
+#: The built-in digit scenes (``lightnets.train.digit_scenes``): data name -> the task it trains.
+SCENE_DATA = {"digit-detection": "detection", "digit-segmentation": "segmentation"}
+SCENE_CANVAS = 128  # the scenes' side in pixels, and their default training resolution
 #: Family -> what its models output: class logits (N, classes), or per-pixel logits (N, classes, H, W).
 TASK_OF_FAMILY: dict[str, str] = {
     family: "segmentation" if family.startswith("lraspp_") else "classification" for family in PAPERS

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from ..catalog import ENTRIES, FAMILY_NAMES, PAPERS, model_names
+from ..catalog import ENTRIES, FAMILY_NAMES, PAPERS, SCENE_CANVAS, SCENE_DATA, model_names
 from ..report import format_table, safe_text
 from . import options as opt
 
@@ -481,6 +481,29 @@ def _spec_model(path: str, options: dict, num_classes: int):
     return build(spec)
 
 
+def _train_data(args: argparse.Namespace) -> None:
+    """``--task`` names the built-in scenes a dense model trains on; a dense model given no data takes its own."""
+    from ..catalog import task_of
+
+    if args.task:
+        if args.data and args.data != args.task:
+            raise ValueError(f"--task {args.task} trains on its built-in scenes; --data {args.data!r} names other data")
+        args.data = args.task
+    if args.resume or args.spec:
+        return
+    task = task_of(args.name)
+    if task == "classification":
+        if args.data in SCENE_DATA:
+            wanted = SCENE_DATA[args.data]
+            raise ValueError(f"{args.name} is a classifier; {args.data} trains {wanted} models "
+                             f"({', '.join(model_names(task=wanted))})")
+        return
+    args.data = args.data or f"digit-{task}"
+    if SCENE_DATA.get(args.data) != task:
+        raise ValueError(f"{args.name} is a {task} model: it trains on the built-in scenes (--task digit-{task}), "
+                         f"not on {args.data!r}")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     import time
 
@@ -500,7 +523,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         args.name = "spec"
     elif args.name is None and not args.resume:
         raise SystemExit("lightnets train: give a registered model NAME or --spec FILE")
-    _refuse_dense(args.name)
+    _train_data(args)
     if args.resume:
         if args.force:
             raise ValueError("--force starts a new run in an existing directory; --resume continues the run there")
@@ -519,7 +542,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         recipe = get_recipe(args.recipe)
         if args.dropout is None and recipe.dropout is not None:
             args.dropout = recipe.dropout
-        resolution = args.resolution or (32 if args.data == "digits" else 224)
+        resolution = args.resolution or (32 if args.data == "digits" else SCENE_CANVAS if args.data in SCENE_DATA
+                                         else 224)
         run_dir = args.out or os.path.join("runs", f"{args.name}-{time.strftime('%Y%m%d-%H%M%S')}")
         # Fail early on bad data, learn the classes.
         train_split, _ = load_data(args.data, resolution, args.bad_images, **data_options)
@@ -537,7 +561,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             model_config=model_config, overwrite=args.force, **data_options, **run_options,
         )
     if int(os.environ.get("RANK", "0")) == 0:
-        print(f"best validation top-1 {100 * result.best_top1:.2f}% at epoch {result.best_epoch}; "
+        label = {"top1": "top-1", "miou": "mean IoU", "map": "mAP@[.5:.95]"}[result.metric]
+        print(f"best validation {label} {100 * result.best_score:.2f}% at epoch {result.best_epoch}; "
               f"run directory {result.run_dir}")
         if args.plot:
             from ..train.plots import plot_curves, read_metrics
@@ -902,7 +927,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="train the network a spec file states (lightnets spec --json, lightnets search)")
     train.add_argument(
         "--data",
-        help="'digits' (built in) or PATH with train/ and val/ class folders (default: digits)"
+        help="'digits' (built in), digit-detection or digit-segmentation (the built-in scenes, as --task), or PATH "
+             "with train/ and val/ class folders (default: digits; a dense model's own scenes)"
+    )
+    train.add_argument(
+        "--task", choices=list(SCENE_DATA),
+        help="train a detection or segmentation model on the built-in digit scenes (1-4 real digits pasted on "
+             f"{SCENE_CANVAS}x{SCENE_CANVAS} canvases; the default data of such a model)"
     )
     train.add_argument(
         "--recipe", help="small-data (default), mobilenet_v2, mobilenet_v3, shufflenet"

@@ -411,9 +411,12 @@ def fit(
                                            flip=flip)
     else:
         train_split, val_split = data
-    if train_split.task != "classification":
-        raise ValueError(f"fit trains classifiers; this data is a {train_split.task} task (evaluate a "
-                         f"{train_split.task} model with lightnets.train.evaluate_{train_split.task})")
+    if train_split.task != task.name:
+        raise ValueError(f"this data is a {train_split.task} task and {type(model).__name__} a {task.name} model; "
+                         f"train a {train_split.task} model on it (lightnets.list_models(task={train_split.task!r}))"
+                         if train_split.task != "classification" else
+                         f"{type(model).__name__} is a {task.name} model and this data a classification task; "
+                         f"train it on the built-in digit-{task.name} scenes")
     say(f"data: {train_split.name} {train_split.size} / {val_split.name} {val_split.size} images, "
         f"{len(train_split.classes)} classes; preprocessing {train_split.preprocessing.kind} "
         f"{train_split.preprocessing.resolution}x{train_split.preprocessing.resolution}; "
@@ -632,7 +635,8 @@ def fit(
             "train_loss": running[0].item() / count,
             **({"train_top1": running[1].item() / count, "train_top5": running[2].item() / count}
                if task.metric == "top1" else {}),
-            **{f"val_{key}": value for key, value in evaluated.items() if key not in ("count", "skipped")},
+            # the scores only: per-class figures and confusion matrices stay out of the metrics lines
+            **{f"val_{key}": value for key, value in evaluated.items() if isinstance(value, float)},
             "images_per_s": running[3].item() / max(seconds, 1e-9),
             "seconds": seconds,
             "skipped_images": int(running[4].item()),

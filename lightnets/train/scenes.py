@@ -43,13 +43,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..catalog import SCENE_CANVAS, SCENE_DATA  # noqa: F401  (SCENE_DATA: load_data's names, re-exported)
 from ..formats.preprocessing import DIGITS_MEAN, DIGITS_STD, Preprocessing
 from ..models.targets import check_detection_targets, check_segmentation_targets
 from .data import Batch, DataSplit, check_resolution, load_digits, stratified_split
 
 SCENE_TASKS = ("detection", "segmentation")
-#: ``load_data`` names of the scene datasets and their tasks.
-SCENE_DATA = {"digit-detection": "detection", "digit-segmentation": "segmentation"}
 SCENE_CLASSES = ["background"] + [str(d) for d in range(10)]
 INK_THRESHOLD = 128  # of 255: half ink coverage, see the module docstring
 PLACEMENT_TRIES = 20
@@ -187,7 +186,7 @@ class _SceneLoader:
 def digit_scenes(
     task: str,
     *,
-    canvas: int = 128,
+    canvas: int = SCENE_CANVAS,
     digits_per_image: tuple[int, int] = (1, 4),
     digit_size: tuple[int, int] = (16, 48),
     train_images: int = 2000,

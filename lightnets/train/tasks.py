@@ -85,7 +85,7 @@ class Segmentation(_DenseTask):
         return F.cross_entropy(logits.float(), targets), [0, 0]
 
     def evaluate(self, model, split, **kwargs):
-        from .scenes import evaluate_segmentation
+        from .dense_metrics import evaluate_segmentation
 
         return evaluate_segmentation(model, split, device=kwargs.get("device", "cpu"))
 
@@ -108,9 +108,11 @@ class Detection(_DenseTask):
         return sum(losses.values()), [0, 0]
 
     def evaluate(self, model, split, **kwargs):
-        from .scenes import evaluate_detection
+        from .dense_metrics import evaluate_detection
 
-        return evaluate_detection(model, split, device=kwargs.get("device", "cpu"))
+        result = evaluate_detection(model, split, device=kwargs.get("device", "cpu"))
+        result.pop("score_thresh")  # a setting, not a score: kept out of the metrics lines
+        return {**result, "count": result["images"]}
 
 
 _BY_NAME: dict[str, Callable[..., Task]] = {"classification": Task, "segmentation": Segmentation,

@@ -1,0 +1,99 @@
+"""Training, exporting and predicting with the dense models on the built-in digit scenes (issue 14)."""
+
+import os
+
+import pytest
+import torch
+
+import lightnets
+from lightnets.train import fit, load_data
+
+SEGMENTER = {"name": "lraspp_mobilenet_v3_small", "num_classes": 11, "width_mult": 0.35}
+
+
+def segmenter():
+    options = dict(SEGMENTER)
+    return lightnets.create_model(options.pop("name"), **options)
+
+
+def test_fit_trains_a_segmentation_model_and_keeps_the_best_by_mean_iou():
+    model = segmenter()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = fit(model, "digit-segmentation", run_dir=None, resolution=32, epochs=2, max_steps=8, batch_size=16,
+                 show_progress=False, log=lambda _msg: None)
+    assert result.metric == "miou"
+    assert [row["epoch"] for row in result.history] == [1]  # the cap of 8 steps ends the run in epoch 1
+    row = result.final
+    assert 0 <= row["val_miou"] <= 1 and 0 <= row["val_pixel_acc"] <= 1
+    assert result.best_score == row["val_miou"]
+    assert "train_top1" not in row and "val_top1" not in row
+    assert all(isinstance(v, (int, float, str)) for v in row.values())  # no per-class lists in the metrics lines
+    changed = [k for k, v in model.state_dict().items() if v.is_floating_point() and not torch.equal(v, before[k])]
+    assert changed, "training changed no weight"
+    with pytest.raises(AttributeError, match="best_score"):
+        _ = result.best_top1
+
+
+def test_fit_refuses_data_of_another_task():
+    with pytest.raises(ValueError, match="is a segmentation model and this data a classification task"):
+        fit(segmenter(), "digits", run_dir=None, max_steps=1, show_progress=False, log=lambda _msg: None)
+    classifier = lightnets.create_model("mobilenet_v2", num_classes=11, width_mult=0.25)
+    with pytest.raises(ValueError, match="this data is a segmentation task and ConvNet a classification model"):
+        fit(classifier, "digit-segmentation", run_dir=None, resolution=32, max_steps=1, show_progress=False,
+            log=lambda _msg: None)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["mobilenet_v2", "--task", "digit-segmentation"], "mobilenet_v2 is a classifier; digit-segmentation trains "
+                                                       "segmentation models"),
+    (["lraspp_mobilenet_v3_small", "--data", "digits"], "it trains on the built-in scenes"),
+    (["lraspp_mobilenet_v3_small", "--task", "digit-segmentation", "--data", "digits"], "--data 'digits' names"),
+])
+def test_cli_train_matches_the_model_to_the_task(argv, message, capsys):
+    from lightnets.cli import main
+
+    assert main(["train", *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_trains_a_segmentation_model_and_predict_draws_its_masks(tmp_path, capsys, images):
+    from PIL import Image
+
+    from lightnets.cli import main
+    from lightnets.export import predict_dense
+    from lightnets.export.draw import MIN_DRAW_SIZE
+
+    run = tmp_path / "run"
+    assert main(["train", "lraspp_mobilenet_v3_small", "--width-mult", "0.35", "--resolution", "32",
+                 "--max-steps", "2", "--batch-size", "8", "--out", str(run), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "val miou" in out and "best validation mean IoU" in out
+    # one test scene as the PNG a user would bring: grey digits on black
+    _, test = load_data("digit-segmentation", 128, augment=False)
+    scene = test.loader.load(torch.tensor([0])).images[0, 0]
+    grey = ((scene * 0.5 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
+    path = tmp_path / "scene.png"
+    Image.fromarray(grey.numpy()).save(path)
+    (result,) = predict_dense(None, str(run / "best.safetensors"), [str(path)], str(tmp_path / "drawn"))
+    assert result.error is None and os.path.exists(result.drawn)
+    with Image.open(result.drawn) as drawn:
+        assert drawn.width >= MIN_DRAW_SIZE and drawn.mode == "RGB"
+    assert set(result.pixels) <= set(test.classes[1:])  # digit classes only; background is not listed
+    with pytest.raises(ValueError, match="holds a classifier"):
+        classifier = tmp_path / "cls"
+        assert main(["train", "mobilenet_v2", "--width-mult", "0.25", "--max-steps", "1", "--out", str(classifier),
+                     "--no-progress"]) == 0
+        predict_dense(None, str(classifier / "best.safetensors"), [str(path)], str(tmp_path / "drawn"))
+
+
+def test_segmentation_model_exports_to_onnx_at_any_size(tmp_path, deploy):
+    from lightnets.export import OnnxModel, export_onnx
+
+    model = segmenter().eval()
+    path = export_onnx(model, str(tmp_path / "seg.onnx"), resolution=64)
+    x = torch.randn(2, 3, 96, 80)
+    with torch.no_grad():
+        expected = model(x)
+    got = OnnxModel(path)(x)
+    assert got.shape == (2, 11, 96, 80)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
