@@ -18,8 +18,8 @@ TESTS = Path(__file__).parent
 #: import names of the optional packages: the extras of pyproject.toml (pillow is PIL, scikit-learn
 #: sklearn). numpy is not one: safetensors[torch], a dependency, brings it.
 OPTIONAL = {
-    "PIL", "h5py", "keras", "matplotlib", "onnx", "onnxruntime", "onnxscript", "optuna", "sklearn", "timm",
-    "torchvision",
+    "PIL", "h5py", "keras", "matplotlib", "onnx", "onnxruntime", "onnxscript", "optuna", "pycocotools", "sklearn",
+    "timm", "torchvision",
 }
 _DISTRIBUTIONS = {"pillow": "PIL", "scikit-learn": "sklearn"}
 _NOT_EXTRAS = {"pytest", "ruff", "torch"}  # the test runner, the linter, and the core dependency

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from ..catalog import ENTRIES, FAMILY_NAMES, PAPERS, model_names
+from ..catalog import ENTRIES, FAMILY_NAMES, PAPERS, model_names, task_of
 from ..report import format_table, safe_text
 from . import options as opt
 
@@ -65,10 +65,11 @@ def _build_from_args(args: argparse.Namespace):
 
 
 def _refuse_dense(name: str | None) -> None:
-    """The commands below ``models`` take classifiers (a spec, logits per image); say so for a segmentation model."""
-    if name in model_names(task="segmentation"):
+    """The commands below ``models`` take classifiers (a spec, logits per image); say so for a segmentation or
+    detection model."""
+    if name in model_names() and task_of(name) != "classification":
         raise ValueError(
-            f"{name} is a segmentation model; this command handles classifiers for now "
+            f"{name} is a {task_of(name)} model; this command handles classifiers for now "
             f"(build it in Python: lightnets.create_model({name!r}))"
         )
 
