@@ -263,3 +263,23 @@ def test_forward_and_decode_export_to_onnx(deploy, tmp_path):
         expected_boxes, expected_scores = Decoded(model)(x)
     torch.testing.assert_close(torch.from_numpy(boxes), expected_boxes, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(torch.from_numpy(scores), expected_scores, atol=1e-5, rtol=1e-4)
+
+
+def test_torchvision_checkpoints_state_their_number_of_classes(torchvision, tmp_path):
+    from lightnets.convert import convert_checkpoint
+    from lightnets.convert.torchvision import torchvision_num_classes
+
+    with torch.device("meta"):
+        theirs = torchvision.models.detection.ssdlite320_mobilenet_v3_large(
+            weights=None, weights_backbone=None, num_classes=7
+        )
+    assert torchvision_num_classes(theirs.state_dict()) == 7  # not the regression head's 4 x 6 channels
+    with pytest.raises(ValueError, match="ssdlite320_mobilenet_v3_large is a detection model"):
+        convert_checkpoint("torchvision", "ssdlite320_mobilenet_v3_large", str(tmp_path / "x.pth"), str(tmp_path / "o"))
+
+
+def test_cli_commands_for_classifiers_say_so(capsys):
+    from lightnets.cli import main
+
+    assert main(["spec", "ssdlite_mobilenet_v2"]) == 2
+    assert "ssdlite_mobilenet_v2 is a detection model; this command handles classifiers" in capsys.readouterr().err
