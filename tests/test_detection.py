@@ -283,3 +283,29 @@ def test_cli_commands_for_classifiers_say_so(capsys):
 
     assert main(["spec", "ssdlite_mobilenet_v2"]) == 2
     assert "ssdlite_mobilenet_v2 is a detection model; this command handles classifiers" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("size", ["large", "small"])
+def test_reduced_tail_is_torchvisions(torchvision, size):
+    from lightnets.models import ConvNet, mobilenet_v3_spec
+
+    builder = getattr(torchvision.models, f"mobilenet_v3_{size}")
+    with torch.device("meta"):
+        ours, theirs = ConvNet(mobilenet_v3_spec(size, reduced_tail=True)), builder(reduced_tail=True)
+        full = ConvNet(mobilenet_v3_spec(size))
+    assert count_params(ours) == count_params(theirs) < count_params(full)
+
+
+@pytest.mark.parametrize(
+    ("name", "taps"),
+    [
+        ("ssdlite_mobilenet_v3_small", [("blocks.4.0.act1", 288, 16), ("blocks.5", 288, 32)]),
+        # MobileNetV2 section 6.2: the expansion of layer 15, and the last layer (the 1280-wide 1x1 conv)
+        ("ssdlite_mobilenet_v2", [("blocks.5.0.act1", 576, 16), ("blocks.7", 1280, 32)]),
+    ],
+)
+def test_taps_are_the_c4_expansion_and_the_last_layer(name, taps):
+    with torch.device("meta"):
+        model = lightnets.create_model(name)
+    assert [(t.module, t.channels, t.reduction) for t in model.taps] == taps
+    assert [b.conv_pwl.conv.out_channels for b in model.extra] == [512, 256, 256, 128]
