@@ -288,11 +288,7 @@ class SSDLite(nn.Module):
             raise ValueError(
                 f"SSDLite needs a lightnets Backbone (its taps feed the heads), got {type(backbone).__name__}"
             )
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-            raise ValueError(
-                f"num_classes counts the background (class 0) and at least one object class: an integer >= 2, "
-                f"got {num_classes!r}"
-            )
+        _check_num_classes(num_classes)
         if not isinstance(taps, (tuple, list)) or len(taps) != 2:
             raise ValueError(f"taps must be two backbone taps (the stride-16 map, the last map), got {taps!r}")
         for i, chs in enumerate(extra_channels):
@@ -523,12 +519,16 @@ def _ssdlite(spec: NetSpec, num_classes: int, width_mult: float, bn_eps: float) 
     return SSDLite(backbone, num_classes, (c4_expansion(backbone), last), _extra(width_mult), bn_eps=bn_eps)
 
 
-def _check_options(num_classes: int, reduced_tail: bool) -> None:
+def _check_num_classes(num_classes: object) -> None:
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(
             f"num_classes counts the background (class 0) and at least one object class: an integer >= 2, "
             f"got {num_classes!r}"
         )
+
+
+def _check_options(num_classes: int, reduced_tail: bool) -> None:
+    _check_num_classes(num_classes)
     if not isinstance(reduced_tail, bool):
         raise ValueError(f"reduced_tail must be True or False, got {reduced_tail!r}")
 
