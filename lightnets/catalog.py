@@ -22,15 +22,21 @@ PAPERS: dict[str, str] = {
     "shufflenet_v2": "ShuffleNet V2 (Ma et al., 2018), arXiv:1807.11164",
     "lraspp_mobilenet_v3_large": "Searching for MobileNetV3 (Howard et al., 2019), arXiv:1905.02244, section 6.3",
     "lraspp_mobilenet_v3_small": "Searching for MobileNetV3 (Howard et al., 2019), arXiv:1905.02244, section 6.3",
+    "ssdlite_mobilenet_v3_large": "Searching for MobileNetV3 (Howard et al., 2019), arXiv:1905.02244, section 6.2",
+    "ssdlite_mobilenet_v3_small": "Searching for MobileNetV3 (Howard et al., 2019), arXiv:1905.02244, section 6.2",
+    "ssdlite_mobilenet_v2": "MobileNetV2 (Sandler et al., 2018), arXiv:1801.04381, section 6.2",
 }
 FAMILY_NAMES: tuple[str, ...] = tuple(PAPERS)
-TASKS = ("classification", "segmentation")
+TASKS = ("classification", "segmentation", "detection")
+#: Family -> what its models output: class logits (N, classes), per-pixel logits (N, classes, H, W),
+#: or per-anchor box codes and class logits ((N, A, 4), (N, A, classes)).
 #: The built-in digit scenes (``lightnets.train.digit_scenes``): data name -> the task it trains.
 SCENE_DATA = {"digit-detection": "detection", "digit-segmentation": "segmentation"}
 SCENE_CANVAS = 128  # the scenes' side in pixels, and their default training resolution
-#: Family -> what its models output: class logits (N, classes), or per-pixel logits (N, classes, H, W).
 TASK_OF_FAMILY: dict[str, str] = {
-    family: "segmentation" if family.startswith("lraspp_") else "classification" for family in PAPERS
+    family: "segmentation" if family.startswith("lraspp_") else "detection" if family.startswith("ssdlite_")
+    else "classification"
+    for family in PAPERS
 }
 
 SHUFFLENET_V1_GROUPS = (1, 2, 3, 4, 8)  # Table 1's columns
@@ -73,6 +79,9 @@ def _entries() -> list[tuple[str, str, dict[str, Any]]]:
     for w in SHUFFLENET_V2_WIDTHS:
         entries.append((f"shufflenet_v2_{_shufflenet_suffix(w)}_official", "shufflenet_v2",
                         {"width_mult": w, "official": True}))
+    # torchvision's name and exact layout (the family's defaults, fixed)
+    entries.append(("ssdlite320_mobilenet_v3_large", "ssdlite_mobilenet_v3_large",
+                    {"width_mult": 1.0, "reduced_tail": True}))
     return entries
 
 

@@ -34,8 +34,8 @@ def test_registry_lists_the_segmentation_models():
     assert set(DENSE) <= set(lightnets.list_models())
     assert not set(DENSE) & set(lightnets.list_models(task="classification"))
     assert all(catalog.task_of(name) == "segmentation" for name in DENSE)
-    with pytest.raises(ValueError, match="unknown task 'detection'; allowed: classification, segmentation"):
-        lightnets.list_models(task="detection")
+    with pytest.raises(ValueError, match="unknown task 'depth'; allowed: classification, segmentation, detection"):
+        lightnets.list_models(task="depth")
 
 
 def test_lraspp_large_has_torchvisions_parameter_count(torchvision):

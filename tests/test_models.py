@@ -237,7 +237,7 @@ def test_the_torch_free_catalog_is_the_registry_and_the_papers_tables():
     from lightnets.models.shufflenet_v1 import GROUPS, OFFICIAL_GROUPS, OFFICIAL_STEM_CHS, SCALES
     from lightnets.models.shufflenet_v2 import WIDTHS
 
-    assert list_models() == catalog.model_names() and len(list_models()) == 65
+    assert list_models() == catalog.model_names() and len(list_models()) == 69
     assert len(list_models(task="classification")) == 63
     assert all(get_entry(name).family == catalog.family_of(name) for name in list_models())
     assert {family: paper for family, (_, paper) in FAMILIES.items()} == catalog.PAPERS

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from ..catalog import ENTRIES, FAMILY_NAMES, PAPERS, SCENE_CANVAS, SCENE_DATA, model_names
+from ..catalog import ENTRIES, FAMILY_NAMES, PAPERS, SCENE_CANVAS, SCENE_DATA, model_names, task_of
 from ..report import format_table, safe_text
 from . import options as opt
 
@@ -65,10 +65,11 @@ def _build_from_args(args: argparse.Namespace):
 
 
 def _refuse_dense(name: str | None) -> None:
-    """The commands below ``models`` take classifiers (a spec, logits per image); say so for a segmentation model."""
-    if name in model_names(task="segmentation"):
+    """The commands below ``models`` take classifiers (a spec, logits per image); say so for a segmentation or
+    detection model."""
+    if name in model_names() and task_of(name) != "classification":
         raise ValueError(
-            f"{name} is a segmentation model; this command handles classifiers for now "
+            f"{name} is a {task_of(name)} model; this command handles classifiers for now "
             f"(build it in Python: lightnets.create_model({name!r}))"
         )
 
@@ -483,8 +484,6 @@ def _spec_model(path: str, options: dict, num_classes: int):
 
 def _train_data(args: argparse.Namespace) -> None:
     """``--task`` names the built-in scenes a dense model trains on; a dense model given no data takes its own."""
-    from ..catalog import task_of
-
     if args.task:
         if args.data and args.data != args.task:
             raise ValueError(f"--task {args.task} trains on its built-in scenes; --data {args.data!r} names other data")

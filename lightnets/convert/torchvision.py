@@ -9,6 +9,9 @@ first classifier layer, a ``Linear(960, 1280)`` in torchvision and the equivalen
 ``conv_head`` here. ``lraspp_mobilenet_v3_large`` pairs the same way: torchvision's
 ``backbone.<i>`` (its MobileNetV3 ``features``) with our ``backbone.blocks.i.j``, and its
 ``classifier.{cbr, scale, low_classifier, high_classifier}`` with our ``head``.
+``ssdlite320_mobilenet_v3_large`` too: its ``backbone.features.{0, 1}`` (the backbone cut at the
+C4 expansion layer) with our ``backbone``, ``backbone.extra`` with our ``extra``, and
+``head.{classification_head, regression_head}.module_list`` with our ``head``.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ TORCHVISION_MODELS = {
     "mobilenet_v3_large": "mobilenet_v3_large",
     "mobilenet_v3_small": "mobilenet_v3_small",
     "lraspp_mobilenet_v3_large": "lraspp_mobilenet_v3_large",
+    "ssdlite320_mobilenet_v3_large": "ssdlite320_mobilenet_v3_large",
     "shufflenet_v2_x0_5": "shufflenet_v2_x0_5",
     "shufflenet_v2_x1_0": "shufflenet_v2_x1_0",
     "shufflenet_v2_x1_5": "shufflenet_v2_x1_5",
@@ -34,10 +38,12 @@ TORCHVISION_MODELS = {
 
 
 # torchvision's top-level modules in forward order, and a module's tensors in registration order.
-_TOP_LEVEL = ("conv1", "features", "backbone", "stage2", "stage3", "stage4", "conv5", "classifier", "fc")
+_TOP_LEVEL = ("conv1", "features", "backbone", "stage2", "stage3", "stage4", "conv5", "classifier", "fc", "head")
 _LEAF = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
-# Named submodules whose forward order is not alphabetical: LR-ASPP's head (``classifier.*``).
-_NAMED = ("cbr", "scale", "low_classifier", "high_classifier")
+# Named submodules whose forward order is not alphabetical: LR-ASPP's head (``classifier.*``),
+# SSDLite's backbone (``backbone.features`` before ``backbone.extra``) and head.
+_NAMED = ("cbr", "scale", "low_classifier", "high_classifier", "features", "extra", "classification_head",
+          "regression_head")
 
 
 def _forward_order(key: str) -> tuple:
@@ -64,8 +70,17 @@ def _suffix(key: str) -> str:
 
 def torchvision_num_classes(state_dict: Mapping[str, torch.Tensor]) -> int:
     """The number of classes of a torchvision checkpoint: the output width of its last layer
-    (the classifier, a ``Linear``, or LR-ASPP's last 1x1 conv); 1000 if it has no weights."""
-    weights = [state_dict[k] for k in sorted(state_dict, key=_forward_order) if k.endswith(".weight")]
+    (the classifier, a ``Linear``, or LR-ASPP's last 1x1 conv); 1000 if it has no weights.
+
+    An SSD head predicts ``classes x anchors`` and ``4 x anchors`` channels per map: the first
+    map's two last convs give the number of classes, background included.
+    """
+    keys = sorted(state_dict, key=_forward_order)
+    weights = [state_dict[k] for k in keys if k.endswith(".weight")]
+    ssd = [[state_dict[k] for k in keys if k.startswith(f"head.{h}.module_list.0.") and k.endswith(".weight")]
+           for h in ("classification_head", "regression_head")]
+    if ssd[0] and ssd[1]:
+        return ssd[0][-1].shape[0] // (ssd[1][-1].shape[0] // 4)
     return weights[-1].shape[0] if weights else 1000
 
 

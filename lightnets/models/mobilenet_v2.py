@@ -28,6 +28,26 @@ TABLE_2 = parse_stages([
 # fmt: on
 
 
+def mobilenet_v2_spec(
+    *,
+    num_classes: int = 1000,
+    width_mult: float = 1.0,
+    in_chans: int = 3,
+    dropout: float = 0.2,
+    bn_eps: float = 1e-5,
+    padding: str = "symmetric",
+) -> NetSpec:
+    """The resolved spec :func:`mobilenet_v2` builds, for builders that change it before building
+    (the SSDLite backbone)."""
+    table = NetSpec(
+        stem=StemSpec(STEM),
+        stages=TABLE_2,
+        head=HeadSpec(conv_chs=LAST_CONV, dropout=dropout, num_classes=num_classes),
+        settings=BuildSettings(in_chans=in_chans, bn_eps=bn_eps, padding=padding, act="r6"),
+    )
+    return resolve(table, width_mult)
+
+
 def mobilenet_v2(
     *,
     num_classes: int = 1000,
@@ -44,10 +64,7 @@ def mobilenet_v2(
     layers except the very last convolutional layer"; the reference scales it up for
     multipliers above one). The dropout of 0.2 is torchvision's.
     """
-    table = NetSpec(
-        stem=StemSpec(STEM),
-        stages=TABLE_2,
-        head=HeadSpec(conv_chs=LAST_CONV, dropout=dropout, num_classes=num_classes),
-        settings=BuildSettings(in_chans=in_chans, bn_eps=bn_eps, padding=padding, act="r6"),
-    )
-    return ConvNet(resolve(table, width_mult))
+    return ConvNet(mobilenet_v2_spec(
+        num_classes=num_classes, width_mult=width_mult, in_chans=in_chans, dropout=dropout, bn_eps=bn_eps,
+        padding=padding,
+    ))

@@ -60,13 +60,29 @@ def mobilenet_v3_spec(
     minimal: bool = False,
     bn_eps: float = 1e-3,
     padding: str = "symmetric",
+    reduced_tail: bool = False,
 ) -> NetSpec:
     """The resolved spec :func:`mobilenet_v3_large` / :func:`mobilenet_v3_small` build (``size``
     ``"large"``: Table 1, ``"small"``: Table 2), for builders that change it before building
-    (the dilated LR-ASPP backbone)."""
+    (the dilated LR-ASPP backbone, the SSDLite backbone).
+
+    ``reduced_tail=True`` halves the widths after the last stride-2 block's expansion (section
+    6.2: "we reduce the channels of the last block by a factor of 2"; Table 6's detection
+    backbones): the last inverted-residual stage's outputs, its expansions (which stay 6x their
+    input), the 1x1 conv after it, and the head's last conv, as torchvision's
+    ``mobilenet_v3_large(reduced_tail=True)`` does (Large: 160 -> 80, 960 -> 480, 1280 -> 640).
+    """
     if size not in SIZES:
         raise ValueError(f"MobileNetV3 size must be one of {', '.join(SIZES)}, got {size!r}")
+    if not isinstance(reduced_tail, bool):
+        raise ValueError(f"reduced_tail must be True or False, got {reduced_tail!r}")
     table, last_conv = (TABLE_1_LARGE, LAST_CONV_LARGE) if size == "large" else (TABLE_2_SMALL, LAST_CONV_SMALL)
+    if reduced_tail:
+        # The last two rows: the stride-32 inverted residuals and the 1x1 conv. Their expansion
+        # ratios are of the (halved) input width, so the expansions halve with them; the first
+        # block's expansion reads the unreduced stride-16 width and keeps its size.
+        table = [*table[:-2], *([row.replace(out_chs=row.out_chs // 2) for row in stage] for stage in table[-2:])]
+        last_conv //= 2
     spec = NetSpec(
         stem=StemSpec(STEM.replace(act="re") if minimal else STEM),
         stages=minimalistic(table) if minimal else table,

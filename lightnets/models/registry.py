@@ -1,8 +1,8 @@
 """The model registry: ``list_models()`` and ``create_model(name, ...)``.
 
 Family names take every option; named variants (timm's and torchvision's names among them)
-fix some options and resolve to the same builders. Classifiers and the segmentation models
-(LR-ASPP) share the registry; ``list_models(task=...)`` tells them apart.
+fix some options and resolve to the same builders. Classifiers, the segmentation models
+(LR-ASPP) and the detectors (SSDLite) share the registry; ``list_models(task=...)`` tells them apart.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from .shufflenet_v1 import GROUPS as SHUFFLENET_V1_GROUPS
 from .shufflenet_v1 import shufflenet_v1
 from .shufflenet_v2 import shufflenet_v2
 from .spec import NetSpec
+from .ssdlite import ssdlite_mobilenet_v2, ssdlite_mobilenet_v3_large, ssdlite_mobilenet_v3_small
 
 COMMON_OPTIONS = ("num_classes", "width_mult", "in_chans", "dropout", "bn_eps")
 
@@ -37,6 +38,9 @@ _BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "shufflenet_v2": shufflenet_v2,
     "lraspp_mobilenet_v3_large": lraspp_mobilenet_v3_large,
     "lraspp_mobilenet_v3_small": lraspp_mobilenet_v3_small,
+    "ssdlite_mobilenet_v3_large": ssdlite_mobilenet_v3_large,
+    "ssdlite_mobilenet_v3_small": ssdlite_mobilenet_v3_small,
+    "ssdlite_mobilenet_v2": ssdlite_mobilenet_v2,
 }
 #: Family name -> (builder, paper); the names and papers are :mod:`lightnets.catalog`'s.
 FAMILIES: dict[str, tuple[Callable[..., nn.Module], str]] = {
@@ -75,8 +79,9 @@ for _name, _family, _fixed in ENTRIES:
 def list_models(family: str | None = None, task: str | None = None) -> list[str]:
     """Registered model names, families first, in registration order.
 
-    ``task``: only ``"classification"`` models (logits of shape (N, classes)) or only
-    ``"segmentation"`` ones (per-pixel logits, (N, classes, H, W)); default both.
+    ``task``: only ``"classification"`` models (logits of shape (N, classes)), only
+    ``"segmentation"`` ones (per-pixel logits, (N, classes, H, W)) or only ``"detection"`` ones
+    (SSDLite: box codes and class logits per anchor); default all.
     """
     wanted = set(model_names(family, task))  # validates family and task
     return [n for n in _REGISTRY if n in wanted]
@@ -92,12 +97,14 @@ def get_entry(name: str) -> ModelEntry:
 def create_model(name: str | None = None, *, spec: NetSpec | str | None = None, **options: Any) -> nn.Module:
     """Build a registered model, or the network a spec describes (``spec=``, see :func:`build`).
 
-    Options: ``num_classes`` (>= 1, default 1000; 21 for LR-ASPP), ``width_mult`` (alpha,
+    Options: ``num_classes`` (>= 1, default 1000; 21 for LR-ASPP; >= 2 and default 91 for
+    SSDLite, whose class 0 is the background), ``width_mult`` (alpha,
     finite > 0), ``in_chans`` (>= 1, default 3), ``dropout`` (before the classifier, in [0, 1)),
     ``bn_eps``, and the family's own: ``minimal`` (MobileNetV3), ``groups`` (ShuffleNetV1: 1,
     2, 3, 4 or 8), ``official`` (ShuffleNetV1 and V2: the authors' release), ``padding``
     (MobileNets: ``"symmetric"`` or ``"tf_same"``), ``activation`` (MobileNetV1: ``"re"`` or
-    ``"r6"``) and ``inter_channels`` (LR-ASPP's head width, default 128). A named variant fixes
+    ``"r6"``) and ``inter_channels`` (LR-ASPP's head width, default 128), ``reduced_tail`` (SSDLite on
+    MobileNetV3: half-width last stage, default True). A named variant fixes
     some of these (``mobilenet_v1_050`` fixes ``width_mult=0.5``); passing a different
     value for a fixed option raises. ``spec`` takes no other argument: the spec states it all.
     """
