@@ -480,10 +480,12 @@ def _extra(width_mult: float) -> tuple[int, ...]:
     return tuple(max(MIN_DEPTH, int(d * width_mult)) for d in EXTRA_CHANNELS)
 
 
-def _ssdlite(spec: NetSpec, num_classes: int, width_mult: float, bn_eps: float) -> SSDLite:
+def _ssdlite(spec: NetSpec, num_classes: int, width_mult: float, bn_eps: float, min_ratio: float,
+             max_ratio: float) -> SSDLite:
     backbone = _detection_backbone(spec, bn_eps)
     last = f"blocks.{len(backbone.blocks) - 1}"
-    return SSDLite(backbone, num_classes, (c4_expansion(backbone), last), _extra(width_mult), bn_eps=bn_eps)
+    return SSDLite(backbone, num_classes, (c4_expansion(backbone), last), _extra(width_mult), bn_eps=bn_eps,
+                   min_ratio=min_ratio, max_ratio=max_ratio)
 
 
 def _check_num_classes(num_classes: object) -> None:
@@ -501,7 +503,8 @@ def _check_options(num_classes: int, reduced_tail: bool) -> None:
 
 
 def ssdlite_mobilenet_v3_large(*, num_classes: int = 91, width_mult: float = 1.0, in_chans: int = 3,
-                               reduced_tail: bool = True, bn_eps: float = BN_EPS) -> SSDLite:
+                               reduced_tail: bool = True, bn_eps: float = BN_EPS, min_ratio: float = MIN_RATIO,
+                               max_ratio: float = MAX_RATIO) -> SSDLite:
     """SSDLite on MobileNetV3-Large (section 6.2), torchvision's ``ssdlite320_mobilenet_v3_large`` layout.
 
     Maps: the expansion of ``blocks.5.0`` (672 channels, stride 16) and ``blocks.6``, the 1x1
@@ -510,14 +513,18 @@ def ssdlite_mobilenet_v3_large(*, num_classes: int = 91, width_mult: float = 1.0
     ``width_mult`` scales the backbone and the extra layers. The registered
     ``ssdlite320_mobilenet_v3_large`` is this builder with ``width_mult=1.0`` and
     ``reduced_tail=True`` fixed (torchvision trains it at 320x320; any input size runs).
+    ``min_ratio`` and ``max_ratio`` are the default boxes' smallest and largest scale, as
+    fractions of the input (SSD section 2.2's s_min and s_max; 0.2 and 0.95 as torchvision):
+    objects much smaller than ``min_ratio`` of the image match no default box at IoU 0.5.
     """
     _check_options(num_classes, reduced_tail)
     spec = mobilenet_v3_spec("large", width_mult=width_mult, in_chans=in_chans, reduced_tail=reduced_tail)
-    return _ssdlite(spec, num_classes, width_mult, bn_eps)
+    return _ssdlite(spec, num_classes, width_mult, bn_eps, min_ratio, max_ratio)
 
 
 def ssdlite_mobilenet_v3_small(*, num_classes: int = 91, width_mult: float = 1.0, in_chans: int = 3,
-                               reduced_tail: bool = True, bn_eps: float = BN_EPS) -> SSDLite:
+                               reduced_tail: bool = True, bn_eps: float = BN_EPS, min_ratio: float = MIN_RATIO,
+                               max_ratio: float = MAX_RATIO) -> SSDLite:
     """SSDLite on MobileNetV3-Small, by the rule of :func:`ssdlite_mobilenet_v3_large` (the paper's Table 6 row).
 
     Maps: the expansion of ``blocks.4.0`` (288 channels, stride 16) and ``blocks.5`` (the 1x1
@@ -525,11 +532,12 @@ def ssdlite_mobilenet_v3_small(*, num_classes: int = 91, width_mult: float = 1.0
     """
     _check_options(num_classes, reduced_tail)
     spec = mobilenet_v3_spec("small", width_mult=width_mult, in_chans=in_chans, reduced_tail=reduced_tail)
-    return _ssdlite(spec, num_classes, width_mult, bn_eps)
+    return _ssdlite(spec, num_classes, width_mult, bn_eps, min_ratio, max_ratio)
 
 
 def ssdlite_mobilenet_v2(*, num_classes: int = 91, width_mult: float = 1.0, in_chans: int = 3,
-                         bn_eps: float = BN_EPS) -> SSDLite:
+                         bn_eps: float = BN_EPS, min_ratio: float = MIN_RATIO,
+                         max_ratio: float = MAX_RATIO) -> SSDLite:
     """SSDLite on MobileNetV2 (MobileNetV2 section 6.2).
 
     "The first layer of SSDLite is attached to the expansion of layer 15 (with output stride
@@ -543,4 +551,4 @@ def ssdlite_mobilenet_v2(*, num_classes: int = 91, width_mult: float = 1.0, in_c
     head = spec.head
     last = BlockSpec("cn", out_chs=head.conv_chs, kernel=1, act=head.act)
     spec = spec.replace(stages=(*spec.stages, (last,)), head=dataclasses.replace(head, conv_chs=None, act=None))
-    return _ssdlite(spec, num_classes, width_mult, bn_eps)
+    return _ssdlite(spec, num_classes, width_mult, bn_eps, min_ratio, max_ratio)
