@@ -97,3 +97,65 @@ def test_segmentation_model_exports_to_onnx_at_any_size(tmp_path, deploy):
     got = OnnxModel(path)(x)
     assert got.shape == (2, 11, 96, 80)
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+DETECTOR = {"name": "ssdlite_mobilenet_v3_small", "num_classes": 11, "width_mult": 0.35}
+
+
+def detector():
+    options = dict(DETECTOR)
+    return lightnets.create_model(options.pop("name"), **options)
+
+
+def few_scenes(resolution: int = 64):
+    """A few scenes: an untrained detector returns hundreds of boxes per image, which COCOeval then matches."""
+    from lightnets.train import digit_scenes
+
+    return digit_scenes("detection", train_images=32, test_images=8, resolution=resolution)
+
+
+def test_fit_trains_a_detector_and_keeps_the_best_by_coco_map(detection):
+    model = detector()
+    result = fit(model, few_scenes(), run_dir=None, max_steps=4, batch_size=8, show_progress=False,
+                 log=lambda _msg: None)
+    assert result.metric == "map"
+    row = result.final
+    assert {"val_map", "val_map50", "val_map75"} <= set(row) and "val_score_thresh" not in row
+    assert 0 <= row["val_map"] <= row["val_map50"] <= 1
+    assert result.best_score == row["val_map"]
+
+
+def test_detector_exports_decoded_boxes_and_scores_at_a_fixed_size(tmp_path, deploy):
+    from lightnets.export import OnnxModel, export_onnx
+
+    model = detector().eval()
+    with pytest.raises(ValueError, match="exports at a fixed input size"):
+        export_onnx(model, str(tmp_path / "det.onnx"), resolution=96, dynamic_size=True)
+    path = export_onnx(model, str(tmp_path / "det.onnx"), resolution=96)
+    x = torch.randn(3, 3, 96, 96)  # the batch stays dynamic
+    with torch.no_grad():
+        boxes, scores = model.decode(model(x), (96, 96))
+    got = OnnxModel(path).outputs(x)
+    assert set(got) == {"boxes", "scores"}
+    torch.testing.assert_close(got["boxes"], boxes, rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(got["scores"], scores, rtol=1e-4, atol=1e-5)
+
+
+def test_predict_draws_a_detectors_boxes(tmp_path, detection, images):
+    from PIL import Image
+
+    from lightnets.export import predict_dense
+
+    run = tmp_path / "run"
+    options = {k: v for k, v in DETECTOR.items() if k != "name"}
+    fit(detector(), few_scenes(), run_dir=str(run), max_steps=2, batch_size=8, show_progress=False,
+        log=lambda _msg: None, model_config={"name": DETECTOR["name"], "options": options})
+    path = tmp_path / "scene.png"
+    Image.new("L", (100, 80)).save(path)  # any size: resized whole to the model's input, boxes mapped back
+    (result,) = predict_dense(None, str(run / "last.safetensors"), [str(path)], str(tmp_path / "drawn"),
+                              score_thresh=0.0)
+    assert result.error is None and os.path.exists(result.drawn)
+    assert result.detections, "a score threshold of 0 keeps every detection the model returns"
+    for label, score, (x1, y1, x2, y2) in result.detections:
+        assert label in [str(d) for d in range(10)] and 0 <= score <= 1
+        assert 0 <= x1 <= x2 <= 100 and 0 <= y1 <= y2 <= 80  # in the file's pixels

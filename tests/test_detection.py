@@ -239,32 +239,6 @@ def test_detections_lie_in_the_image(torchvision):
         assert (d["scores"][:-1] >= d["scores"][1:]).all()
 
 
-def test_forward_and_decode_export_to_onnx(deploy, tmp_path):
-    import onnxruntime
-
-    model = small("ssdlite_mobilenet_v3_small", num_classes=3).eval()
-
-    class Decoded(torch.nn.Module):
-        def __init__(self, detector):
-            super().__init__()
-            self.detector = detector
-
-        def forward(self, x):
-            return self.detector.decode(self.detector(x), (96, 96))
-
-    x = torch.randn(1, 3, 96, 96)
-    path = str(tmp_path / "ssdlite.onnx")
-    model.anchors((96, 96))  # cached before tracing: the exporter wants no attribute assigned while it traces
-    torch.onnx.export(Decoded(model).eval(), (x,), path, input_names=["input"], output_names=["boxes", "scores"],
-                      dynamo=True, external_data=False, verbose=False)
-    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
-    boxes, scores = session.run(None, {"input": x.numpy()})
-    with torch.no_grad():
-        expected_boxes, expected_scores = Decoded(model)(x)
-    torch.testing.assert_close(torch.from_numpy(boxes), expected_boxes, atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(torch.from_numpy(scores), expected_scores, atol=1e-5, rtol=1e-4)
-
-
 def test_torchvision_checkpoints_state_their_number_of_classes(torchvision, tmp_path):
     from lightnets.convert import convert_checkpoint
     from lightnets.convert.torchvision import torchvision_num_classes
