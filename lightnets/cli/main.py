@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from ..catalog import ENTRIES, FAMILY_NAMES, PAPERS, SCENE_CANVAS, SCENE_DATA, model_names, task_of
+from ..catalog import ENTRIES, FAMILY_NAMES, PAPERS, SCENE_CANVAS, SCENE_DATA, TASKS, model_names, task_of
 from ..report import format_table, safe_text
 from . import options as opt
 
@@ -64,13 +64,13 @@ def _build_from_args(args: argparse.Namespace):
     return _model(args.name, options)
 
 
-def _refuse_dense(name: str | None) -> None:
-    """The commands below ``models`` take classifiers (a spec, logits per image); say so for a segmentation or
-    detection model."""
+def _refuse_dense(name: str | None, why: str) -> None:
+    """Commands that work on a classifier's spec or its logits (spec, lut, netadapt, search) say so for a
+    segmentation or detection model, and ``why`` it cannot take one."""
     if name in model_names() and task_of(name) != "classification":
         raise ValueError(
-            f"{name} is a {task_of(name)} model; this command handles classifiers for now "
-            f"(build it in Python: lightnets.create_model({name!r}))"
+            f"{name} is a {task_of(name)} model; this command handles classifiers: {why} (profile, zoo, export, "
+            f"eval and predict take dense models)"
         )
 
 
@@ -78,7 +78,6 @@ def _model(name: str, options: dict):
     """A registered model, or the network a spec (file or string, see ``lightnets spec``) describes."""
     from ..models import build, create_model, list_models, read_spec
 
-    _refuse_dense(name)
     if name in list_models():
         return create_model(name, **options)
     if not (name.lstrip().startswith(("stem", "{")) or os.path.isfile(name)):
@@ -93,6 +92,8 @@ def _model(name: str, options: dict):
 def cmd_spec(args: argparse.Namespace) -> int:
     from ..models import channel_groups, walk
 
+    _refuse_dense(args.name, "it prints a classifier's spec (a dense model's backbone is one: "
+                             "lightnets.create_model(NAME).backbone.spec)")
     model = _build_from_args(args)
     spec = model.spec
     print("\n".join(spec.lines()))
@@ -149,12 +150,12 @@ def configuration(name: str, options: dict) -> str:
 
 def cmd_profile(args: argparse.Namespace) -> int:
     from ..cost import profile
-    from ..models.memory import check_request
+    from ..models.memory import check_request, spec_of
     from .reports import profile_report
 
     model = _build_from_args(args)
     size = (1, 3, args.resolution, args.resolution)
-    check_request(model.spec, f"profiling at {args.resolution}x{args.resolution}", args.resolution)
+    check_request(spec_of(model), f"profiling at {args.resolution}x{args.resolution}", args.resolution)
     load = _start_load_watch() if args.latency else None
     prof = profile(model, size, latency=args.latency, runs=args.runs, threads=args.threads)
     title = f"{configuration(args.name, _model_options(args))} at {args.resolution}x{args.resolution}, batch 1"
@@ -177,9 +178,10 @@ def _lut_networks(models: list[str] | None) -> dict:
     distinct network of the zoo (one per distinct spec)."""
     from ..analysis import distinct_models
 
-    names = models or list(distinct_models())
+    names = models or list(distinct_models(task="classification"))
     networks, seen = {}, set()
     for name in names:
+        _refuse_dense(name, "a latency table times the sites of classifiers' specs")
         spec = _model(name, {}).spec
         if str(spec) not in seen:
             seen.add(str(spec))
@@ -278,6 +280,7 @@ def cmd_netadapt(args: argparse.Namespace) -> int:
         from ..report import pyplot
 
         pyplot()  # fail before the search if matplotlib is missing
+    _refuse_dense(args.name, "NetAdapt shrinks a classifier's spec and fine-tunes it on classification data")
     loaded = load_model(args.checkpoint, args.name)
     config = loaded.config
     data = args.data or config.get("data", "digits")
@@ -327,6 +330,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     from ..search import LatencyTable, ProxyEvaluator, SearchSpace, evaluate_widths, plot_search, search, write_result
     from ..train import digits, load_data
 
+    for name in (args.base, args.target_model):
+        _refuse_dense(name, "the search space is a classifier's stages, scored by classification accuracy")
     widths = args.widths or []
     if widths and not args.plot:
         raise SystemExit("lightnets search: --widths draws on the --plot; give --plot PNG too")
@@ -405,7 +410,7 @@ def cmd_zoo(args: argparse.Namespace) -> int:
         pyplot()  # fail before measuring if matplotlib is missing
     run = run_zoo(
         args.resolution, threads=args.threads, runs=args.runs, warmup=args.warmup, rounds=args.rounds,
-        spread_limit=args.spread_limit, retries=args.retries, models=models, backend=args.backend,
+        spread_limit=args.spread_limit, retries=args.retries, models=models, backend=args.backend, task=args.task,
     )
     machine = machine_info()
     title = run.title(machine["cpu"], machine["torch"])
@@ -898,6 +903,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_stability_options(zoo, "model")
     zoo.add_argument("--models", type=opt.nonempty_list,
                      help="comma-separated model names (default: all distinct registered models)")
+    zoo.add_argument("--task", choices=TASKS,
+                     help="only the models of this task (default: all; detectors and segmenters are built with "
+                          "their default classes, 91 and 21)")
     zoo.add_argument("--backend", choices=["eager", "compile", "onnxruntime", "onnxruntime-int8"], default="eager",
                      help="how to run the models (default: eager; onnxruntime exports each to ONNX first: "
                           "slower to start)")
