@@ -583,11 +583,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from ..train import check_classes, checkpoint_preprocessing, evaluate, load_data
 
     loaded = load_model(args.checkpoint, args.name, device=args.device)
+    task = getattr(loaded.model, "task", "classification")
+    if task != "classification" and args.plot:
+        raise ValueError(f"--plot draws a classifier's confusion matrix; {args.checkpoint!r} holds a {task} model "
+                         "(its figures are printed, and written with --json)")
     resolution = args.resolution or loaded.preprocessing.resolution
     data = args.data or loaded.config.get("data", "digits")
     pre = checkpoint_preprocessing(data, loaded.preprocessing)
     _, val = load_data(data, resolution, args.bad_images, augment=False, preprocessing=pre)
     check_classes(val, loaded.class_names)
+    if task != "classification":
+        return _eval_dense(args, loaded.model, val, task, data, resolution)
     result = evaluate(loaded.model, val, batch_size=args.batch_size, device=args.device)
     print(f"{args.name} on {safe_text(data)} ({val.name}, {result.count} images, {resolution}x{resolution}): "
           f"top-1 {100 * result.top1:.2f}%, top-5 {100 * result.top5:.2f}%, loss {result.loss:.4f}"
@@ -618,9 +624,47 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval_dense(args: argparse.Namespace, model, val, task: str, data: str, resolution: int) -> int:
+    """``lightnets eval`` of a detection (COCO mAP) or segmentation (mean IoU) checkpoint."""
+    from ..train import evaluate_detection, evaluate_segmentation
+
+    where = f"{args.name} on {safe_text(data)} ({val.name}, {val.size} images, {resolution}x{resolution})"
+    if task == "detection":
+        result = evaluate_detection(model, val, batch_size=args.batch_size, device=args.device)
+        print(f"{where}: mAP@[.5:.95] {100 * result['map']:.2f}%, mAP@0.5 {100 * result['map50']:.2f}%, "
+              f"mAP@0.75 {100 * result['map75']:.2f}%, recall@100 {100 * result['mar100']:.2f}% "
+              f"({result['detections']} detections scoring >= {result['score_thresh']:g}; COCO's evaluation, "
+              f"pycocotools)")
+        rows = [{"class": val.classes[label], "ap": ap} for label, ap in result["per_class"].items()]
+        columns, figure = [("class", "class"), ("ap", "AP@[.5:.95]")], "ap"
+        result = {**result, "per_class": {val.classes[k]: v for k, v in result["per_class"].items()}}
+    else:
+        result = evaluate_segmentation(model, val, batch_size=args.batch_size, device=args.device)
+        print(f"{where}: mean IoU {100 * result['miou']:.2f}%, pixel accuracy {100 * result['pixel_acc']:.2f}%")
+        pixels = [sum(row) for row in result["confusion"]]
+        rows = [{"class": c, "iou": iou, "n": n}
+                for c, iou, n in zip(result["classes"], result["per_class"], pixels, strict=True)]
+        columns, figure = [("class", "class"), ("n", "pixels"), ("iou", "IoU")], "iou"
+    print()
+    print(format_table(rows, columns, formats={figure: lambda v: "-" if v is None else f"{100 * v:.1f}%"}))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"task": task, **result}, fh, indent=2)
+        print(f"wrote {args.json}")
+    return 0
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from ..export import predict
+    from ..formats import load_model
 
+    # a dense checkpoint's task decides the output: classes, or boxes and masks drawn into --out
+    task = getattr(load_model(args.checkpoint, args.name).model, "task", "classification")
+    if task != "classification":
+        return _predict_dense(args, task)
+    if args.out is not None:
+        raise ValueError(f"--out is where a detection or segmentation checkpoint's drawings go; {args.checkpoint!r} "
+                         "holds a classifier, whose classes are printed")
     predictions = predict(args.name, args.checkpoint, args.images, top=args.top, bad_images=args.bad_images)
     for prediction in predictions:
         if prediction.error is None:
@@ -633,6 +677,37 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if unread:
         # like training's --bad-images skip: the others are predicted, the skipped are counted;
         # the exit status says not every image was
+        print(f"lightnets: error: {unread} of {len(predictions)} images could not be read (see above)",
+              file=sys.stderr)
+        return 2
+    return 0
+
+
+def _predict_dense(args: argparse.Namespace, task: str) -> int:
+    from ..export import predict_dense
+
+    if args.out is None:
+        raise ValueError(f"{args.checkpoint!r} holds a {task} model: give --out DIR, where the images are drawn with "
+                         f"their {'boxes' if task == 'detection' else 'masks'} (one PNG each)")
+    predictions = predict_dense(args.name, args.checkpoint, args.images, args.out, score_thresh=args.score_thresh,
+                                bad_images=args.bad_images)
+    for prediction in predictions:
+        if prediction.error is not None:
+            print(f"lightnets: skipped: {safe_text(prediction.error)}", file=sys.stderr)
+            continue
+        if task == "detection":
+            print(f"{safe_text(prediction.path)}: {len(prediction.detections)} detections scoring >= "
+                  f"{args.score_thresh:g}")
+            for label, score, (x1, y1, x2, y2) in prediction.detections:
+                print(f"  {safe_text(label):<20} {100 * score:6.2f}%  box {x1:.1f},{y1:.1f},{x2:.1f},{y2:.1f}")
+        else:
+            print(f"{safe_text(prediction.path)}: {sum(prediction.pixels.values())} pixels not background, at the "
+                  "model's input size")
+            for label, count in sorted(prediction.pixels.items(), key=lambda item: -item[1]):
+                print(f"  {safe_text(label):<20} {count} pixels")
+        print(f"  drawn: {safe_text(prediction.drawn)}")
+    unread = sum(p.error is not None for p in predictions)
+    if unread:
         print(f"lightnets: error: {unread} of {len(predictions)} images could not be read (see above)",
               file=sys.stderr)
         return 2
@@ -662,6 +737,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     else:
         model, preprocessing = _model(args.name, options).eval(), None
         resolution = args.resolution or 224
+    task = getattr(model, "task", "classification")
+    if args.int8 and task != "classification":
+        raise ValueError(f"--int8 quantizes classifiers (calibrated on classification images); this is a {task} "
+                         "model: export it in float (--format onnx or pt2, without --int8)")
     if args.int8:
         from ..train import calibration_batches
 
@@ -671,11 +750,35 @@ def cmd_export(args: argparse.Namespace) -> int:
         )
         quantize_int8(model, args.output, batches, resolution=resolution)
     elif args.format == "onnx":
-        export_onnx(model, args.output, resolution=max(resolution, 32), fuse_bn=not args.no_fuse)
+        # a detector's anchors fix its input size: exported at exactly the size asked for
+        size = resolution if task == "detection" else max(resolution, 32)
+        export_onnx(model, args.output, resolution=size, fuse_bn=not args.no_fuse)
     else:
         export_pt2(model, args.output, resolution=resolution, fuse_bn=not args.no_fuse)
     print(f"wrote {args.output} ({os.path.getsize(args.output) / 1024:.0f} KB)")
+    for line in _dense_outputs(task, args.format, resolution):
+        print(f"  {line}")
     return 0
+
+
+def _dense_outputs(task: str, file_format: str, resolution: int) -> list[str]:
+    """What a dense model's exported file computes, and what stays in Python (lightnets.export.export_onnx)."""
+    batch = "N (any batch)"
+    if task == "detection":
+        outputs = "outputs boxes, scores" if file_format == "onnx" else "returns (boxes, scores)"
+        return [
+            f"input: {batch} x 3 x {resolution} x {resolution}, fixed size (the anchors are constants of it); "
+            f"{outputs}",
+            "boxes (N, anchors, 4): xyxy in input pixels, clipped to the image; scores (N, anchors, classes): "
+            "softmax, column 0 the background",
+            "not in the file: the score threshold, per-class NMS and top-k; run them in Python after boxes/scores "
+            "(model.detect does: torchvision.ops.batched_nms per class)",
+        ]
+    if task == "segmentation":
+        size = "H x W, any size >= 32" if file_format == "onnx" else f"{resolution} x {resolution}, fixed size"
+        return [f"input: {batch} x 3 x {size}; output logits (N, classes, H, W) at the input size; the mask is "
+                "their argmax over classes"]
+    return []
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
@@ -1001,7 +1104,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-progress", action="store_true", help="no progress bar (default: one on a terminal)")
     train.set_defaults(func=cmd_train)
 
-    ev = sub.add_parser("eval", help="top-1/top-5, per-class accuracy and confusion matrix of a checkpoint")
+    ev = sub.add_parser("eval", help="top-1/top-5, per-class accuracy and confusion matrix of a checkpoint (a "
+                                     "detector: COCO mAP; a segmenter: mean IoU)")
     ev.add_argument("name", help="the registered model the checkpoint holds, as given to 'lightnets train' "
                     "(see 'lightnets models'), or 'spec' for a network stored as its spec (pruned, NetAdapt)")
     ev.add_argument("--checkpoint", required=True, help="a .safetensors checkpoint written by lightnets train")
@@ -1015,13 +1119,19 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", metavar="FILE", help="write the accuracies and confusion matrix as JSON")
     ev.set_defaults(func=cmd_eval)
 
-    pr = sub.add_parser("predict", help="top-5 classes of image files, with a trained checkpoint")
+    pr = sub.add_parser("predict", help="top-5 classes of image files (or their boxes or masks, drawn), with a "
+                                        "trained checkpoint")
     pr.add_argument("name", help="the registered model the checkpoint holds, as given to 'lightnets train' "
                     "(see 'lightnets models'), or 'spec' for a network stored as its spec (pruned, NetAdapt)")
     pr.add_argument("--checkpoint", required=True,
                     help="a .safetensors checkpoint written by lightnets train or convert")
     pr.add_argument("images", nargs="+", metavar="IMAGE", help="image files (needs Pillow, the images extra)")
     pr.add_argument("--top", type=opt.positive_int, default=5, help="classes shown per image (default 5)")
+    pr.add_argument("--out", metavar="DIR",
+                    help="detection and segmentation checkpoints (required for them): draw each image with its "
+                         "boxes or mask into DIR/<image name>.png")
+    pr.add_argument("--score-thresh", type=opt.probability, default=0.5,
+                    help="detection: report and draw the boxes scoring at least this (default 0.5)")
     pr.add_argument("--bad-images", choices=["skip", "error"], default="skip",
                     help="unreadable images: skip, report and exit 2 after predicting the others, or stop at the "
                          "first before any prediction (default: skip)")
