@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 from torch import nn
 
@@ -35,10 +33,7 @@ def export_pt2(
         net = _DecodedDetections(net, (resolution, resolution))
     x = torch.randn(2, getattr(model, "in_chans", 3), resolution, resolution)
     batch = torch.export.Dim("batch", min=1, max=max_batch)
-    with warnings.catch_warnings():
-        # the detector's anchors, cached as a plain attribute on first use, become the program's constants
-        warnings.filterwarnings("ignore", message="The tensor attribute .*_anchor_cache")
-        program = torch.export.export(net, (x,), dynamic_shapes={"x": {0: batch}})
+    program = torch.export.export(net, (x,), dynamic_shapes={"x": {0: batch}})
     with atomic_path(path) as partial, open(partial, "wb") as fh:
         torch.export.save(program, fh)
     return path
