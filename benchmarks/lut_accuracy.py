@@ -43,7 +43,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=30)
     args = parser.parse_args()
     networks, seen = {}, set()
-    for name in distinct_models():
+    for name in distinct_models(task="classification"):
         spec = lightnets.create_model(name).spec
         if str(spec) not in seen:
             seen.add(str(spec))

@@ -283,3 +283,13 @@ def test_taps_are_the_c4_expansion_and_the_last_layer(name, taps):
         model = lightnets.create_model(name)
     assert [(t.module, t.channels, t.reduction) for t in model.taps] == taps
     assert [b.conv_pwl.conv.out_channels for b in model.extra] == [512, 256, 256, 128]
+
+
+def test_ssdlite320_costs_torchvisions_published_ops():
+    from lightnets.cost import count_madds
+
+    # torchvision's SSDLite320_MobileNet_V3_Large_Weights metadata: "_ops": 0.583 (G multiply-adds at 320x320);
+    # ours: 583,171,904, every convolution of the backbone and both heads (the box decoding and NMS have none)
+    with torch.device("meta"):
+        model = lightnets.create_model("ssdlite320_mobilenet_v3_large")
+    assert count_madds(model, (1, 3, 320, 320)) == pytest.approx(0.583e9, rel=5e-4)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ..catalog import PAPERS
 from ..report import pyplot
 from .zoo import ZooRow
 
@@ -15,22 +16,31 @@ FAMILY_COLOURS = {
     "shufflenet_v1": "#9467bd",
     "shufflenet_v2": "#d62728",
 }
+#: A dense model takes its backbone's colour and its task's marker.
+TASK_MARKERS = {"classification": "o", "detection": "s", "segmentation": "^"}
+
+
+def _colour(family: str) -> str:
+    for prefix in ("ssdlite_", "lraspp_"):
+        family = family.removeprefix(prefix)
+    return FAMILY_COLOURS.get(family, "black")
 
 
 def plot_zoo(rows: Sequence[ZooRow], path: str, title: str) -> None:
     """Scatter median latency against MAdds, one labelled point per model, p10-p90 bars.
 
     Unstable rows (spread over the limit after their retries) are hollow markers, in the
-    legend as such.
+    legend as such. Colour is the backbone's family, the marker the task: circles classifiers,
+    squares detectors (SSDLite), triangles segmenters (LR-ASPP).
     """
     if not rows:
         raise ValueError("nothing to plot: no rows")
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(13, 9), dpi=110)
-    for family, colour in FAMILY_COLOURS.items():
+    order = list(PAPERS)  # the legend lists families in the catalog's order, whatever the rows' order
+    for family in sorted({r.family for r in rows}, key=lambda f: order.index(f) if f in order else len(order)):
         fam = [r for r in rows if r.family == family]
-        if not fam:
-            continue
+        colour, marker = _colour(family), TASK_MARKERS.get(fam[0].task, "o")
         for unstable in (False, True):
             part = [r for r in fam if r.latency.unstable == unstable]
             if not part:
@@ -40,7 +50,7 @@ def plot_zoo(rows: Sequence[ZooRow], path: str, title: str) -> None:
             lo = [r.latency.median_ms - r.latency.p10_ms for r in part]
             hi = [r.latency.p90_ms - r.latency.median_ms for r in part]
             # hollow: an unstable row's figure includes the machine's interference
-            ax.errorbar(xs, ys, yerr=[lo, hi], fmt="o", color=colour, ms=5, capsize=2, lw=0.8,
+            ax.errorbar(xs, ys, yerr=[lo, hi], fmt=marker, color=colour, ms=5, capsize=2, lw=0.8,
                         mfc="none" if unstable else colour, label=f"{family} (UNSTABLE)" if unstable else family)
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -94,7 +104,7 @@ def _label_points(fig, ax, rows: Sequence[ZooRow], fontsize: float = 6.5) -> Non
                 best, best_cost = box, cost
         placed.append(best)
         x, y = ax.transData.inverted().transform((best[0], best[1]))
-        colour = FAMILY_COLOURS.get(row.family, "black")
+        colour = _colour(row.family)
         ax.annotate(
             row.name, (row.madds / 1e6, row.latency.median_ms), xytext=(x, y), textcoords="data",
             fontsize=fontsize, ha="left", va="bottom", color=colour, annotation_clip=False,

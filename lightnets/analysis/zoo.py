@@ -12,11 +12,12 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from ..catalog import TASKS, task_of
 from ..cost import profile
 from ..cost.latency import SPREAD_LIMIT, LatencyResult, measure_latencies
 from ..cost.load import BUSY_CORES, LoadWatch, MachineLoad, load_lines, machine_load
 from ..models import create_model, get_entry, list_models
-from ..models.memory import check_request
+from ..models.memory import check_request, spec_of
 from ..report import ProgressLine, progress
 
 
@@ -30,6 +31,7 @@ class ZooRow:
     mac: int
     mac_bytes: int
     latency: LatencyResult = field(repr=False)
+    task: str = "classification"  # or detection, segmentation (lightnets.catalog.TASKS)
 
     @property
     def madds_per_ms(self) -> float:
@@ -45,14 +47,15 @@ class ZooRow:
         return d
 
 
-def distinct_models(names: list[str] | None = None) -> dict[str, list[str]]:
-    """Registered names grouped by the network they build: first name -> its aliases.
+def distinct_models(names: list[str] | None = None, task: str | None = None) -> dict[str, list[str]]:
+    """Registered names (default: every registered model, or those of one of
+    :data:`~lightnets.catalog.TASKS`) grouped by the network they build: first name -> its aliases.
 
-    ``mobilenet_v2`` and ``mobilenet_v2_100`` are the same network; it is measured once.
+    ``mobilenet_v2`` and ``mobilenet_v2_100`` are the same network, and so are
+    ``ssdlite320_mobilenet_v3_large`` and ``ssdlite_mobilenet_v3_large``; each is measured once.
     """
     groups: dict[tuple, list[str]] = {}
-    # The zoo table compares classifiers; the segmentation models join it with their own columns (issue 14).
-    for name in names if names is not None else list_models(task="classification"):
+    for name in names if names is not None else list_models(task=task):
         entry = get_entry(name)
         # A family name builds its defaults, which a named variant may fix to the same values.
         defaults = {p.name: p.default for p in inspect.signature(entry.builder).parameters.values()}
@@ -108,6 +111,12 @@ class ZooRun:
                else ""),
             *load_lines(self.load_before, self.load_during),
         ]
+        if any(r.task != "classification" for r in self.rows):
+            lines.append(
+                "dense models (task detection, segmentation) built with their default classes (SSDLite 91, COCO's; "
+                "LR-ASPP 21, Pascal VOC's) and timed at the same size: a detector's forward pass (box codes and class "
+                "logits per anchor; decoding and NMS not included), a segmenter's logits at the input size"
+            )
         return lines
 
     def summary(self) -> str:
@@ -137,6 +146,7 @@ def run_zoo(
     models: list[str] | None = None,
     show_progress: bool = True,
     backend: str = "eager",
+    task: str | None = None,
 ) -> ZooRun:
     """Measure every distinct registered model (or ``models``) at batch 1, in interleaved rounds.
 
@@ -144,7 +154,11 @@ def run_zoo(
     timed runs in all, so at most ``runs`` rounds; see :func:`lightnets.cost.measure_latencies`), so a drift in the
     machine's speed hits all rows alike. The machine's load is read before (half a second)
     and during the measurement. ``backend`` is passed on (``eager``, ``compile``,
-    ``onnxruntime``, ``onnxruntime-int8``).
+    ``onnxruntime``, ``onnxruntime-int8``). ``task`` keeps the models of one task (classification,
+    detection, segmentation; default: all). Dense models are built with their default classes
+    (detectors 91, COCO's; segmenters 21, Pascal VOC's) and timed at ``resolution`` like the
+    classifiers: a detector's forward pass (box codes and class logits per anchor, no decoding or
+    NMS), a segmenter's logits at the input size.
     """
     if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1:
         raise ValueError(f"resolution must be an integer >= 1, got {resolution!r}")
@@ -152,12 +166,18 @@ def run_zoo(
         raise ValueError("models is empty: give at least one registered name, or None for the whole zoo")
     for name in models or []:
         get_entry(name)  # raises on unknown names before any measurement
+    if task is not None and task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; allowed: {', '.join(TASKS)}")
+    if models is not None and task is not None:
+        models = [name for name in models if task_of(name) == task]
+        if not models:
+            raise ValueError(f"none of the models given is a {task} model")
     size = (1, 3, resolution, resolution)
-    groups = distinct_models(models)
+    groups = distinct_models(models, task)
     costs, built = {}, {}
     for name in progress(groups, len(groups), "building", show_progress):
         model = create_model(name)
-        check_request(model.spec, f"timing {name} at {resolution}x{resolution}", resolution)
+        check_request(spec_of(model), f"timing {name} at {resolution}x{resolution}", resolution)
         with torch.device("meta"):
             costs[name] = profile(create_model(name), size).total
         built[name] = (model, size)
@@ -176,6 +196,7 @@ def run_zoo(
         ZooRow(
             name=name, family=get_entry(name).family, aliases=groups[name], params=costs[name].params,
             madds=costs[name].madds, mac=costs[name].mac, mac_bytes=costs[name].mac_bytes, latency=latencies[name],
+            task=task_of(name),
         )
         for name in groups
     ]

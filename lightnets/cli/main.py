@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from ..catalog import ENTRIES, FAMILY_NAMES, PAPERS, SCENE_CANVAS, SCENE_DATA, model_names, task_of
+from ..catalog import ENTRIES, FAMILY_NAMES, PAPERS, SCENE_CANVAS, SCENE_DATA, TASKS, model_names, task_of
 from ..report import format_table, safe_text
 from . import options as opt
 
@@ -64,13 +64,13 @@ def _build_from_args(args: argparse.Namespace):
     return _model(args.name, options)
 
 
-def _refuse_dense(name: str | None) -> None:
-    """The commands below ``models`` take classifiers (a spec, logits per image); say so for a segmentation or
-    detection model."""
+def _refuse_dense(name: str | None, why: str) -> None:
+    """Commands that work on a classifier's spec or its logits (spec, lut, netadapt, search) say so for a
+    segmentation or detection model, and ``why`` it cannot take one."""
     if name in model_names() and task_of(name) != "classification":
         raise ValueError(
-            f"{name} is a {task_of(name)} model; this command handles classifiers for now "
-            f"(build it in Python: lightnets.create_model({name!r}))"
+            f"{name} is a {task_of(name)} model; this command handles classifiers: {why} (profile, zoo, export, "
+            f"eval and predict take dense models)"
         )
 
 
@@ -78,7 +78,6 @@ def _model(name: str, options: dict):
     """A registered model, or the network a spec (file or string, see ``lightnets spec``) describes."""
     from ..models import build, create_model, list_models, read_spec
 
-    _refuse_dense(name)
     if name in list_models():
         return create_model(name, **options)
     if not (name.lstrip().startswith(("stem", "{")) or os.path.isfile(name)):
@@ -93,6 +92,8 @@ def _model(name: str, options: dict):
 def cmd_spec(args: argparse.Namespace) -> int:
     from ..models import channel_groups, walk
 
+    _refuse_dense(args.name, "it prints a classifier's spec (a dense model's backbone is one: "
+                             "lightnets.create_model(NAME).backbone.spec)")
     model = _build_from_args(args)
     spec = model.spec
     print("\n".join(spec.lines()))
@@ -149,12 +150,12 @@ def configuration(name: str, options: dict) -> str:
 
 def cmd_profile(args: argparse.Namespace) -> int:
     from ..cost import profile
-    from ..models.memory import check_request
+    from ..models.memory import check_request, spec_of
     from .reports import profile_report
 
     model = _build_from_args(args)
     size = (1, 3, args.resolution, args.resolution)
-    check_request(model.spec, f"profiling at {args.resolution}x{args.resolution}", args.resolution)
+    check_request(spec_of(model), f"profiling at {args.resolution}x{args.resolution}", args.resolution)
     load = _start_load_watch() if args.latency else None
     prof = profile(model, size, latency=args.latency, runs=args.runs, threads=args.threads)
     title = f"{configuration(args.name, _model_options(args))} at {args.resolution}x{args.resolution}, batch 1"
@@ -177,9 +178,10 @@ def _lut_networks(models: list[str] | None) -> dict:
     distinct network of the zoo (one per distinct spec)."""
     from ..analysis import distinct_models
 
-    names = models or list(distinct_models())
+    names = models or list(distinct_models(task="classification"))
     networks, seen = {}, set()
     for name in names:
+        _refuse_dense(name, "a latency table times the sites of classifiers' specs")
         spec = _model(name, {}).spec
         if str(spec) not in seen:
             seen.add(str(spec))
@@ -278,6 +280,7 @@ def cmd_netadapt(args: argparse.Namespace) -> int:
         from ..report import pyplot
 
         pyplot()  # fail before the search if matplotlib is missing
+    _refuse_dense(args.name, "NetAdapt shrinks a classifier's spec and fine-tunes it on classification data")
     loaded = load_model(args.checkpoint, args.name)
     config = loaded.config
     data = args.data or config.get("data", "digits")
@@ -327,6 +330,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     from ..search import LatencyTable, ProxyEvaluator, SearchSpace, evaluate_widths, plot_search, search, write_result
     from ..train import digits, load_data
 
+    for name in (args.base, args.target_model):
+        _refuse_dense(name, "the search space is a classifier's stages, scored by classification accuracy")
     widths = args.widths or []
     if widths and not args.plot:
         raise SystemExit("lightnets search: --widths draws on the --plot; give --plot PNG too")
@@ -405,7 +410,7 @@ def cmd_zoo(args: argparse.Namespace) -> int:
         pyplot()  # fail before measuring if matplotlib is missing
     run = run_zoo(
         args.resolution, threads=args.threads, runs=args.runs, warmup=args.warmup, rounds=args.rounds,
-        spread_limit=args.spread_limit, retries=args.retries, models=models, backend=args.backend,
+        spread_limit=args.spread_limit, retries=args.retries, models=models, backend=args.backend, task=args.task,
     )
     machine = machine_info()
     title = run.title(machine["cpu"], machine["torch"])
@@ -578,11 +583,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from ..train import check_classes, checkpoint_preprocessing, evaluate, load_data
 
     loaded = load_model(args.checkpoint, args.name, device=args.device)
+    task = getattr(loaded.model, "task", "classification")
+    if task != "classification" and args.plot:
+        raise ValueError(f"--plot draws a classifier's confusion matrix; {args.checkpoint!r} holds a {task} model "
+                         "(its figures are printed, and written with --json)")
     resolution = args.resolution or loaded.preprocessing.resolution
     data = args.data or loaded.config.get("data", "digits")
     pre = checkpoint_preprocessing(data, loaded.preprocessing)
     _, val = load_data(data, resolution, args.bad_images, augment=False, preprocessing=pre)
     check_classes(val, loaded.class_names)
+    if task != "classification":
+        return _eval_dense(args, loaded.model, val, task, data, resolution)
     result = evaluate(loaded.model, val, batch_size=args.batch_size, device=args.device)
     print(f"{args.name} on {safe_text(data)} ({val.name}, {result.count} images, {resolution}x{resolution}): "
           f"top-1 {100 * result.top1:.2f}%, top-5 {100 * result.top5:.2f}%, loss {result.loss:.4f}"
@@ -613,9 +624,47 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval_dense(args: argparse.Namespace, model, val, task: str, data: str, resolution: int) -> int:
+    """``lightnets eval`` of a detection (COCO mAP) or segmentation (mean IoU) checkpoint."""
+    from ..train import evaluate_detection, evaluate_segmentation
+
+    where = f"{args.name} on {safe_text(data)} ({val.name}, {val.size} images, {resolution}x{resolution})"
+    if task == "detection":
+        result = evaluate_detection(model, val, batch_size=args.batch_size, device=args.device)
+        print(f"{where}: mAP@[.5:.95] {100 * result['map']:.2f}%, mAP@0.5 {100 * result['map50']:.2f}%, "
+              f"mAP@0.75 {100 * result['map75']:.2f}%, recall@100 {100 * result['mar100']:.2f}% "
+              f"({result['detections']} detections scoring >= {result['score_thresh']:g}; COCO's evaluation, "
+              f"pycocotools)")
+        rows = [{"class": val.classes[label], "ap": ap} for label, ap in result["per_class"].items()]
+        columns, figure = [("class", "class"), ("ap", "AP@[.5:.95]")], "ap"
+        result = {**result, "per_class": {val.classes[k]: v for k, v in result["per_class"].items()}}
+    else:
+        result = evaluate_segmentation(model, val, batch_size=args.batch_size, device=args.device)
+        print(f"{where}: mean IoU {100 * result['miou']:.2f}%, pixel accuracy {100 * result['pixel_acc']:.2f}%")
+        pixels = [sum(row) for row in result["confusion"]]
+        rows = [{"class": c, "iou": iou, "n": n}
+                for c, iou, n in zip(result["classes"], result["per_class"], pixels, strict=True)]
+        columns, figure = [("class", "class"), ("n", "pixels"), ("iou", "IoU")], "iou"
+    print()
+    print(format_table(rows, columns, formats={figure: lambda v: "-" if v is None else f"{100 * v:.1f}%"}))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"task": task, **result}, fh, indent=2)
+        print(f"wrote {args.json}")
+    return 0
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from ..export import predict
+    from ..formats import load_model
 
+    # a dense checkpoint's task decides the output: classes, or boxes and masks drawn into --out
+    task = getattr(load_model(args.checkpoint, args.name).model, "task", "classification")
+    if task != "classification":
+        return _predict_dense(args, task)
+    if args.out is not None:
+        raise ValueError(f"--out is where a detection or segmentation checkpoint's drawings go; {args.checkpoint!r} "
+                         "holds a classifier, whose classes are printed")
     predictions = predict(args.name, args.checkpoint, args.images, top=args.top, bad_images=args.bad_images)
     for prediction in predictions:
         if prediction.error is None:
@@ -628,6 +677,37 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if unread:
         # like training's --bad-images skip: the others are predicted, the skipped are counted;
         # the exit status says not every image was
+        print(f"lightnets: error: {unread} of {len(predictions)} images could not be read (see above)",
+              file=sys.stderr)
+        return 2
+    return 0
+
+
+def _predict_dense(args: argparse.Namespace, task: str) -> int:
+    from ..export import predict_dense
+
+    if args.out is None:
+        raise ValueError(f"{args.checkpoint!r} holds a {task} model: give --out DIR, where the images are drawn with "
+                         f"their {'boxes' if task == 'detection' else 'masks'} (one PNG each)")
+    predictions = predict_dense(args.name, args.checkpoint, args.images, args.out, score_thresh=args.score_thresh,
+                                bad_images=args.bad_images)
+    for prediction in predictions:
+        if prediction.error is not None:
+            print(f"lightnets: skipped: {safe_text(prediction.error)}", file=sys.stderr)
+            continue
+        if task == "detection":
+            print(f"{safe_text(prediction.path)}: {len(prediction.detections)} detections scoring >= "
+                  f"{args.score_thresh:g}")
+            for label, score, (x1, y1, x2, y2) in prediction.detections:
+                print(f"  {safe_text(label):<20} {100 * score:6.2f}%  box {x1:.1f},{y1:.1f},{x2:.1f},{y2:.1f}")
+        else:
+            print(f"{safe_text(prediction.path)}: {sum(prediction.pixels.values())} pixels not background, at the "
+                  "model's input size")
+            for label, count in sorted(prediction.pixels.items(), key=lambda item: -item[1]):
+                print(f"  {safe_text(label):<20} {count} pixels")
+        print(f"  drawn: {safe_text(prediction.drawn)}")
+    unread = sum(p.error is not None for p in predictions)
+    if unread:
         print(f"lightnets: error: {unread} of {len(predictions)} images could not be read (see above)",
               file=sys.stderr)
         return 2
@@ -657,6 +737,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     else:
         model, preprocessing = _model(args.name, options).eval(), None
         resolution = args.resolution or 224
+    task = getattr(model, "task", "classification")
+    if args.int8 and task != "classification":
+        raise ValueError(f"--int8 quantizes classifiers (calibrated on classification images); this is a {task} "
+                         "model: export it in float (--format onnx or pt2, without --int8)")
     if args.int8:
         from ..train import calibration_batches
 
@@ -666,11 +750,35 @@ def cmd_export(args: argparse.Namespace) -> int:
         )
         quantize_int8(model, args.output, batches, resolution=resolution)
     elif args.format == "onnx":
-        export_onnx(model, args.output, resolution=max(resolution, 32), fuse_bn=not args.no_fuse)
+        # a detector's anchors fix its input size: exported at exactly the size asked for
+        size = resolution if task == "detection" else max(resolution, 32)
+        export_onnx(model, args.output, resolution=size, fuse_bn=not args.no_fuse)
     else:
         export_pt2(model, args.output, resolution=resolution, fuse_bn=not args.no_fuse)
     print(f"wrote {args.output} ({os.path.getsize(args.output) / 1024:.0f} KB)")
+    for line in _dense_outputs(task, args.format, resolution):
+        print(f"  {line}")
     return 0
+
+
+def _dense_outputs(task: str, file_format: str, resolution: int) -> list[str]:
+    """What a dense model's exported file computes, and what stays in Python (lightnets.export.export_onnx)."""
+    batch = "N (any batch)"
+    if task == "detection":
+        outputs = "outputs boxes, scores" if file_format == "onnx" else "returns (boxes, scores)"
+        return [
+            f"input: {batch} x 3 x {resolution} x {resolution}, fixed size (the anchors are constants of it); "
+            f"{outputs}",
+            "boxes (N, anchors, 4): xyxy in input pixels, clipped to the image; scores (N, anchors, classes): "
+            "softmax, column 0 the background",
+            "not in the file: the score threshold, per-class NMS and top-k; run them in Python after boxes/scores "
+            "(model.detect does: torchvision.ops.batched_nms per class)",
+        ]
+    if task == "segmentation":
+        size = "H x W, any size >= 32" if file_format == "onnx" else f"{resolution} x {resolution}, fixed size"
+        return [f"input: {batch} x 3 x {size}; output logits (N, classes, H, W) at the input size; the mask is "
+                "their argmax over classes"]
+    return []
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
@@ -898,6 +1006,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_stability_options(zoo, "model")
     zoo.add_argument("--models", type=opt.nonempty_list,
                      help="comma-separated model names (default: all distinct registered models)")
+    zoo.add_argument("--task", choices=TASKS,
+                     help="only the models of this task (default: all; detectors and segmenters are built with "
+                          "their default classes, 91 and 21)")
     zoo.add_argument("--backend", choices=["eager", "compile", "onnxruntime", "onnxruntime-int8"], default="eager",
                      help="how to run the models (default: eager; onnxruntime exports each to ONNX first: "
                           "slower to start)")
@@ -993,7 +1104,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-progress", action="store_true", help="no progress bar (default: one on a terminal)")
     train.set_defaults(func=cmd_train)
 
-    ev = sub.add_parser("eval", help="top-1/top-5, per-class accuracy and confusion matrix of a checkpoint")
+    ev = sub.add_parser("eval", help="top-1/top-5, per-class accuracy and confusion matrix of a checkpoint (a "
+                                     "detector: COCO mAP; a segmenter: mean IoU)")
     ev.add_argument("name", help="the registered model the checkpoint holds, as given to 'lightnets train' "
                     "(see 'lightnets models'), or 'spec' for a network stored as its spec (pruned, NetAdapt)")
     ev.add_argument("--checkpoint", required=True, help="a .safetensors checkpoint written by lightnets train")
@@ -1007,13 +1119,19 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", metavar="FILE", help="write the accuracies and confusion matrix as JSON")
     ev.set_defaults(func=cmd_eval)
 
-    pr = sub.add_parser("predict", help="top-5 classes of image files, with a trained checkpoint")
+    pr = sub.add_parser("predict", help="top-5 classes of image files (or their boxes or masks, drawn), with a "
+                                        "trained checkpoint")
     pr.add_argument("name", help="the registered model the checkpoint holds, as given to 'lightnets train' "
                     "(see 'lightnets models'), or 'spec' for a network stored as its spec (pruned, NetAdapt)")
     pr.add_argument("--checkpoint", required=True,
                     help="a .safetensors checkpoint written by lightnets train or convert")
     pr.add_argument("images", nargs="+", metavar="IMAGE", help="image files (needs Pillow, the images extra)")
     pr.add_argument("--top", type=opt.positive_int, default=5, help="classes shown per image (default 5)")
+    pr.add_argument("--out", metavar="DIR",
+                    help="detection and segmentation checkpoints (required for them): draw each image with its "
+                         "boxes or mask into DIR/<image name>.png")
+    pr.add_argument("--score-thresh", type=opt.probability, default=0.5,
+                    help="detection: report and draw the boxes scoring at least this (default 0.5)")
     pr.add_argument("--bad-images", choices=["skip", "error"], default="skip",
                     help="unreadable images: skip, report and exit 2 after predicting the others, or stop at the "
                          "first before any prediction (default: skip)")

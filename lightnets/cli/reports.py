@@ -100,6 +100,7 @@ def zoo_report(run: ZooRun, title: str) -> str:
             [
                 {
                     "name": r.name,
+                    "task": r.task,
                     "params": r.params,
                     "madds": r.madds / 1e6,
                     "mac": r.mac / 1e6,
@@ -113,7 +114,8 @@ def zoo_report(run: ZooRun, title: str) -> str:
                 for r in rows
             ],
             [
-                ("name", "model"), ("params", "params"), ("madds", "MAdds (M)"), ("mac", "MAC (M elems)"),
+                ("name", "model"), ("task", "task"), ("params", "params"), ("madds", "MAdds (M)"),
+                ("mac", "MAC (M elems)"),
                 ("median", "median ms"), ("range", "p10-p90 ms"), ("spread", "spread"), ("drift", "drift"),
                 ("madds_per_ms", "MAdds/ms (M)"), ("flag", "flag"),
             ],

@@ -116,6 +116,7 @@ class _DecodedDetections(nn.Module):
     def __init__(self, detector: nn.Module, size: tuple[int, int]) -> None:
         super().__init__()
         self.detector, self.size = detector, size
+        detector.anchors(size)  # cached now: the exporter wants no attribute assigned while it traces
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.detector.decode(self.detector(x), self.size)

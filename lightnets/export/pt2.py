@@ -7,6 +7,7 @@ from torch import nn
 
 from ..formats import atomic_path, check_output_file
 from .fuse import fuse
+from .onnx import _DecodedDetections
 
 
 def export_pt2(
@@ -19,11 +20,17 @@ def export_pt2(
     example size is 1. The program is written to a temporary file and renamed, so a failed
     export leaves no partial file at ``path``, whose folder must exist (checked before the export,
     :func:`~lightnets.formats.check_output_file`). Returns ``path``.
+
+    A detection model exports as in :func:`~lightnets.export.export_onnx`: forward pass and box
+    decoding, returning ``(boxes, scores)``; NMS stays in Python (``model.detect``). A
+    segmentation model returns its logits at ``resolution``.
     """
     if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1:
         raise ValueError(f"resolution must be a positive integer (the input size in pixels), got {resolution!r}")
     check_output_file(path, "torch.export file")
     net = fuse(model) if fuse_bn else model.eval()
+    if getattr(model, "task", None) == "detection":
+        net = _DecodedDetections(net, (resolution, resolution))
     x = torch.randn(2, getattr(model, "in_chans", 3), resolution, resolution)
     batch = torch.export.Dim("batch", min=1, max=max_batch)
     program = torch.export.export(net, (x,), dynamic_shapes={"x": {0: batch}})

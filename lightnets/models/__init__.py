@@ -9,7 +9,7 @@ classification head (what :class:`LRASPP` segments and :class:`SSDLite` detects 
 from .builder import Backbone, ConvNet, FeatureInfo, Head, Site, Stem, build, build_block, build_site, walk
 from .channels import ChannelGroup, channel_groups, inherit_weights, keep_largest_l2, resize_group
 from .lraspp import LRASPP, LRASPPHead, lraspp_mobilenet_v3_large, lraspp_mobilenet_v3_small
-from .memory import MemoryEstimate, available_memory, check_memory, check_request, estimate_memory
+from .memory import MemoryEstimate, available_memory, check_memory, check_request, estimate_memory, spec_of
 from .mobilenet_v1 import mobilenet_v1
 from .mobilenet_v2 import mobilenet_v2, mobilenet_v2_spec
 from .mobilenet_v3 import mobilenet_v3_large, mobilenet_v3_small, mobilenet_v3_spec
@@ -75,6 +75,7 @@ __all__ = [
     "resolve",
     "shufflenet_v1",
     "shufflenet_v2",
+    "spec_of",
     "ssdlite_mobilenet_v2",
     "ssdlite_mobilenet_v3_large",
     "ssdlite_mobilenet_v3_small",

@@ -141,6 +141,24 @@ def estimate_memory(spec: NetSpec, input_size: int | None = None, batch: int = 1
     return MemoryEstimate(params, batch * peak, batch * saved)
 
 
+def spec_of(model) -> NetSpec | None:
+    """The spec whose memory ``model`` needs at least: a classifier's own, a dense model's backbone's
+    (:class:`~lightnets.models.Backbone`, which SSDLite and LR-ASPP build on), or None for a network
+    without one.
+
+    A backbone's spec states a classification head it does not build; it is replaced by the
+    smallest head a spec can state (a one-class linear layer, a few hundred weights), so the
+    estimate stays a lower bound. The dense heads themselves are not counted: they add to the need.
+    """
+    spec = getattr(model, "spec", None)
+    if isinstance(spec, NetSpec):
+        return spec
+    spec = getattr(getattr(model, "backbone", None), "spec", None)
+    if isinstance(spec, NetSpec):
+        return spec.replace(head=HeadSpec(num_classes=1))
+    return None
+
+
 def check_request(
     spec: NetSpec, what: str, input_size: int | None = None, batch: int = 1, training: bool = False,
     bytes_per_element: int = FLOAT_BYTES,

@@ -30,7 +30,7 @@ from ..formats.checkpoint import CheckpointError, load_checkpoint, restore_rng, 
 from ..formats.files import atomic_write, fault_point, read_json, remove_stale_temporaries
 from ..formats.loading import SPEC_NAME, build_stored_model, load_model, state_dict_mismatch
 from ..models import NetSpec
-from ..models.memory import check_request
+from ..models.memory import check_request, spec_of
 from .data import DataSplit, load_data
 from .ema import ModelEMA
 from .metrics import EvalResult, topk_correct
@@ -210,8 +210,8 @@ def evaluate(
     stated = getattr(model, "num_classes", None)
     if isinstance(stated, int) and stated != n_classes:
         raise ValueError(_class_mismatch(stated, split))
-    spec = getattr(model, "spec", None)
-    if isinstance(spec, NetSpec) and not str(device).startswith("cuda"):
+    spec = spec_of(model)
+    if spec is not None and not str(device).startswith("cuda"):
         r, largest = split.preprocessing.resolution, min(batch_size, split.size)
         check_request(spec, f"evaluating batches of {largest} images at {r}x{r}", r, largest)
     was_training = model.training
@@ -435,8 +435,8 @@ def fit(
     else:
         total_steps = steps_per_epoch * recipe.epochs
 
-    spec = getattr(model, "spec", None)
-    if isinstance(spec, NetSpec) and not str(device).startswith("cuda"):
+    spec = spec_of(model)
+    if spec is not None and not str(device).startswith("cuda"):
         r = train_split.preprocessing.resolution
         check_request(spec, f"training with batches of {recipe.batch_size} images at {r}x{r}", r, recipe.batch_size,
                       training=True, bytes_per_element=2 if amp else 4)
