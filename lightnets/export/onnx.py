@@ -99,7 +99,6 @@ def export_onnx(
     x = torch.randn(2, channels, height, width)
     outputs = ["logits"]
     if detection:
-        net.anchors((height, width))  # cached now: the exporter refuses attributes assigned while it traces
         net, outputs = _DecodedDetections(net, (height, width)), ["boxes", "scores"]
     with atomic_path(path) as partial:  # a failed export or check leaves an existing file as it was
         with warnings.catch_warnings():
