@@ -159,3 +159,22 @@ def test_predict_draws_a_detectors_boxes(tmp_path, detection, images):
     for label, score, (x1, y1, x2, y2) in result.detections:
         assert label in [str(d) for d in range(10)] and 0 <= score <= 1
         assert 0 <= x1 <= x2 <= 100 and 0 <= y1 <= y2 <= 80  # in the file's pixels
+
+
+@pytest.mark.parametrize("name", lightnets.list_models(task="detection") + lightnets.list_models(task="segmentation"))
+def test_every_dense_model_exports_with_torch_export(name, tmp_path):
+    from lightnets.export import export_pt2
+    from lightnets.models import get_entry
+
+    fixed = get_entry(name).fixed
+    model = lightnets.create_model(name, num_classes=5, **({} if "width_mult" in fixed else {"width_mult": 0.35}))
+    model.eval()
+    path = export_pt2(model, str(tmp_path / f"{name}.pt2"), resolution=64)
+    program = torch.export.load(path)
+    x = torch.randn(3, 3, 64, 64)  # another batch size than the example's
+    with torch.no_grad():
+        got = program.module()(x)
+        expected = model.decode(model(x), (64, 64)) if model.task == "detection" else model(x)
+    for g, e in zip(got if isinstance(got, tuple) else (got,), expected if isinstance(expected, tuple) else (expected,),
+                    strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-3, atol=1e-3)  # BatchNorm folded into the convolutions
