@@ -11,11 +11,25 @@ import torch
 import lightnets
 import lightnets.search.lut as lut
 from lightnets.cli import main
-from lightnets.cost import percentile, round_order
+from lightnets.cost import (
+    REFERENCE_SHAPE,
+    RoundTimes,
+    SpeedReference,
+    percentile,
+    reference_module,
+    round_order,
+    round_schedule,
+)
 from lightnets.models import ConvNet, walk
 from lightnets.search import LatencyTable
 
 WHOLE_NETWORK_EXTRA_MS = 0.5
+
+
+class Calls(list):
+    """The fake's calls to time a site or a network; ``references``: how many reference readings."""
+
+    references = 0
 
 
 @pytest.fixture
@@ -25,9 +39,12 @@ def fake_timing(monkeypatch):
     A site costs 0.1 ms plus 1 ms per million parameters; a whole network costs the sum of its
     sites plus WHOLE_NETWORK_EXTRA_MS, which is what calibration must recover.
     """
-    calls = []
+    calls = Calls()
 
     def fake(module, input_size, *, threads=None, runs=50, warmup=10, backend="eager", **_):
+        if isinstance(module, SpeedReference):  # a steady machine: the reference always takes 0.2 ms
+            calls.references += 1
+            return SimpleNamespace(median_ms=0.2, times_ms=[0.2] * runs)
         calls.append((type(module).__name__, tuple(input_size), runs))
         if isinstance(module, ConvNet):
             size = input_size[-1]
@@ -40,13 +57,18 @@ def fake_timing(monkeypatch):
         return 0.1 + sum(p.numel() for p in lut.build_site(site, settings).parameters()) / 1e6
 
     def fake_onnxruntime(modules, shapes, *, threads, runs=30, warmup=10, int8=False, rounds=3, part=False,
-                         on_step=None):
+                         reference=False, reference_every=4, on_step=None):
         per_round = -(-runs // rounds)
-        timed = [[] for _ in modules]
-        for _ in range(rounds):  # round by round, as the real one
-            for i, (module, shape) in enumerate(zip(modules, shapes, strict=True)):
-                timed[i].append(fake(module, shape, runs=per_round).times_ms)
-        return timed
+        timed, readings = [[] for _ in modules], []
+        every = reference_every if reference else None
+        for r in range(rounds):  # round by round, as the real one
+            readings.append([])
+            for i in round_schedule(len(modules), r, every):
+                if i is None:
+                    readings[r].append(fake(reference_module(), REFERENCE_SHAPE, runs=1).median_ms)
+                else:
+                    timed[i].append(fake(modules[i], shapes[i], runs=per_round).times_ms)
+        return RoundTimes(timed, readings if reference else None, every)
 
     monkeypatch.setattr(lut, "measure_latency", fake)
     monkeypatch.setattr(lut, "onnxruntime_rounds", fake_onnxruntime)
@@ -173,10 +195,14 @@ def test_onnxruntime_sites_are_timed_in_fresh_sessions(backend, deploy, monkeypa
     monkeypatch.setattr(lut, "onnxruntime_rounds", recording)
     table = LatencyTable.new(backend, threads=1, runs=3)
     entry = table.measure_site(site, lightnets.models.BuildSettings())
-    ((sessions,),) = seen  # one module
-    pooled = sorted(t for session in sessions for t in session)
-    assert entry.runs == len(pooled) == 3 and len(sessions) == 3  # runs=3 split over 3 fresh sessions
-    assert entry.median_ms == statistics.median(statistics.median(session) for session in sessions)
+    ((sessions,),) = [rounds.times_ms for rounds in seen]  # one module
+    assert entry.runs == 3 and len(sessions) == 3  # runs=3 split over 3 fresh sessions
+    assert entry.raw_median_ms == statistics.median(statistics.median(session) for session in sessions)
+    assert [len(r) for r in seen[0].reference_ms] == [2, 2, 2]  # a reading before and after the one module
+    assert table.reference_ms == statistics.median(seen[0].readings())
+    (normalised,), _ = seen[0].normalised(table.reference_ms)
+    pooled = sorted(t for session in normalised for t in session)
+    assert entry.median_ms == statistics.median(statistics.median(session) for session in normalised)
     assert (entry.p10_ms, entry.p90_ms) == (percentile(pooled, 0.1), percentile(pooled, 0.9))
 
 
@@ -218,11 +244,18 @@ def test_onnxruntime_rounds_interleave_fresh_sessions_round_by_round(deploy, mon
     steps = []
     timed = latency.onnxruntime_rounds(modules, [(1, 8, 16, 16), (1, 8, 12, 12)], threads=1, runs=4, warmup=1,
                                        rounds=2, on_step=lambda done, total, what: steps.append((done, total)))
-    assert timed == [[[1000.0, 1000.0]] * 2] * 2  # [module][round][run]: 4 runs over 2 rounds
+    assert timed.times_ms == [[[1000.0, 1000.0]] * 2] * 2  # [module][round][run]: 4 runs over 2 rounds
+    assert timed.reference_ms is None
     sizes = [16, 12]
     later = [(sizes[i], False) for i in round_order(2, 1)]  # round 1 in its own shuffle
     assert created == [(16, False), (12, False), *later]  # round by round: one fresh session per module
     assert steps == [(done, 6) for done in range(1, 7)]  # 2 exports, then 2 rounds of 2 sessions
+    created.clear()
+    timed = latency.onnxruntime_rounds(modules, [(1, 8, 16, 16), (1, 8, 12, 12)], threads=1, runs=4, warmup=1,
+                                       rounds=2, reference=True, reference_every=1)
+    # the reference's sessions are opened once, before the rounds, and kept; a reading before, between, after
+    assert created == [(56, False)] * latency.REFERENCE_SESSIONS + [(16, False), (12, False), *later]
+    assert timed.reference_ms == [[1000.0] * 3] * 2 and timed.every == 1
 
 
 def test_onnxruntime_rounds_take_each_modules_boundary_conversions_off_every_run(deploy, monkeypatch):
@@ -241,7 +274,7 @@ def test_onnxruntime_rounds_take_each_modules_boundary_conversions_off_every_run
     later = [(size, False) for size in ([16, 12] if round_order(2, 1) == [0, 1] else [12, 16])]
     assert created == [(16, False), (12, False), *later, (16, True), (12, True)]
     assert len(conversions) == 2 and all(c >= 0 for c in conversions)  # x86: a few us; 0 without NCHWc
-    for per_round, conversion in zip(timed, conversions, strict=True):
+    for per_round, conversion in zip(timed.times_ms, conversions, strict=True):
         assert per_round == [[1000.0 - conversion] * 2] * 2  # the same amount off every run of the module
 
 

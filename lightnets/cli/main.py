@@ -203,6 +203,20 @@ def _load_lines(before, watch) -> list[str]:
     return load_lines(before, watch.reading())
 
 
+def _speed_line(table, when: str) -> str:
+    """What a table's speed reference saw (or that it has none), for the lut commands' output."""
+    from ..cost import speed_summary
+
+    if not table.reference:
+        return "no speed reference: entries and measurements in the ms of the moments they were measured"
+    seen = speed_summary([t / table.reference_ms for t in table.reference_readings]) if table.reference_ms else None
+    line = f"speed reference {table.reference_ms:.3f} ms nominal" if table.reference_ms else "speed reference"
+    if seen:
+        line += (f"; during {when} the machine ran at {seen['min']:.2f}-{seen['max']:.2f}x that time (median "
+                 f"{seen['median']:.2f}x, {len(table.reference_readings)} readings); times are at the nominal speed")
+    return line
+
+
 def cmd_lut_build(args: argparse.Namespace) -> int:
     from ..search import LatencyTable
 
@@ -212,8 +226,12 @@ def cmd_lut_build(args: argparse.Namespace) -> int:
         table = LatencyTable.load(args.output)
         table.check_device()
         print(f"extending {args.output}: {len(table.entries)} entries measured on this device")
+        if args.no_reference and table.reference:
+            raise ValueError(f"{args.output} has a speed reference: extend it with one, or write a new table for "
+                             f"--no-reference")
     else:
-        table = LatencyTable.new(args.backend, threads=args.threads, runs=args.runs, warmup=args.warmup)
+        table = LatencyTable.new(args.backend, threads=args.threads, runs=args.runs, warmup=args.warmup,
+                                 reference=not args.no_reference)
     measured = table.measure_sites(
         networks.values(), args.resolution, rounds=args.rounds, show_progress=not args.no_progress
     )
@@ -224,6 +242,7 @@ def cmd_lut_build(args: argparse.Namespace) -> int:
         overhead, scale = table.calibrate(calibration, args.resolution)
         print(f"calibrated on {len(calibration)} of {len(networks)} networks measured whole: "
               f"latency = {overhead:.3f} ms + {scale:.4f} x summed sites")
+    print(_speed_line(table, "this build"))
     print("\n".join(_load_lines(*load)))
     table.save(args.output)
     print(f"wrote {args.output}")
@@ -245,6 +264,7 @@ def cmd_lut_validate(args: argparse.Namespace) -> int:
         print(f"refitted on 1 in {args.refit_every} of the networks measured now (marked *): latency = "
               f"{overhead:.3f} ms + {scale:.4f} x summed sites; the machine runs at {scale / table.scale:.2f}x the "
               f"table's fitted scale now ('as built': the table's own fit)")
+    print(_speed_line(table, "this validation"))
     print("\n".join(_load_lines(*load)))
     print(validation_table(rows))
     print()
@@ -877,6 +897,9 @@ def build_parser() -> argparse.ArgumentParser:
     lut_build.add_argument("--calibrate-every", type=opt.nonnegative_int, default=2, metavar="K",
                            help="measure every K-th network whole to fit the per-network overhead and scale; the "
                            "others are left for 'lut validate' to test on (default 2; 0: no calibration)")
+    lut_build.add_argument("--no-reference", action="store_true",
+                           help="no speed reference: entries in the ms of the moment they were measured (default: a "
+                                "fixed block timed every few sites, every time divided by the machine's speed then)")
     lut_build.add_argument("--no-progress", action="store_true", help="no progress bar (default: one on a terminal)")
     lut_build.add_argument("-o", "--output", required=True, help="the table (JSON); an existing one is extended")
     lut_build.set_defaults(func=cmd_lut_build)

@@ -19,7 +19,16 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 from torch import nn
 
-from ..cost.latency import register_backend, round_order
+from ..cost.latency import register_backend
+from ..cost.speed import (
+    REFERENCE_EVERY,
+    REFERENCE_RUNS,
+    REFERENCE_SHAPE,
+    REFERENCE_WARMUP,
+    RoundTimes,
+    reference_module,
+    round_schedule,
+)
 from .onnx import OnnxModel, _require, export_onnx
 from .quantize import quantize_int8
 
@@ -119,6 +128,24 @@ def _boundary_reorder_ms(path: str, x: torch.Tensor, prefix: str, *, threads: in
     return statistics.median(reorders[warmup:])
 
 
+#: Reference readings in ONNX Runtime each time the reference in this many sessions, kept open over
+#: every round: a fresh session per reading would add one session's luck to each (five sessions of
+#: ShuffleNetV1 g2 1.0x at 224 here: 2.7-3.9 ms), one session kept would add its luck to every
+#: reading of a build or a validation alike; the median of three damps both.
+REFERENCE_SESSIONS = 3
+
+
+def _timed_runs(session: OnnxModel, x: torch.Tensor, warmup: int, runs: int) -> list[float]:
+    for _ in range(warmup):
+        session(x)
+    walls = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        session(x)
+        walls.append((time.perf_counter() - start) * 1e3)
+    return walls
+
+
 def onnxruntime_rounds(
     models: Sequence[nn.Module],
     shapes: Sequence[tuple[int, ...]],
@@ -130,10 +157,12 @@ def onnxruntime_rounds(
     rounds: int = 3,
     part: bool = False,
     profiled_runs: int = 10,
+    reference: bool = False,
+    reference_every: int = REFERENCE_EVERY,
     on_step: Callable[[int, int, str], object] | None = None,
-) -> list[list[list[float]]]:
+) -> RoundTimes:
     """Wall milliseconds of each of ``models`` (at its input size in ``shapes``) in ONNX Runtime:
-    per model, per round, the round's timed runs.
+    per model, per round, the round's timed runs (``.times_ms``).
 
     Every model is exported once; then round by round, every model in turn gets a fresh session
     that runs ``warmup`` untimed and ``ceil(runs / rounds)`` timed runs, so each model is timed in
@@ -144,6 +173,12 @@ def onnxruntime_rounds(
     instead of the models timed early differing from those timed late. ``on_step(done, total,
     what)`` is called after each export, each session and each profile, for a progress bar.
 
+    ``reference=True`` also times :func:`lightnets.cost.reference_module` (exported like the
+    models, int8 with them) where :func:`lightnets.cost.round_schedule` puts a reading: at each
+    round's start, after every ``reference_every`` models and at its end, in
+    :data:`REFERENCE_SESSIONS` sessions kept open over every round (``.reference_ms``; see
+    :class:`lightnets.cost.RoundTimes` for the speed factors they give).
+
     ``part=True`` times each model as a part of a network costs inside the network. Its own
     session overstates that: on x86, ONNX Runtime's full optimisation runs convolutions in a
     blocked layout (NCHWc) and converts activations into it where a graph starts and back where
@@ -152,12 +187,14 @@ def onnxruntime_rounds(
     has the median time of those conversions taken off, read from ``profiled_runs`` runs of a
     profiled session of the model after the rounds. Only the conversions are read from the
     profile: it adds about 3 us to every kernel it records (profiled kernel times summed to
-    1.1-1.4x the wall time here).
+    1.1-1.4x the wall time here). The reference is timed whole, as it was built.
     """
     _check_timing_args(runs, warmup, rounds, profiled_runs, "rounds")
     if len(models) != len(shapes):
         raise ValueError(f"models and shapes must have the same length (one input size per model), "
                          f"got {len(models)} models and {len(shapes)} shapes")
+    every = reference_every if reference else None
+    round_schedule(len(models), 0, every)  # refuses a bad reference_every before anything is exported
     per_round = -(-runs // rounds)
     inputs = [torch.randn(shape, generator=torch.Generator().manual_seed(0)) for shape in shapes]
     steps = len(models) * (rounds + 1 + part)  # export, one session per round, profile
@@ -176,29 +213,37 @@ def onnxruntime_rounds(
             os.mkdir(folder)  # a folder each: the exports and profiles name their files alike
             paths.append(_export_for_timing(model, folder, shape, int8))
             step(f"exported {i}")
+        references: list[OnnxModel] = []
+        if reference:
+            os.mkdir(os.path.join(tmp, "reference"))
+            path = _export_for_timing(reference_module(), os.path.join(tmp, "reference"), REFERENCE_SHAPE, int8)
+            references = [OnnxModel(path, threads=threads) for _ in range(REFERENCE_SESSIONS)]
+        x_reference = torch.randn(REFERENCE_SHAPE, generator=torch.Generator().manual_seed(0))
         timed: list[list[list[float]]] = [[] for _ in models]
+        readings: list[list[float]] = []
         for r in range(rounds):
-            for i in round_order(len(paths), r):  # another order each round (see round_order)
-                path, x = paths[i], inputs[i]
-                session = OnnxModel(path, threads=threads)
-                for _ in range(warmup):
-                    session(x)
-                walls = []
-                for _ in range(per_round):
-                    start = time.perf_counter()
-                    session(x)
-                    walls.append((time.perf_counter() - start) * 1e3)
-                timed[i].append(walls)
+            readings.append([])
+            for i in round_schedule(len(paths), r, every):  # another order each round (see round_order)
+                if i is None:
+                    readings[r].append(statistics.median(
+                        statistics.median(_timed_runs(s, x_reference, REFERENCE_WARMUP, REFERENCE_RUNS))
+                        for s in references
+                    ))
+                    continue
+                session = OnnxModel(paths[i], threads=threads)
+                timed[i].append(_timed_runs(session, inputs[i], warmup, per_round))
                 del session
                 step(f"round {r + 1}, {i}")
+        del references
+        result = RoundTimes(timed, readings if reference else None, every)
         if not part:
-            return timed
+            return result
         for i, (path, x, folder) in enumerate(zip(paths, inputs, folders, strict=True)):
             conversion = _boundary_reorder_ms(path, x, os.path.join(folder, "profile"), threads=threads,
                                               warmup=warmup, profiled_runs=profiled_runs)
             timed[i] = [[wall - conversion for wall in walls] for walls in timed[i]]
             step(f"profiled {i}")
-    return timed
+    return result
 
 
 def onnxruntime_times(
@@ -222,7 +267,7 @@ def onnxruntime_times(
     """
     _check_timing_args(runs, warmup, sessions, profiled_runs, "sessions")
     return onnxruntime_rounds([model], [input_size], threads=threads, runs=runs, warmup=warmup, int8=int8,
-                              rounds=sessions, part=part, profiled_runs=profiled_runs)[0]
+                              rounds=sessions, part=part, profiled_runs=profiled_runs).times_ms[0]
 
 
 def onnxruntime_int8_runner(

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -152,9 +151,9 @@ class NetAdaptResult:
 
 def measure_whole(table: LatencyTable, network: ConvNet, shape: tuple[int, ...], rounds: int = 3) -> float:
     """A whole network's latency as :func:`~lightnets.search.validate` measures it: the median of
-    ``rounds`` per-round medians (ONNX Runtime: fresh sessions), with the table's settings."""
-    per_round = table.time_rounds([network], [shape], rounds, part=False, label="measure", show_progress=False)[0]
-    return statistics.median(statistics.median(times) for times in per_round)
+    ``rounds`` per-round medians (ONNX Runtime: fresh sessions), with the table's settings, at the
+    table's reference speed (as its predictions are)."""
+    return table.measure_networks([network], [shape], rounds)[0]["measured_ms"]
 
 
 def selection_score(row: dict, select: str, top1: float, latency_ms: float) -> tuple[float, float]:

@@ -8,6 +8,15 @@ spec, input channels and input size) and predicts a network as the sum of its si
 per-network overhead. Entries are measured with :func:`~lightnets.cost.measure_latency`'s
 conditions (warm-up, median / p10 / p90, threads set, denormals flushed) and never guessed: a
 missing entry is measured on demand, or the prediction refuses.
+
+Speed: this VM's speed drifts by up to 1.6x within minutes to an hour. A table times a fixed
+reference block between its sites (:mod:`lightnets.cost.speed`) and stores every time in "ms at
+the table's reference speed": divided by the reference's time at that moment over the table's
+nominal reference time (``reference_ms``, the median of the readings while it was built).
+Whole networks measured later (:func:`validate`, :meth:`LatencyTable.calibrate`) are divided the
+same way against the same nominal time, so that predictions and measurements are compared at one
+speed whatever the machine did in between. :meth:`LatencyTable.speed_now` reads the factor to
+turn a prediction into this moment's ms (:meth:`Prediction.at_speed`).
 """
 
 from __future__ import annotations
@@ -20,13 +29,28 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from ..cost import BACKENDS, measure_latency, percentile, round_order
+from ..cost import (
+    BACKENDS,
+    REFERENCE_EVERY,
+    REFERENCE_ID,
+    REFERENCE_RUNS,
+    REFERENCE_SHAPE,
+    REFERENCE_WARMUP,
+    RoundTimes,
+    measure_latency,
+    percentile,
+    reference_module,
+    round_schedule,
+    speed_summary,
+)
 from ..export import onnxruntime_rounds
 from ..formats import atomic_write
 from ..models import BuildSettings, NetSpec, Site, build, build_site, resolve, walk
 from ..report import ProgressLine, format_table, machine_info, progress, pyplot
 
-FORMAT = "lightnets-latency-table/1"
+FORMAT = "lightnets-latency-table/2"
+#: Format 1: no speed reference (entries in the ms of the build's moment, read as not normalised).
+READABLE_FORMATS = ("lightnets-latency-table/1", FORMAT)
 
 
 SITE_TIMING = {
@@ -51,23 +75,46 @@ def device_fingerprint(backend: str, threads: int, batch: int) -> dict:
 
 @dataclass(frozen=True)
 class Entry:
-    """One site's measured latency (milliseconds) and how many timed runs it rests on."""
+    """One site's measured latency (milliseconds) and how many timed runs it rests on.
+
+    With a speed reference, ``median_ms`` / ``p10_ms`` / ``p90_ms`` are at the table's reference
+    speed and ``raw_median_ms`` is the same median of the runs as measured (not divided); without
+    one both are as measured (``raw_median_ms`` None)."""
 
     median_ms: float
     p10_ms: float
     p90_ms: float
     runs: int
+    raw_median_ms: float | None = None
+
+    @property
+    def raw_ms(self) -> float:
+        return self.median_ms if self.raw_median_ms is None else self.raw_median_ms
 
 
 @dataclass(frozen=True)
 class Prediction:
-    """A network's predicted latency, ``overhead_ms + scale * sites_ms`` (see :meth:`LatencyTable.calibrate`)."""
+    """A network's predicted latency, ``overhead_ms + scale * sites_ms`` (see :meth:`LatencyTable.calibrate`).
+
+    In ms at the table's reference speed (as measured, for a table without a reference);
+    :meth:`at_speed` converts. ``raw_total_ms``: the same prediction from the entries as measured
+    (not divided by the speed) with the fit on whole networks as measured, for comparison."""
 
     total_ms: float
     sites_ms: float
     overhead_ms: float
     scale: float
     per_site: list[tuple[str, float]] = field(repr=False)
+    raw_total_ms: float | None = None
+    raw_sites_ms: float | None = None
+
+    def at_speed(self, factor: float) -> float:
+        """The predicted ms on a machine running ``factor`` times slower than the table's reference
+        speed: ``prediction.at_speed(table.speed_now())`` is this moment's ms."""
+        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not 0 < factor < float("inf"):
+            raise ValueError(f"factor must be a positive finite number (reference time now / the table's), "
+                             f"got {factor!r}")
+        return self.total_ms * factor
 
 
 def site_key(site: Site, settings: BuildSettings) -> str:
@@ -84,24 +131,43 @@ class LatencyTable:
     would mix two machines).
     """
 
-    def __init__(self, fingerprint: dict, runs: int = 30, warmup: int = 5) -> None:
+    def __init__(self, fingerprint: dict, runs: int = 30, warmup: int = 5, reference: bool = True,
+                 reference_every: int = REFERENCE_EVERY) -> None:
         if fingerprint.get("backend") not in BACKENDS:
             raise ValueError(f"unknown backend {fingerprint.get('backend')!r}; allowed: {', '.join(BACKENDS)}")
+        if not isinstance(reference, bool):
+            raise ValueError(f"reference must be True or False (time a speed reference between the modules), "
+                             f"got {reference!r}")
+        round_schedule(1, 0, reference_every)  # refuses a bad reference_every
         self.fingerprint = fingerprint
         self.runs, self.warmup = runs, warmup
         self.entries: dict[str, Entry] = {}
         self.overhead_ms = 0.0
         self.scale = 1.0
+        self.raw_overhead_ms = 0.0  # the fit on whole networks as measured, over raw entries
+        self.raw_scale = 1.0
         self.calibration: list[dict] = []
+        self.reference = reference
+        self.reference_every = reference_every
+        self.reference_id = REFERENCE_ID
+        self.reference_ms: float | None = None  # nominal: set by the first measurement
+        #: every reference reading (ms) this object took, in order; not saved
+        self.reference_readings: list[float] = []
 
     @classmethod
-    def new(cls, backend: str = "eager", threads: int | None = None, batch: int = 1, runs: int = 30, warmup: int = 5):
-        """An empty table for this device; ``threads`` defaults to torch's current count."""
+    def new(cls, backend: str = "eager", threads: int | None = None, batch: int = 1, runs: int = 30, warmup: int = 5,
+            reference: bool = True, reference_every: int = REFERENCE_EVERY):
+        """An empty table for this device; ``threads`` defaults to torch's current count.
+
+        ``reference``: time the speed reference every ``reference_every`` modules of each round and
+        store entries at the table's reference speed (see the module docstring); False: as measured.
+        """
         for name, value in (("batch", batch), ("runs", runs)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         threads = threads or torch.get_num_threads()
-        return cls(device_fingerprint(backend, threads, batch), runs=runs, warmup=warmup)
+        return cls(device_fingerprint(backend, threads, batch), runs=runs, warmup=warmup, reference=reference,
+                   reference_every=reference_every)
 
     @property
     def backend(self) -> str:
@@ -120,8 +186,9 @@ class LatencyTable:
         return self.backend.startswith("onnxruntime")
 
     def time_rounds(self, modules: list[torch.nn.Module], shapes: list[tuple[int, ...]], rounds: int, *,
-                    part: bool, label: str, show_progress: bool) -> list[list[list[float]]]:
-        """Per module, per round, the timed runs (ms); ``self.runs`` split over the rounds.
+                    part: bool, label: str, show_progress: bool) -> RoundTimes:
+        """Per module, per round, the timed runs (ms, as measured); ``self.runs`` split over the
+        rounds; with the table's reference, its readings between them (:func:`~lightnets.cost.round_schedule`).
 
         Every backend interleaves the rounds: every module once per round, round after round.
         This machine's speed drifts (by up to 30% over minutes here); timed one after another,
@@ -134,22 +201,91 @@ class LatencyTable:
         (without, the layout conversions a part alone pays made MobileNetV1 / V2 sites sum to
         1.2-1.7x the whole network at 224 here).
         """
+        every = self.reference_every if self.reference else None
         if self.onnxruntime:
             bar = ProgressLine(f"{label} ({rounds} rounds, a fresh session each)", enabled=show_progress)
-            sessions = onnxruntime_rounds(
+            timed = onnxruntime_rounds(
                 modules, shapes, threads=self.threads, runs=self.runs, warmup=self.warmup,
-                int8=self.backend == "onnxruntime-int8", rounds=rounds, part=part, on_step=bar.update,
+                int8=self.backend == "onnxruntime-int8", rounds=rounds, part=part, reference=self.reference,
+                reference_every=self.reference_every, on_step=bar.update,
             )
             bar.close()
-            return sessions
-        runs = max(1, -(-self.runs // rounds))
-        timed: list[list[list[float]]] = [[] for _ in modules]
-        steps = [(r, i) for r in range(rounds) for i in round_order(len(modules), r)]  # round by round, shuffled
-        for _, i in progress(steps, len(steps), f"{label} ({rounds} rounds)", enabled=show_progress):
-            timed[i].append(measure_latency(
-                modules[i], shapes[i], threads=self.threads, runs=runs, warmup=self.warmup, backend=self.backend
-            ).times_ms)
+        else:
+            runs = max(1, -(-self.runs // rounds))
+            times: list[list[list[float]]] = [[] for _ in modules]
+            readings: list[list[float]] = [[] for _ in range(rounds)]
+            reference = reference_module() if self.reference else None
+            # round by round, shuffled, the reference where the schedule puts it
+            steps = [(r, i) for r in range(rounds) for i in round_schedule(len(modules), r, every)]
+            for r, i in progress(steps, len(steps), f"{label} ({rounds} rounds)", enabled=show_progress):
+                if i is None:
+                    readings[r].append(measure_latency(
+                        reference, REFERENCE_SHAPE, threads=self.threads, runs=REFERENCE_RUNS,
+                        warmup=REFERENCE_WARMUP, backend=self.backend,
+                    ).median_ms)
+                else:
+                    times[i].append(measure_latency(
+                        modules[i], shapes[i], threads=self.threads, runs=runs, warmup=self.warmup,
+                        backend=self.backend,
+                    ).times_ms)
+            timed = RoundTimes(times, readings if self.reference else None, every)
+        self.reference_readings += timed.readings()
         return timed
+
+    def normalise(self, timed: RoundTimes) -> tuple[list[list[list[float]]], list[list[float]] | None]:
+        """``(times, factors)``: :meth:`time_rounds`' runs at the table's reference speed and the
+        speed factor (the reference's time where each module was timed over the table's nominal
+        time) per module per round; the first measurement of a table sets its nominal time, the
+        median of its readings. Without a reference: the runs as measured, and None."""
+        if timed.reference_ms is None:
+            if self.reference:
+                raise ValueError("these rounds were timed without the table's speed reference")
+            return timed.times_ms, None
+        if self.reference_ms is None:
+            self.reference_ms = statistics.median(timed.readings())
+        return timed.normalised(self.reference_ms)
+
+    def speed_now(self, readings: int = 10) -> float:
+        """The machine's speed factor now: the median of ``readings`` reference readings (each
+        :data:`~lightnets.cost.REFERENCE_RUNS` runs; about 0.1-0.3 s in eager, more in ONNX Runtime,
+        which exports the reference first) over the table's nominal reference time. A factor 1.2:
+        running 1.2x slower than when the table was built, so a prediction takes
+        ``prediction.at_speed(1.2)`` ms now."""
+        if isinstance(readings, bool) or not isinstance(readings, int) or readings < 1:
+            raise ValueError(f"readings must be an integer >= 1, got {readings!r}")
+        if not self.reference:
+            raise ValueError("this table has no speed reference (built with reference=False, or before format 2): "
+                             "its entries are in the ms of the moments they were measured")
+        if self.reference_ms is None:
+            raise ValueError("this table has measured nothing yet: it has no nominal reference time to compare with")
+        self.check_device()
+        timed = self.time_rounds([], [], readings, part=False, label="speed", show_progress=False)
+        return statistics.median(timed.readings()) / self.reference_ms
+
+    def measure_networks(self, models: list[torch.nn.Module], shapes: list[tuple[int, ...]], rounds: int = 3,
+                         label: str = "measure", show_progress: bool = False) -> list[dict]:
+        """Whole networks timed in ``rounds`` interleaved rounds (:meth:`time_rounds`) with the
+        table's settings, at the table's reference speed (:meth:`normalise`). Per network:
+        ``measured_ms`` (the median of its per-round medians, normalised), ``p10_ms`` / ``p90_ms``
+        (over every normalised run), ``raw_measured_ms`` (the same median as measured) and
+        ``speed`` / ``speed_min`` / ``speed_max`` (its speed factors over the rounds; None without
+        a reference)."""
+        timed = self.time_rounds(models, shapes, rounds, part=False, label=label, show_progress=show_progress)
+        times, factors = self.normalise(timed)
+        out = []
+        for i, (per_round, raw) in enumerate(zip(times, timed.times_ms, strict=True)):
+            pooled = sorted(t for runs in per_round for t in runs)
+            speed = speed_summary(factors[i]) if factors is not None else None
+            out.append({
+                "measured_ms": statistics.median(statistics.median(t) for t in per_round),
+                "p10_ms": percentile(pooled, 0.1),
+                "p90_ms": percentile(pooled, 0.9),
+                "raw_measured_ms": statistics.median(statistics.median(t) for t in raw),
+                "speed": speed and speed["median"],
+                "speed_min": speed and speed["min"],
+                "speed_max": speed and speed["max"],
+            })
+        return out
 
     def check_device(self) -> None:
         """Raise unless this machine is the one the table was measured on."""
@@ -158,6 +294,9 @@ class LatencyTable:
         if differs:
             detail = ", ".join(f"{k}: table {a!r}, here {b!r}" for k, (a, b) in differs.items())
             raise ValueError(f"this table was measured on another device or setup ({detail}); start a new table here")
+        if self.reference and self.reference_id != REFERENCE_ID:
+            raise ValueError(f"this table's speed reference ({self.reference_id!r}) is not this version's "
+                             f"({REFERENCE_ID!r}): its nominal time does not apply; start a new table")
 
     def measure_site(self, site: Site, settings: BuildSettings) -> Entry:
         """The entry for ``site``, measured now if the table does not have it."""
@@ -169,7 +308,8 @@ class LatencyTable:
 
     def _measure(self, todo: list[tuple[Site, BuildSettings]], rounds: int, show_progress: bool) -> None:
         """Time ``todo`` in ``rounds`` rounds (:meth:`time_rounds`). An entry's median is the
-        median of its per-round medians; p10 / p90 pool every run."""
+        median of its per-round medians; p10 / p90 pool every run; all at the table's reference
+        speed (:meth:`normalise`), and the median as measured beside."""
         if not todo:
             return
         self.check_device()
@@ -177,11 +317,13 @@ class LatencyTable:
         shapes = [(self.batch, site.in_chs, *site.in_size) for site, _ in todo]
         timed = self.time_rounds(modules, shapes, rounds, part=True, label="latency table",
                                  show_progress=show_progress)
-        for (site, settings), per_round in zip(todo, timed, strict=True):
-            pooled = sorted(t for times in per_round for t in times)
+        times, _ = self.normalise(timed)
+        for (site, settings), per_round, raw in zip(todo, times, timed.times_ms, strict=True):
+            pooled = sorted(t for runs in per_round for t in runs)
             self.entries[site_key(site, settings)] = Entry(
                 statistics.median(statistics.median(t) for t in per_round),
                 percentile(pooled, 0.1), percentile(pooled, 0.9), len(pooled),
+                statistics.median(statistics.median(t) for t in raw) if self.reference else None,
             )
 
     def missing(self, specs: Iterable[NetSpec], input_size: int | tuple[int, int]) -> list[tuple[Site, BuildSettings]]:
@@ -212,17 +354,20 @@ class LatencyTable:
         return len(todo)
 
     def predict(self, spec: NetSpec | str, input_size: int | tuple[int, int] = 224, measure: bool = True) -> Prediction:
-        """Sum of the network's site latencies plus the table's overhead.
+        """Sum of the network's site latencies plus the table's overhead, in ms at the table's
+        reference speed (:meth:`Prediction.at_speed` with :meth:`speed_now`: this moment's ms).
 
         A site the table lacks is measured now (``measure=True``) or raises: never guessed.
         """
         spec = resolve(NetSpec.parse(spec) if isinstance(spec, str) else spec)
-        per_site = []
+        per_site, raw_sites_ms = [], 0.0
         for site in walk(spec, input_size):
             key = site_key(site, spec.settings)
             if key not in self.entries and not measure:
                 raise KeyError(f"the table has no entry for {site.name}: {key}")
-            per_site.append((site.name, self.measure_site(site, spec.settings).median_ms))
+            entry = self.measure_site(site, spec.settings)
+            per_site.append((site.name, entry.median_ms))
+            raw_sites_ms += entry.raw_ms
         sites_ms = sum(ms for _, ms in per_site)
         total = self.overhead_ms + self.scale * sites_ms
         if total <= 0:
@@ -232,7 +377,8 @@ class LatencyTable:
                 f"this network is smaller than those it was fitted on; calibrate on networks as small as those you "
                 f"predict"
             )
-        return Prediction(total, sites_ms, self.overhead_ms, self.scale, per_site)
+        return Prediction(total, sites_ms, self.overhead_ms, self.scale, per_site,
+                          self.raw_overhead_ms + self.raw_scale * raw_sites_ms, raw_sites_ms)
 
     def calibrate(self, specs: Iterable[NetSpec], input_size: int = 224, rounds: int = 3) -> tuple[float, float]:
         """Fit ``measured = overhead + scale * summed sites`` on whole networks measured now.
@@ -243,18 +389,23 @@ class LatencyTable:
         just written by the previous site, and the allocator reuses other memory). Least
         squares over the calibration networks; with one network the scale stays 1. Networks
         are measured as :func:`validate` measures them; calibrate on some networks and
-        validate on others to see the error on networks the fit has not seen. Returns
-        ``(overhead_ms, scale)``.
+        validate on others to see the error on networks the fit has not seen; both at the
+        table's reference speed. The same fit on the measurements and entries as measured (not
+        divided by the speed) is kept as ``raw_overhead_ms`` / ``raw_scale``, for comparison.
+        Returns ``(overhead_ms, scale)``.
         """
         networks = {str(i): spec for i, spec in enumerate(specs)}
         rows = validate(self, networks, input_size, rounds=rounds, show_progress=False)
         records = [
-            {"spec": str(resolve(networks[r["model"]])), "measured_ms": r["measured_ms"], "sites_ms": r["sites_ms"]}
+            {"spec": str(resolve(networks[r["model"]])), "measured_ms": r["measured_ms"], "sites_ms": r["sites_ms"],
+             "raw_measured_ms": r["raw_measured_ms"], "raw_sites_ms": r["raw_sites_ms"]}
             for r in rows
         ]
         if not records:
             raise ValueError("calibrate needs at least one network")
-        self.overhead_ms, self.scale = _fit_overhead(records)
+        fit = _fit_overhead(records)
+        raw_fit = _fit_overhead(raw_view(records))
+        (self.overhead_ms, self.scale), (self.raw_overhead_ms, self.raw_scale) = fit, raw_fit
         self.calibration = records
         return self.overhead_ms, self.scale
 
@@ -266,6 +417,10 @@ class LatencyTable:
             "warmup": self.warmup,
             "overhead_ms": self.overhead_ms,
             "scale": self.scale,
+            "raw_overhead_ms": self.raw_overhead_ms,
+            "raw_scale": self.raw_scale,
+            "reference": {"module": self.reference_id, "every": self.reference_every, "ms": self.reference_ms}
+            if self.reference else None,
             "calibration": self.calibration,
             "entries": {k: asdict(v) for k, v in sorted(self.entries.items())},
         }
@@ -281,16 +436,29 @@ class LatencyTable:
                 data = json.load(fh)
         except (OSError, json.JSONDecodeError) as err:
             raise ValueError(f"cannot read latency table {path!r}: {err}") from None
-        if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise ValueError(f"{path!r} is not a lightnets latency table (format {FORMAT!r})")
-        table = cls(data["fingerprint"], runs=data["runs"], warmup=data["warmup"])
+        if not isinstance(data, dict) or data.get("format") not in READABLE_FORMATS:
+            found = data.get("format") if isinstance(data, dict) else None
+            raise ValueError(f"{path!r} is not a lightnets latency table this version reads (format {found!r}; "
+                             f"readable: {', '.join(READABLE_FORMATS)})")
         try:
+            reference = data.get("reference")  # format 1 has none: entries as measured
+            well_formed = isinstance(reference, dict) and {"module", "every", "ms"} <= set(reference) and (
+                reference["ms"] is None or float(reference["ms"]) > 0)
+            if reference is not None and not well_formed:
+                raise TypeError(f"its speed reference must hold module, every and a nominal ms > 0, got {reference!r}")
+            table = cls(data["fingerprint"], runs=data["runs"], warmup=data["warmup"], reference=reference is not None,
+                        reference_every=reference["every"] if reference else REFERENCE_EVERY)
             table.entries = {k: Entry(**v) for k, v in data["entries"].items()}
-        except TypeError as err:
-            raise ValueError(f"latency table {path!r} has a malformed entry: {err}") from None
-        table.overhead_ms = float(data.get("overhead_ms", 0.0))
-        table.scale = float(data.get("scale", 1.0))
-        table.calibration = list(data.get("calibration", []))
+            table.overhead_ms = float(data.get("overhead_ms", 0.0))
+            table.scale = float(data.get("scale", 1.0))
+            table.raw_overhead_ms = float(data.get("raw_overhead_ms", table.overhead_ms))
+            table.raw_scale = float(data.get("raw_scale", table.scale))
+            table.calibration = list(data.get("calibration", []))
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise ValueError(f"latency table {path!r} is malformed: {type(err).__name__}: {err}") from None
+        if reference is not None:
+            table.reference_id = reference["module"]
+            table.reference_ms = None if reference["ms"] is None else float(reference["ms"])
         return table
 
 
@@ -305,34 +473,53 @@ def validate(
 
     Networks are measured in ``rounds`` rounds (:meth:`LatencyTable.time_rounds`: interleaved,
     with ONNX Runtime a fresh session per network per round; the median of per-round medians),
-    with the table's threads, backend and runs. Rows: name, whether the table was calibrated on
-    it, predicted, measured (median, p10, p90), and the prediction's error relative to the
-    measurement.
+    with the table's threads, backend and runs, at the table's reference speed
+    (:meth:`LatencyTable.measure_networks`). Rows: name, whether the table was calibrated on it,
+    predicted, measured (median, p10, p90), the prediction's error relative to the measurement;
+    the same as measured, not divided by the speed (``raw_predicted_ms``: the raw entries with the
+    raw fit, ``raw_sites_ms``, ``raw_measured_ms``, ``raw_error``), and the speed factors observed
+    while the network was timed (``speed``: the median over the rounds, ``speed_min``,
+    ``speed_max``; None without a reference). :func:`raw_view` reads the raw columns as the main ones.
     """
     specs = {name: resolve(spec) for name, spec in networks.items()}
     predicted = {name: table.predict(spec, input_size) for name, spec in specs.items()}
     models = [build(spec) for spec in specs.values()]
     shapes = [(table.batch, spec.settings.in_chans, input_size, input_size) for spec in specs.values()]
-    timed = table.time_rounds(models, shapes, rounds, part=False, label="validate", show_progress=show_progress)
-    medians = {name: [statistics.median(t) for t in per_round] for name, per_round in zip(specs, timed, strict=True)}
-    pooled = {name: [t for times in per_round for t in times] for name, per_round in zip(specs, timed, strict=True)}
+    measured = table.measure_networks(models, shapes, rounds, label="validate", show_progress=show_progress)
     rows = []
     calibrated = {r["spec"] for r in table.calibration}
-    for name in specs:
-        measured, times = statistics.median(medians[name]), sorted(pooled[name])
+    for name, m in zip(specs, measured, strict=True):
+        p = predicted[name]
         rows.append(
             {
                 "model": name,
                 "calibration": str(specs[name]) in calibrated,
-                "predicted_ms": predicted[name].total_ms,
-                "sites_ms": predicted[name].sites_ms,
-                "measured_ms": measured,
-                "p10_ms": percentile(times, 0.1),
-                "p90_ms": percentile(times, 0.9),
-                "error": predicted[name].total_ms / measured - 1,
+                "predicted_ms": p.total_ms,
+                "sites_ms": p.sites_ms,
+                **m,
+                "error": p.total_ms / m["measured_ms"] - 1,
+                "raw_predicted_ms": p.raw_total_ms,
+                "raw_sites_ms": p.raw_sites_ms,
+                "raw_error": p.raw_total_ms / m["raw_measured_ms"] - 1,
             }
         )
     return rows
+
+
+_RAW_COLUMNS = ("predicted_ms", "sites_ms", "measured_ms", "error")
+
+
+def raw_view(rows: list[dict]) -> list[dict]:
+    """:func:`validate` rows (or calibration records) with their columns as measured, not divided
+    by the speed, in the main columns (``raw_measured_ms`` as ``measured_ms`` ...), for
+    :func:`refit`, :func:`summarize` and :func:`validation_table` to judge the raw prediction
+    with; p10 / p90 are dropped (they are normalised)."""
+    out = []
+    for r in rows:
+        row = {k: v for k, v in r.items() if k not in ("p10_ms", "p90_ms") and not k.startswith("raw_")}
+        row.update({k: r[f"raw_{k}"] for k in _RAW_COLUMNS if f"raw_{k}" in r})
+        out.append(row)
+    return out
 
 
 def _fit_overhead(records: list[dict]) -> tuple[float, float]:
@@ -417,6 +604,8 @@ def validation_table(rows: list[dict]) -> str:
     ]
     if rows and "as_built_error" in rows[0]:  # refit rows: the stored fit's error beside
         columns.append(("as_built_error", "as built"))
+    if rows and rows[0].get("speed") is not None and "raw_error" in rows[0]:  # normalised rows: the raw error beside
+        columns += [("raw_error", "raw error"), ("speed", "speed")]
     return format_table(
         [{**r, "fit": "*" if r["calibration"] else ""} for r in rows],
         columns,
@@ -427,6 +616,8 @@ def validation_table(rows: list[dict]) -> str:
             "p90_ms": "{:.2f}",
             "error": "{:+.1%}",
             "as_built_error": "{:+.1%}",
+            "raw_error": "{:+.1%}",
+            "speed": "{:.2f}x",
         },
     )
 
