@@ -30,6 +30,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: read once, by OpenMP's start-up
 
 import argparse  # noqa: E402
+import json  # noqa: E402
 import shutil  # noqa: E402
 import time  # noqa: E402
 
@@ -45,22 +46,31 @@ from lightnets.train import evaluate_detection, evaluate_segmentation, fit, load
 
 
 def train(name: str, task: str, options: dict, args, run_dir: str) -> dict:
-    torch.manual_seed(args.seed)
-    model = create_model(name, num_classes=11, **options)
     steps = args.det_steps if task == "detection" else args.seg_steps
-    start = time.perf_counter()
-    result = fit(model, f"digit-{task}", run_dir=run_dir, resolution=args.resolution, batch_size=args.batch_size,
-                 lr=args.lr, max_steps=steps, seed=args.seed, threads=args.threads, overwrite=True,
-                 model_config={"name": name, "options": {"num_classes": 11, **options}}, show_progress=False)
-    seconds = time.perf_counter() - start
+    if args.reuse and os.path.exists(os.path.join(run_dir, "last.safetensors")):
+        # scored again from a finished run (its wall time is not stored: only its epochs' training seconds)
+        history = [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl"))]
+        seconds, epochs = None, len(history)
+        best_epoch = max(history, key=lambda row: row[f"val_{'map' if task == 'detection' else 'miou'}"])["epoch"]
+        print(f"{name}: reused {run_dir} ({history[-1]['step']} steps)")
+    else:
+        torch.manual_seed(args.seed)
+        model = create_model(name, num_classes=11, **options)
+        start = time.perf_counter()
+        result = fit(model, f"digit-{task}", run_dir=run_dir, resolution=args.resolution, batch_size=args.batch_size,
+                     lr=args.lr, max_steps=steps, seed=args.seed, threads=args.threads, overwrite=True,
+                     model_config={"name": name, "options": {"num_classes": 11, **options}}, show_progress=False)
+        seconds, history, epochs, best_epoch = time.perf_counter() - start, result.history, result.epochs, \
+            result.best_epoch
+        print(f"{name}: {steps} steps in {seconds / 60:.1f} min, best epoch {best_epoch} of {epochs}")
     # The last checkpoint, not the best: fit picks its best epoch on the test scenes (they are the
     # split it validates on), and a score chosen on the test set would flatter it.
     loaded = load_model(os.path.join(run_dir, "last.safetensors"), name)
     _, test = load_data(f"digit-{task}", args.resolution, augment=False)
     scores = (evaluate_detection if task == "detection" else evaluate_segmentation)(loaded.model, test)
-    print(f"{name}: {steps} steps in {seconds / 60:.1f} min, best epoch {result.best_epoch} of {result.epochs}")
-    return {"name": name, "options": options, "steps": steps, "train_seconds": seconds, "epochs": result.epochs,
-            "best_epoch": result.best_epoch, "history": result.history, "test": scores}
+    return {"name": name, "options": options, "steps": steps, "train_seconds": seconds,
+            "seconds_in_epochs": sum(row["seconds"] for row in history), "epochs": epochs, "best_epoch": best_epoch,
+            "history": history, "test": scores}
 
 
 def draw_scene(task: str, run_dir: str, name: str, index: int) -> str:
@@ -94,6 +104,8 @@ def main() -> None:
     parser.add_argument("--scene", type=int, default=3, help="the test scene drawn")
     parser.add_argument("--runs-dir", default=os.path.join("runs", "dense-digits"))
     parser.add_argument("--only", choices=["detection", "segmentation"])
+    parser.add_argument("--reuse", action="store_true",
+                        help="score runs already in --runs-dir instead of training them again")
     args = parser.parse_args()
 
     results = {}
@@ -106,20 +118,22 @@ def main() -> None:
         results[task]["drawing"] = draw_scene(task, run_dir, name, args.scene)
 
     rows = []
-    if "detection" in results:
-        r, t = results["detection"], results["detection"]["test"]
-        rows.append([r["name"], f"{r['steps']} steps, {r['train_seconds'] / 60:.1f} min",
-                     f"mAP@0.5 {100 * t['map50']:.1f}", f"mAP@[.5:.95] {100 * t['map']:.1f}",
-                     f"mAP@0.75 {100 * t['map75']:.1f}"])
-    if "segmentation" in results:
-        r, t = results["segmentation"], results["segmentation"]["test"]
-        rows.append([r["name"], f"{r['steps']} steps, {r['train_seconds'] / 60:.1f} min",
-                     f"mean IoU {100 * t['miou']:.1f}", f"pixel acc {100 * t['pixel_acc']:.1f}", ""])
+    for task, r in results.items():
+        t = r["test"]
+        wall = "-" if r["train_seconds"] is None else f"{r['train_seconds'] / 60:.1f}"
+        if task == "detection":
+            scores = (f"mAP@0.5 {100 * t['map50']:.1f}, mAP@[.5:.95] {100 * t['map']:.1f}, "
+                      f"mAP@0.75 {100 * t['map75']:.1f}")
+        else:
+            scores = f"mean IoU {100 * t['miou']:.1f}, pixel accuracy {100 * t['pixel_acc']:.1f}"
+        rows.append({"model": r["name"], "steps": r["steps"], "wall": wall,
+                     "in_epochs": f"{r['seconds_in_epochs'] / 60:.1f}", "test": scores})
     machine = machine_info()
     title = (f"digit scenes ({args.resolution}x{args.resolution}, 2,000 train / 500 test), batch {args.batch_size}, "
              f"small-data recipe lr {args.lr}, {torch.get_num_threads()} threads, {machine['cpu']}")
     print(title)
-    print(format_table(["model", "training", "test", "", ""], rows))
+    print(format_table(rows, [("model", "model"), ("steps", "steps"), ("wall", "wall min (with evaluation)"),
+                              ("in_epochs", "training min"), ("test", "test scenes, last checkpoint")]))
     for task, r in results.items():
         per_class = r["test"]["per_class"]
         values = per_class.values() if isinstance(per_class, dict) else per_class
