@@ -103,11 +103,12 @@ def test_bad_scene_arguments(kwargs, message):
         digit_scenes(**({"task": "detection"} | kwargs))
 
 
-def test_fit_and_evaluate_refuse_scene_splits():
+def test_classifiers_refuse_scene_splits():
     from lightnets.train import evaluate, fit
 
     train, test = digit_scenes("detection", **SMALL)
-    with pytest.raises(ValueError, match="fit trains classifiers; this data is a detection task"):
+    with pytest.raises(ValueError, match="this data is a detection task and ConvNet a classification model; train "
+                                         r"a detection model on it \(lightnets.list_models\(task='detection'\)\)"):
         fit(create_model("mobilenet_v3_small_050", num_classes=11), (train, test), run_dir=None, epochs=1)
     with pytest.raises(ValueError, match="evaluate_detection"):
         evaluate(create_model("mobilenet_v3_small_050", num_classes=11), test)

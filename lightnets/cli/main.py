@@ -693,10 +693,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 print(f"  {rank}. {safe_text(label):<20} {100 * prob:6.2f}%")
         else:
             print(f"lightnets: skipped: {safe_text(prediction.error)}", file=sys.stderr)
+    return _unread_status(predictions)
+
+
+def _unread_status(predictions: list) -> int:
+    """Like training's --bad-images skip: the others are predicted, the skipped are counted; the
+    exit status says not every image was."""
     unread = sum(p.error is not None for p in predictions)
     if unread:
-        # like training's --bad-images skip: the others are predicted, the skipped are counted;
-        # the exit status says not every image was
         print(f"lightnets: error: {unread} of {len(predictions)} images could not be read (see above)",
               file=sys.stderr)
         return 2
@@ -726,12 +730,7 @@ def _predict_dense(args: argparse.Namespace, task: str) -> int:
             for label, count in sorted(prediction.pixels.items(), key=lambda item: -item[1]):
                 print(f"  {safe_text(label):<20} {count} pixels")
         print(f"  drawn: {safe_text(prediction.drawn)}")
-    unread = sum(p.error is not None for p in predictions)
-    if unread:
-        print(f"lightnets: error: {unread} of {len(predictions)} images could not be read (see above)",
-              file=sys.stderr)
-        return 2
-    return 0
+    return _unread_status(predictions)
 
 
 def _refuse_existing(output: str, force: bool) -> None:
