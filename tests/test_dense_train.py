@@ -178,3 +178,18 @@ def test_every_dense_model_exports_with_torch_export(name, tmp_path):
     for g, e in zip(got if isinstance(got, tuple) else (got,), expected if isinstance(expected, tuple) else (expected,),
                     strict=True):
         torch.testing.assert_close(g, e, rtol=1e-3, atol=1e-3)  # BatchNorm folded into the convolutions
+
+
+@pytest.mark.parametrize("blocked, message", [
+    ("pycocotools", "COCO mAP needs pycocotools"), ("torchvision.ops", "need torchvision"),
+])
+def test_training_a_detector_without_its_extra_stops_before_the_first_step(blocked, message, monkeypatch):
+    import sys
+
+    for name in ("pycocotools", "pycocotools.coco", "pycocotools.cocoeval", "torchvision.ops"):
+        if name.startswith(blocked):
+            monkeypatch.setitem(sys.modules, name, None)  # import raises ImportError
+    steps = []
+    with pytest.raises(ValueError, match=message):
+        fit(detector(), few_scenes(), run_dir=None, max_steps=1, batch_size=8, show_progress=False, log=steps.append)
+    assert steps == [], "it stopped before loading data or training"

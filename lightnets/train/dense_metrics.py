@@ -36,6 +36,17 @@ def _coco():
     return COCO, COCOeval
 
 
+def check_detection_extra() -> None:
+    """Raise a ValueError naming the extra unless a detector can be scored here: its NMS needs
+    torchvision, the mAP pycocotools. Training calls it before the first step, not after an epoch."""
+    _coco()
+    try:
+        import torchvision.ops  # noqa: F401
+    except ImportError:
+        raise ValueError('a detector\'s detections need torchvision (its NMS): pip install "lightnets[detection]"') \
+            from None
+
+
 def _check_predictions(predictions: object, count: int) -> None:
     if not isinstance(predictions, list | tuple) or len(predictions) != count:
         got = f"{len(predictions)} predictions" if isinstance(predictions, list | tuple) else type(predictions).__name__

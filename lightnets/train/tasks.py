@@ -95,7 +95,10 @@ class Detection(_DenseTask):
     logged = ("map", "map50")
 
     def check_model(self, model: nn.Module, world: int) -> None:
+        from .dense_metrics import check_detection_extra
+
         super().check_model(model, world)
+        check_detection_extra()  # before training: the first evaluation would need them
         for method in ("loss", "detect"):
             if not callable(getattr(model, method, None)):
                 raise ValueError(f"a detection model needs a {method}() method; {type(model).__name__} has none")
