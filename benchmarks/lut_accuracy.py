@@ -1,7 +1,7 @@
 """Benchmark: how well a latency lookup table predicts whole networks on this machine.
 
     python benchmarks/lut_accuracy.py [--backends eager,onnxruntime] [--resolution 224] [--threads N]
-                                      [--no-reference] [--reference-every K]
+                                      [--no-reference] [--reference-every K] [--rounds 3] [--tag NAME]
 
 For each backend: builds a table for every distinct zoo network (all sites, 30 runs in 3
 interleaved rounds), fits the per-network overhead and scale on every second network, then
@@ -52,6 +52,9 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, default=224)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="interleaved rounds for the sites, the calibration and the validation (default 3)")
+    parser.add_argument("--tag", default="", help="added to the result files' names (lut-<backend><tag>-<cpu>)")
     parser.add_argument("--no-reference", action="store_true", help="no speed reference (the old behaviour)")
     parser.add_argument("--reference-every", type=int, default=REFERENCE_EVERY,
                         help=f"a reference reading every K modules (default {REFERENCE_EVERY})")
@@ -67,12 +70,12 @@ def main() -> None:
         table = LatencyTable.new(backend, threads=args.threads, runs=args.runs, reference=not args.no_reference,
                                  reference_every=args.reference_every)
         start = time.perf_counter()
-        table.measure_sites(networks.values(), args.resolution)
+        table.measure_sites(networks.values(), args.resolution, rounds=args.rounds)
         sites_s = time.perf_counter() - start
-        overhead, scale = table.calibrate(list(networks.values())[::2], args.resolution)
+        overhead, scale = table.calibrate(list(networks.values())[::2], args.resolution, rounds=args.rounds)
         build_s = time.perf_counter() - start
         built_readings = len(table.reference_readings)
-        as_built = validate(table, networks, args.resolution)
+        as_built = validate(table, networks, args.resolution, rounds=args.rounds)
         rows, refit_overhead, refit_scale = refit(as_built, 2)
         raw_built = raw_view(as_built)
         raw_rows, raw_refit_overhead, raw_refit_scale = refit(raw_built, 2)
@@ -105,11 +108,11 @@ def main() -> None:
                       for when, s in speeds.items() if s))
         plot_validation(
             rows,
-            str(result_path(f"lut-{backend}", ".png")),
+            str(result_path(f"lut-{backend}{args.tag}", ".png")),
             f"lookup table vs measured, {backend}, {args.resolution}x{args.resolution}",
         )
         out = write_results(
-            f"lut-{backend}",
+            f"lut-{backend}{args.tag}",
             {
                 "settings": vars(args),
                 "threads": table.threads,
