@@ -679,13 +679,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from ..formats import load_model
 
     # a dense checkpoint's task decides the output: classes, or boxes and masks drawn into --out
-    task = getattr(load_model(args.checkpoint, args.name).model, "task", "classification")
+    loaded = load_model(args.checkpoint, args.name)  # read once, predicted with below
+    task = getattr(loaded.model, "task", "classification")
     if task != "classification":
-        return _predict_dense(args, task)
+        return _predict_dense(args, task, loaded)
     if args.out is not None:
         raise ValueError(f"--out is where a detection or segmentation checkpoint's drawings go; {args.checkpoint!r} "
                          "holds a classifier, whose classes are printed")
-    predictions = predict(args.name, args.checkpoint, args.images, top=args.top, bad_images=args.bad_images)
+    predictions = predict(args.name, loaded, args.images, top=args.top, bad_images=args.bad_images)
     for prediction in predictions:
         if prediction.error is None:
             print(safe_text(prediction.path))
@@ -707,13 +708,13 @@ def _unread_status(predictions: list) -> int:
     return 0
 
 
-def _predict_dense(args: argparse.Namespace, task: str) -> int:
+def _predict_dense(args: argparse.Namespace, task: str, loaded) -> int:
     from ..export import predict_dense
 
     if args.out is None:
         raise ValueError(f"{args.checkpoint!r} holds a {task} model: give --out DIR, where the images are drawn with "
                          f"their {'boxes' if task == 'detection' else 'masks'} (one PNG each)")
-    predictions = predict_dense(args.name, args.checkpoint, args.images, args.out, score_thresh=args.score_thresh,
+    predictions = predict_dense(args.name, loaded, args.images, args.out, score_thresh=args.score_thresh,
                                 bad_images=args.bad_images)
     for prediction in predictions:
         if prediction.error is not None:

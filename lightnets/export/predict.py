@@ -6,10 +6,15 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..formats import load_image, load_model
+from ..formats import LoadedModel, load_image, load_model
 
 #: Images per forward pass: many files on the command line no longer make one huge batch.
 BATCH = 32
+
+
+def _loaded(name: str | None, checkpoint: str | LoadedModel) -> LoadedModel:
+    """A checkpoint path is loaded; an already loaded one (the CLI reads it once to learn its task) is used as is."""
+    return checkpoint if isinstance(checkpoint, LoadedModel) else load_model(checkpoint, name)
 
 
 @dataclass
@@ -21,7 +26,7 @@ class Prediction:
 
 @torch.no_grad()
 def predict(
-    name: str | None, checkpoint: str, images: list[str], top: int = 5, bad_images: str = "skip"
+    name: str | None, checkpoint: str | LoadedModel, images: list[str], top: int = 5, bad_images: str = "skip"
 ) -> list[Prediction]:
     """Top-``top`` classes with probabilities for each image file.
 
@@ -37,7 +42,7 @@ def predict(
         raise ValueError(f"bad_images must be 'skip' or 'error', got {bad_images!r}")
     if isinstance(top, bool) or not isinstance(top, int) or top < 1:
         raise ValueError(f"top must be an integer >= 1, got {top!r}")
-    loaded = load_model(checkpoint, name)
+    loaded = _loaded(name, checkpoint)
     predictions, readable = [], []
     for path in images:
         try:
@@ -71,7 +76,7 @@ class DensePrediction:
 
 @torch.no_grad()
 def predict_dense(
-    name: str | None, checkpoint: str, images: list[str], out_dir: str, *, score_thresh: float = 0.5,
+    name: str | None, checkpoint: str | LoadedModel, images: list[str], out_dir: str, *, score_thresh: float = 0.5,
     bad_images: str = "skip",
 ) -> list[DensePrediction]:
     """Detect or segment each image file with a detection or segmentation checkpoint and draw the
@@ -93,10 +98,10 @@ def predict_dense(
         raise ValueError(f"bad_images must be 'skip' or 'error', got {bad_images!r}")
     if not 0 <= score_thresh <= 1:
         raise ValueError(f"score_thresh must be in [0, 1], got {score_thresh!r}")
-    loaded = load_model(checkpoint, name)
+    loaded = _loaded(name, checkpoint)
     task = getattr(loaded.model, "task", "classification")
     if task not in ("detection", "segmentation"):
-        raise ValueError(f"{checkpoint!r} holds a classifier ({loaded.name}); predict_dense draws detections and "
+        raise ValueError(f"{loaded.path!r} holds a classifier ({loaded.name}); predict_dense draws detections and "
                          "masks (use predict for classes)")
     Image = pillow()
     os.makedirs(out_dir, exist_ok=True)
