@@ -44,6 +44,34 @@ def test_onnx_export_matches_pytorch_at_any_batch_and_size(name, tmp_path, deplo
             torch.testing.assert_close(session(x), model(x), atol=1e-4, rtol=1e-4)
 
 
+def test_onnx_export_takes_a_forward_whose_argument_has_any_name(tmp_path, deploy):
+    pytest.importorskip("onnxruntime")
+    from lightnets.export.onnx import OnnxModel, export_onnx
+
+    block = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU()).eval()  # forward(input)
+    path = export_onnx(block, str(tmp_path / "block.onnx"), resolution=32)
+    x = torch.randn(3, 3, 40, 48)  # another batch and size than exported at: both axes stay dynamic
+    with torch.no_grad():
+        torch.testing.assert_close(OnnxModel(path)(x), block(x), atol=1e-5, rtol=1e-5)
+
+
+def test_onnx_sessions_spin_unless_told_not_to(tmp_path, deploy):
+    pytest.importorskip("onnxruntime")
+    from lightnets.export.onnx import OnnxModel, export_onnx
+
+    path = export_onnx(torch.nn.Conv2d(3, 4, 1).eval(), str(tmp_path / "c.onnx"), resolution=32)
+
+    def allows_spinning(session):
+        options = session.session.get_session_options()
+        try:
+            return options.get_session_config_entry("session.intra_op.allow_spinning") != "0"
+        except Exception:  # an entry never set: ONNX Runtime's default, spinning
+            return True
+
+    assert allows_spinning(OnnxModel(path, threads=2))
+    assert not allows_spinning(OnnxModel(path, threads=2, spinning=False))
+
+
 def test_onnx_graph_uses_single_hardswish_and_no_batchnorm(tmp_path, deploy):
     onnx = pytest.importorskip("onnx")
     from lightnets.export.onnx import export_onnx

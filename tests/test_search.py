@@ -231,15 +231,18 @@ def _recording_sessions(monkeypatch):
         def __init__(self, path, *args, **kwargs):
             super().__init__(path, *args, **kwargs)
             created.append((self.session.get_inputs()[0].shape[2], kwargs.get("profile_prefix") is not None))
+            spinning.append(kwargs.get("spinning", True))
+
+    spinning = []
 
     ticks = itertools.count()
     monkeypatch.setattr(latency, "OnnxModel", Recording)
     monkeypatch.setattr(latency, "time", SimpleNamespace(perf_counter=lambda: float(next(ticks))))
-    return latency, created
+    return latency, created, spinning
 
 
 def test_onnxruntime_rounds_interleave_fresh_sessions_round_by_round(deploy, monkeypatch):
-    latency, created = _recording_sessions(monkeypatch)
+    latency, created, spinning = _recording_sessions(monkeypatch)
     modules = [_Conv(8, 3), _Conv(16, 1)]
     steps = []
     timed = latency.onnxruntime_rounds(modules, [(1, 8, 16, 16), (1, 8, 12, 12)], threads=1, runs=4, warmup=1,
@@ -255,11 +258,13 @@ def test_onnxruntime_rounds_interleave_fresh_sessions_round_by_round(deploy, mon
                                        rounds=2, reference=True, reference_every=1)
     # the reference's sessions are opened once, before the rounds, and kept; a reading before, between, after
     assert created == [(56, False)] * latency.REFERENCE_SESSIONS + [(16, False), (12, False), *later]
+    # the reference's open sessions sleep between readings; the sessions timed spin, as deployed
+    assert spinning == [True] * 4 + [False] * latency.REFERENCE_SESSIONS + [True] * 4
     assert timed.reference_ms == [[1000.0] * 3] * 2 and timed.every == 1
 
 
 def test_onnxruntime_rounds_take_each_modules_boundary_conversions_off_every_run(deploy, monkeypatch):
-    latency, created = _recording_sessions(monkeypatch)
+    latency, created, _ = _recording_sessions(monkeypatch)
     conversions = []
     real = latency._boundary_reorder_ms
 

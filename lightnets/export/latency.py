@@ -217,7 +217,8 @@ def onnxruntime_rounds(
         if reference:
             os.mkdir(os.path.join(tmp, "reference"))
             path = _export_for_timing(reference_module(), os.path.join(tmp, "reference"), REFERENCE_SHAPE, int8)
-            references = [OnnxModel(path, threads=threads) for _ in range(REFERENCE_SESSIONS)]
+            # sleeping workers: these stay open beside every session timed (see OnnxModel's spinning)
+            references = [OnnxModel(path, threads=threads, spinning=False) for _ in range(REFERENCE_SESSIONS)]
         x_reference = torch.randn(REFERENCE_SHAPE, generator=torch.Generator().manual_seed(0))
         timed: list[list[list[float]]] = [[] for _ in models]
         readings: list[list[float]] = []
