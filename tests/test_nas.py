@@ -493,3 +493,34 @@ def test_the_command_takes_its_target_from_a_measured_network(fake_timing, tmp_p
     assert saved["target_ms"] == pytest.approx(sites + 0.5)
     with pytest.raises(SystemExit):
         main(["search", "--target-ms", "2", "--target-model", "mobilenet_v3_small_075"])
+
+
+def test_the_command_searches_on_an_image_folder_tree(fake_timing, tmp_path, capsys, optuna):
+    """--data PATH: the proxy trains and scores on the user's ImageFolder tree (its train / val),
+    and every candidate ends in a classifier of the tree's classes."""
+    pytest.importorskip("PIL")
+    from PIL import Image
+
+    generator = torch.Generator().manual_seed(0)
+    for split in ("train", "val"):
+        for c, channel in (("ant", 0), ("bee", 1), ("cow", 2)):
+            folder = tmp_path / "tree" / split / c
+            folder.mkdir(parents=True)
+            for i in range(4):
+                pixels = (torch.rand(20, 20, 3, generator=generator) * 60).to(torch.uint8)
+                pixels[..., channel] += 180  # each class its own colour: something to learn
+                Image.fromarray(pixels.numpy()).save(folder / f"{i}.png")
+    out = tmp_path / "search"
+    assert main(["search", "--base", "mobilenet_v3_small_050", "--target-ms", "2", "--budget", "2",
+                 "--data", str(tmp_path / "tree"), "--proxy-steps", "1", "--resolution", "16", "--runs", "1",
+                 "--threads", "1", "--train-threads", "1", "--measure-top", "0", "--noise-seeds", "0",
+                 "--out", str(out)]) == 0
+    saved = json.loads((out / "search.json").read_text())
+    assert saved["settings"]["train_images"] == 12 and saved["settings"]["val_images"] == 12
+    assert saved["settings"]["input_size"] == 16
+    assert len(saved["trials"]) == 2
+    assert saved["settings"]["data"] != "digits"
+    best = NetSpec.parse(saved["best"]["spec"])
+    assert best.head.num_classes == 3
+    with torch.no_grad():
+        assert build(best).eval()(torch.randn(1, 3, 16, 16)).shape == (1, 3)

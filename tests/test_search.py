@@ -207,7 +207,7 @@ def test_onnxruntime_sites_are_timed_in_fresh_sessions(backend, deploy, monkeypa
 
 
 class _Conv(torch.nn.Module):
-    """A tiny convolution whose input is named ``x``, as the exporter names it (a bare Conv2d's is ``input``)."""
+    """A tiny convolution to export and time."""
 
     def __init__(self, out_chs, kernel_size):
         super().__init__()
@@ -606,3 +606,24 @@ def test_one_network_faster_than_its_sites_calibrates_a_scale_not_a_negative_ove
     with pytest.raises(ValueError, match="predicts -.* ms for a network whose sites sum to .*calibrate on networks as "
                                          "small"):
         table.predict(small, 32)
+
+
+def test_many_modules_export_in_worker_processes_each_to_its_own_file_in_order(deploy, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from lightnets.export.latency import PARALLEL_EXPORT_MIN, _export_all
+    from lightnets.export.onnx import OnnxModel
+
+    count = PARALLEL_EXPORT_MIN  # the fewest that go to workers
+    torch.manual_seed(0)
+    modules = [_Conv(8, 1 + i % 3).eval() for i in range(count)]  # each its own weights
+    folders = [tmp_path / str(i) for i in range(count)]
+    for folder in folders:
+        folder.mkdir()
+    shapes = [(1, 8, 8 + i, 8) for i in range(count)]
+    done = []
+    paths = _export_all(modules, [str(f) for f in folders], shapes, False, 2, done.append)
+    assert done == list(range(count)) and paths == [str(f / "model.onnx") for f in folders]
+    for module, path, shape in zip(modules, paths, shapes, strict=True):
+        x = torch.randn(shape)
+        with torch.no_grad():
+            torch.testing.assert_close(OnnxModel(path)(x), module(x), atol=1e-5, rtol=1e-5)
