@@ -11,7 +11,8 @@ The demonstration the NAS issue asks for, in one run:
 
 1. A lookup table on ``--backend`` with ``--threads`` (MobileNetV3 measures single-threaded) at
    ``--latency-resolution`` (the deployed size: MnasNet takes latency there and accuracy from a
-   proxy task), calibrated on the base network at ``--widths`` measured whole.
+   proxy task), calibrated on the base network at ``--widths`` and ``--calibration-samples``
+   random candidates of the space, measured whole in ``--rounds`` interleaved rounds.
 2. The target TAR: ``--target-model`` measured whole now (default mobilenet_v3_small_075, the
    width-scaled base of the issue's example), or ``--target-ratio`` x the base's prediction.
 3. Two searches of the MnasNet-style space around ``--base`` with the same ``--budget``: TPE
@@ -48,6 +49,7 @@ from _results import result_path, write_results  # noqa: E402
 from lightnets.models import build, create_model  # noqa: E402
 from lightnets.report import format_table, machine_info  # noqa: E402
 from lightnets.search import (  # noqa: E402
+    CALIBRATION_SAMPLES,
     W_MOBILENET_V3_SMALL,
     LatencyTable,
     ProxyEvaluator,
@@ -82,6 +84,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=9,
                         help="interleaved rounds of the calibration, the target and the side-by-side measurement")
     parser.add_argument("--widths", default="0.5,0.75,1.0", help="width multipliers of the base: calibration, plot")
+    parser.add_argument("--calibration-samples", type=int, default=CALIBRATION_SAMPLES,
+                        help="random candidates of the space the table is calibrated on too")
     parser.add_argument("--final-steps", type=int, default=600, help="the final comparison's training budget")
     parser.add_argument("--final-seeds", type=int, default=3, help="seeds of each final training")
     parser.add_argument("--seed", type=int, default=0)
@@ -101,10 +105,13 @@ def main() -> None:
     space = SearchSpace.around(args.base, num_classes=len(data[0].classes))
     widths = [float(x) for x in args.widths.split(",") if x.strip()]
     scaled = {w: create_model(args.base, width_mult=w, num_classes=evaluator.num_classes).spec for w in widths}
-    table.calibrate(list(scaled.values()), args.latency_resolution, rounds=args.rounds)
+    # the networks a search asks about are not its base's width multiples: calibrate on some of the space's too
+    sampled = space.sample(args.calibration_samples, seed=args.seed)
+    table.calibrate([*scaled.values(), *sampled], args.latency_resolution, rounds=args.rounds)
     print(f"latency table: {table.backend}, {table.threads} thread(s), {args.latency_resolution}x"
           f"{args.latency_resolution}: {table.overhead_ms:.3f} ms + {table.scale:.3f} x summed sites (fitted on "
-          f"{args.base} x{', x'.join(f'{w:g}' for w in widths)} measured whole)", flush=True)
+          f"{args.base} x{', x'.join(f'{w:g}' for w in widths)} and {len(sampled)} random candidates of the space, "
+          f"measured whole)", flush=True)
     if args.target_model:
         target = evaluator.target_ms(args.target_model, rounds=args.rounds)
         origin = f"{args.target_model} measured whole"

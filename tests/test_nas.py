@@ -506,7 +506,7 @@ def test_the_command_searches_on_an_image_folder_tree(fake_timing, tmp_path, cap
         for c, channel in (("ant", 0), ("bee", 1), ("cow", 2)):
             folder = tmp_path / "tree" / split / c
             folder.mkdir(parents=True)
-            for i in range(4):
+            for i in range(24 if split == "train" else 4):  # the recipe's batch is 64 images
                 pixels = (torch.rand(20, 20, 3, generator=generator) * 60).to(torch.uint8)
                 pixels[..., channel] += 180  # each class its own colour: something to learn
                 Image.fromarray(pixels.numpy()).save(folder / f"{i}.png")
@@ -516,7 +516,7 @@ def test_the_command_searches_on_an_image_folder_tree(fake_timing, tmp_path, cap
                  "--threads", "1", "--train-threads", "1", "--measure-top", "0", "--noise-seeds", "0",
                  "--out", str(out)]) == 0
     saved = json.loads((out / "search.json").read_text())
-    assert saved["settings"]["train_images"] == 12 and saved["settings"]["val_images"] == 12
+    assert saved["settings"]["train_images"] == 72 and saved["settings"]["val_images"] == 12
     assert saved["settings"]["input_size"] == 16
     assert len(saved["trials"]) == 2
     assert saved["settings"]["data"] != "digits"
@@ -524,3 +524,38 @@ def test_the_command_searches_on_an_image_folder_tree(fake_timing, tmp_path, cap
     assert best.head.num_classes == 3
     with torch.no_grad():
         assert build(best).eval()(torch.randn(1, 3, 16, 16)).shape == (1, 3)
+
+
+def test_random_candidates_of_the_space_are_reproducible_and_in_the_space():
+    space = SearchSpace.around("mobilenet_v3_small", num_classes=10)
+    drawn = space.sample(5, seed=3)
+    assert [str(s) for s in drawn] == [str(s) for s in space.sample(5, seed=3)]
+    assert len({str(s) for s in drawn}) == 5 and str(space.sample(1, seed=4)[0]) != str(drawn[0])
+    for spec in drawn:
+        assert space.candidate(space.choices_of(spec)) == spec  # every draw is a network of the space
+    assert space.sample(0) == []
+    with pytest.raises(ValueError, match="count must be an integer >= 0"):
+        space.sample(-1)
+
+
+def test_a_search_calibrates_its_table_on_the_base_and_random_candidates_at_the_latency_size(monkeypatch, tmp_path,
+                                                                                              optuna):
+    from lightnets.search import CALIBRATION_SAMPLES, nas
+
+    space = SearchSpace.around("mobilenet_v3_small_050", num_classes=10)
+    evaluator = _evaluator()
+    evaluator.latency_size = 24  # accuracy at 16 px, latency at 24
+    seen = []
+
+    def calibrate(networks, input_size, rounds=3):
+        seen.append(([str(n) for n in networks], input_size))
+        return evaluator.table.overhead_ms, evaluator.table.scale
+
+    monkeypatch.setattr(evaluator.table, "calibrate", calibrate)
+    monkeypatch.setattr(evaluator.table, "predict", lambda spec, size: SimpleNamespace(total_ms=1.0))
+    monkeypatch.setattr(evaluator, "accuracy", lambda spec, seed=None: 0.5)
+    search(space, evaluator, budget=1, target_ms=2.0, run_dir=str(tmp_path), measure=False, log=lambda m: None)
+    (networks, size), = seen
+    assert size == 24  # the size latency is predicted at, not the proxy's
+    expected = [space.base_network(), *space.sample(CALIBRATION_SAMPLES, seed=nas.CALIBRATION_SEED)]
+    assert networks == [str(n) for n in expected]

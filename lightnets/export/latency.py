@@ -169,9 +169,10 @@ def _boundary_reorder_ms(path: str, x: torch.Tensor, prefix: str, *, threads: in
 
 
 #: Reference readings in ONNX Runtime each time the reference in this many sessions, kept open over
-#: every round: a fresh session per reading would add one session's luck to each (five sessions of
-#: ShuffleNetV1 g2 1.0x at 224 here: 2.7-3.9 ms), one session kept would add its luck to every
-#: reading of a build or a validation alike; the median of three damps both.
+#: every round (sleeping between readings, see OnnxModel's ``spinning``): the median of three damps a
+#: reading's noise. Sessions of one file differ little on their own (six kept open and timed in turn
+#: here: within 2%); what once looked like one session's luck was the machine's drift and other open
+#: sessions' spinning workers.
 REFERENCE_SESSIONS = 3
 
 
@@ -207,8 +208,7 @@ def onnxruntime_rounds(
 
     Every model is exported once; then round by round, every model in turn gets a fresh session
     that runs ``warmup`` untimed and ``ceil(runs / rounds)`` timed runs, so each model is timed in
-    ``rounds`` sessions. One session's speed is not another's (five sessions of ShuffleNetV1 g2
-    1.0x at 224 here: 2.7-3.9 ms): take the median of the rounds' medians. Interleaving the
+    ``rounds`` sessions; take the median of the rounds' medians. Interleaving the
     rounds, as the torch backends' rounds are (:func:`lightnets.cost.measure_latencies`),
     lets a drift of the machine's speed (up to 30% over minutes here) hit every model alike
     instead of the models timed early differing from those timed late. ``on_step(done, total,

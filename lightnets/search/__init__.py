@@ -27,6 +27,7 @@ from .lut import (
     validation_table,
 )
 from .nas import (
+    CALIBRATION_SAMPLES,
     SAMPLERS,
     W_MNASNET,
     W_MOBILENET_V3_SMALL,
@@ -45,6 +46,7 @@ from .nas import (
 from .space import SearchSpace, StageChoice, StageOptions, table_of
 
 __all__ = [
+    "CALIBRATION_SAMPLES",
     "SAMPLERS",
     "W_MNASNET",
     "W_MOBILENET_V3_SMALL",

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import random
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, fields
 
@@ -261,6 +262,21 @@ class SearchSpace:
         return self.choices_of(resolve(self.base))
 
     # ---- candidates -------------------------------------------------------------------
+
+    def sample(self, count: int, seed: int = 0) -> list[NetSpec]:
+        """``count`` candidates drawn as random search draws them (:meth:`suggest` with every
+        choice uniform, inactive ones not drawn), from ``seed``: e.g. networks to calibrate a
+        latency table on that look like the ones a search will ask it about."""
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ValueError(f"count must be an integer >= 0, got {count!r}")
+        rng = random.Random(seed)
+
+        class Draw:  # the part of an Optuna trial that suggest() asks
+            @staticmethod
+            def suggest_categorical(name: str, options):
+                return rng.choice(list(options))
+
+        return [self.candidate(self.suggest(Draw())) for _ in range(count)]
 
     def candidate(self, choices: Choices) -> NetSpec:
         """The resolved network of one choice vector (one entry per stage, None where not searched)."""
