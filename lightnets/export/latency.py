@@ -61,8 +61,8 @@ def _export_all(models: Sequence[nn.Module], folders: Sequence[str], shapes: Seq
                 workers: int, done: Callable[[int], object]) -> list[str]:
     """Every model exported for timing, in order; in ``workers`` processes when there are at least
     :data:`PARALLEL_EXPORT_MIN`. torch.onnx's exporter traces in Python, one core per export
-    (about 1.2 s per MobileNet block here): exporting the zoo's 478 sites took 9 of a table's
-    13 minutes, and it is the same on two cores as on one. ``done(i)`` after each."""
+    (about 1.2 s per MobileNet block here), so exporting in one process leaves the other cores
+    idle: the zoo's 478 sites took 9 of a table's 13 minutes. ``done(i)`` after each."""
     jobs = [(model, folder, tuple(shape), int8) for model, folder, shape in zip(models, folders, shapes, strict=True)]
     if workers <= 1 or len(jobs) < PARALLEL_EXPORT_MIN:
         paths = []
@@ -221,8 +221,8 @@ def onnxruntime_rounds(
     :class:`lightnets.cost.RoundTimes` for the speed factors they give).
 
     The exports run in ``workers`` processes (default :func:`export_workers`, one per core; 1:
-    here) when there are :data:`PARALLEL_EXPORT_MIN` models or more; the timing, after them,
-    always runs here, alone.
+    all in this process) when there are :data:`PARALLEL_EXPORT_MIN` models or more; the
+    timing, after them, always runs in this process, alone.
 
     ``part=True`` times each model as a part of a network costs inside the network. Its own
     session overstates that: on x86, ONNX Runtime's full optimisation runs convolutions in a

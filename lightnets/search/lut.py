@@ -197,9 +197,9 @@ class LatencyTable:
         alike, a little in one round rather than a few modules entirely. ONNX Runtime: each
         module is exported once and gets a fresh session in each round
         (:func:`~lightnets.export.onnxruntime_rounds`; one session at a time is timed, so no
-        other session's workers spin beside it); ``part=True`` times it as a part of a network costs inside the network
-        (without, the layout conversions a part alone pays made MobileNetV1 / V2 sites sum to
-        1.2-1.7x the whole network at 224 here).
+        other session's workers spin beside it); ``part=True`` times it as a part of a network
+        costs inside the network (without, the layout conversions a part alone pays made
+        MobileNetV1 / V2 sites sum to 1.2-1.7x the whole network at 224 here).
         """
         every = self.reference_every if self.reference else None
         if self.onnxruntime:
