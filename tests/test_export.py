@@ -336,3 +336,13 @@ def test_onnx_export_silences_only_the_torchvision_skip_lines(tmp_path, monkeypa
     finally:
         logger.removeHandler(handler)
     assert [r.getMessage() for r in records] == ["another exporter message"]
+
+
+def test_onnx_export_with_a_fixed_batch_takes_one_image(tmp_path, deploy):
+    onnx = pytest.importorskip("onnx")
+    from lightnets.export.onnx import export_onnx
+
+    path = export_onnx(torch.nn.Conv2d(3, 4, 1).eval(), str(tmp_path / "c.onnx"), resolution=32,
+                       dynamic_batch=False, dynamic_size=False)
+    dims = [d.dim_value for d in onnx.load(path).graph.input[0].type.tensor_type.shape.dim]
+    assert dims == [1, 3, 32, 32]

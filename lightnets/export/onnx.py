@@ -66,7 +66,8 @@ def export_onnx(
 ) -> str:
     """Export ``model`` (eval mode, BN folded unless ``fuse_bn=False``) to ONNX at ``path``.
 
-    The batch axis, and with ``dynamic_size`` the spatial axes, are dynamic: h-swish and
+    The batch axis (unless ``dynamic_batch=False``: then batch 1), and with ``dynamic_size`` the
+    spatial axes, are dynamic: h-swish and
     hard-sigmoid export as single ONNX operators (opset >= 14) and channel shuffle as
     Reshape / Transpose / Reshape, which keep working at any batch and any input size (the
     network's smallest useful input is 32 x 32: five stride-2 stages). The file is checked
@@ -96,7 +97,7 @@ def export_onnx(
     net = fuse(model) if fuse_bn else model.eval()
     channels = in_chans or getattr(model, "in_chans", 3)
     height, width = _size(resolution)
-    x = torch.randn(2, channels, height, width)
+    x = torch.randn(2 if dynamic_batch else 1, channels, height, width)  # fixed: batch 1, as a device runs
     outputs = ["logits"]
     if detection:
         net, outputs = _DecodedDetections(net, (height, width)), ["boxes", "scores"]
