@@ -479,18 +479,23 @@ def test_the_command_takes_its_target_from_a_measured_network(fake_timing, tmp_p
                  "--train-fraction", "0.3", "--val-from-train", "--runs", "1", "--threads", "1",
                  "--train-threads", "1", "--measure-top", "0", "--noise-seeds", "0", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "= mobilenet_v3_small_050 measured whole now (24x24" in printed
-    saved = json.loads((out / "search.json").read_text())["settings"]
+    assert "the target is mobilenet_v3_small_050: its predicted latency during the search (24x24" in printed
+    written = json.loads((out / "search.json").read_text())
+    saved = written["settings"]
     assert saved["latency_size"] == 24 and saved["input_size"] == 16
     # the proxy scored on the training images the fraction left out, not on the val split
     assert saved["val"] == "train-rest" and saved["val_images"] + saved["train_images"] == 1438
     with pytest.raises(SystemExit, match="apply to the built-in digits"):
         main(["search", "--target-ms", "2", "--data", str(tmp_path), "--val-from-train"])
-    # the fake measures a whole network as its sites plus 0.5 ms: the base network is the target
+    # the fake measures a whole network as its sites plus 0.5 ms, so the calibrated table predicts
+    # exactly that: the base network's prediction is the target, and it is measured beside the best
     base = lightnets.create_model("mobilenet_v3_small_050", num_classes=10)
     sites = sum(0.1 + sum(p.numel() for p in lut.build_site(s, base.spec.settings).parameters()) / 1e6
                 for s in walk(base.spec, 24))
-    assert saved["target_ms"] == pytest.approx(sites + 0.5)
+    assert saved["target_ms"] is None and saved["target_spec"] == str(base.spec)
+    assert written["target_ms"] == pytest.approx(sites + 0.5)
+    assert written["selection"]["measured_target_ms"] == pytest.approx(sites + 0.5)
+    assert written["best"]["of_target"] == pytest.approx(written["best"]["measured_ms"] / (sites + 0.5))
     with pytest.raises(SystemExit):
         main(["search", "--target-ms", "2", "--target-model", "mobilenet_v3_small_075"])
 

@@ -381,14 +381,16 @@ def cmd_search(args: argparse.Namespace) -> int:
                                seed=args.seed, threads=args.train_threads, latency_size=args.latency_resolution)
     base_label = args.base if isinstance(args.base, str) and "/" not in args.base else "spec"
     out = args.out or os.path.join("runs", f"search-{base_label}-{args.study}")
-    target_ms = args.target_ms
+    target_spec = None
     if args.target_model is not None:
-        target_ms = evaluator.target_ms(args.target_model)
-        print(f"search: target {target_ms:.3f} ms = {args.target_model} measured whole now "
-              f"({evaluator.latency_size}x{evaluator.latency_size}, {table.backend}, {table.threads} thread(s))")
-    common = dict(budget=args.budget, target_ms=target_ms, w=args.w, hard=args.hard, pareto=args.pareto,
-                  storage=args.storage, run_dir=out, seed=args.seed, measure_top=args.measure_top,
-                  noise_seeds=args.noise_seeds, stale_after=args.stale_after)
+        target_spec = evaluator.named_spec(args.target_model)
+        print(f"search: the target is {args.target_model}: its predicted latency during the search "
+              f"({evaluator.latency_size}x{evaluator.latency_size}, {table.backend}, {table.threads} thread(s)), "
+              f"measured beside the finalists at the end")
+    common = dict(budget=args.budget, target_ms=args.target_ms, target_spec=target_spec, w=args.w, hard=args.hard,
+                  pareto=args.pareto, storage=args.storage, run_dir=out, seed=args.seed, measure_top=args.measure_top,
+                  measure_rounds=args.measure_rounds, select=args.select, noise_seeds=args.noise_seeds,
+                  stale_after=args.stale_after)
     print(f"search: {space.size():,} networks around {args.base}; {args.budget} trials, {args.sampler} sampler, "
           f"proxy {args.proxy_steps} steps at {resolution}x{resolution}; results in {out}")
     result = search(space, evaluator, sampler=args.sampler, study_name=args.study, **common)
@@ -405,6 +407,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     print("best network:")
     print("\n".join(f"  {line}" for line in result.best_spec.lines()))
     measured = f", measured whole {best['measured_ms']:.3f} ms" if "measured_ms" in best else ""
+    if "of_target" in best:
+        measured += f" ({best['of_target']:.1%} of the target measured beside it)"
     score = f", reward {best['reward']:.4f}" if best.get("reward") is not None else ""
     print(f"trial {best['number']}: predicted {best['latency_ms']:.3f} ms{measured}, proxy top-1 "
           f"{100 * best['accuracy']:.2f}%{score}; Pareto front of {len(result.front)} of {len(result.rows)} networks")
@@ -414,7 +418,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.plot:
         rows = evaluate_widths(args.base, widths, evaluator) if widths else []
         title = f"search around {args.base}, {resolution}x{resolution}, {table.backend}"
-        plot_search(fronts, args.plot, title, target_ms=target_ms, baseline=rows)
+        plot_search(fronts, args.plot, title, target_ms=result.target_ms, baseline=rows)
         print(f"wrote {args.plot}")
     return 0
 
@@ -957,8 +961,9 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--target-ms", type=opt.positive_finite_float,
                         help="the latency target TAR of the reward (ms, this device)")
     target.add_argument("--target-model", metavar="NAME",
-                        help="the latency target is this registered network measured whole now, with the table's "
-                             "settings (e.g. mobilenet_v3_small_075)")
+                        help="the latency target is this registered network (e.g. mobilenet_v3_small_075): "
+                             "the table's prediction of it during the search, measured beside the finalists at "
+                             "the end")
     se.add_argument("--budget", type=opt.positive_int, default=30, help="completed trials in all (default 30)")
     reward_kind = se.add_mutually_exclusive_group()
     reward_kind.add_argument("--w", type=opt.finite_float,
@@ -998,8 +1003,15 @@ def build_parser() -> argparse.ArgumentParser:
                     help="train the best network from this many other seeds too, to compare the candidates' spread "
                          "of proxy accuracy with the training's own noise (default 2; 0: no)")
     _add_table_options(se)
-    se.add_argument("--measure-top", type=opt.nonnegative_int, default=3,
-                    help="also measure whole this many of the front's most accurate networks (default 3)")
+    se.add_argument("--measure-top", type=opt.nonnegative_int, default=5,
+                    help="measure whole, beside the best reward and the target network, up to this many candidates "
+                         "tied with the best within the proxy's standard error (Pareto mode: the front's most "
+                         "accurate) (default 5)")
+    se.add_argument("--measure-rounds", type=opt.positive_int, default=3,
+                    help="interleaved rounds of that measurement (default 3)")
+    se.add_argument("--select", choices=["budget", "reward"], default="budget",
+                    help="budget (default): of the finalists still tied when measured, the slowest within the "
+                         "target; reward: the highest measured reward")
     se.add_argument("--plot", metavar="PNG", help="proxy top-1 against latency, the front(s) (needs matplotlib)")
     se.add_argument("--widths", type=opt.width_list, metavar="WIDTHS",
                     help="with --plot: the base at these width multipliers too")

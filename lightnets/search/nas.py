@@ -44,6 +44,7 @@ STORAGE_FILE = "search.db"
 SPREAD_TRIALS = 50  # the "first candidates" the proxy's spread is reported over (the NAS issue asks for 50)
 HALF_POINT = 0.005  # candidates this close to the median cannot be ranked by a proxy whose val split is small
 NEARLY_ALL = 0.8  # share of candidates within HALF_POINT of the median above which the proxy is too easy
+SELECTIONS = ("budget", "reward")
 
 
 def reward(accuracy: float, latency_ms: float, target_ms: float, w: float | None = None, hard: bool = False) -> float:
@@ -73,6 +74,18 @@ def reward(accuracy: float, latency_ms: float, target_ms: float, w: float | None
         alpha = beta = float(w)
     exponent = alpha if latency_ms <= target_ms else beta
     return accuracy * (latency_ms / target_ms) ** exponent
+
+
+def accuracy_error(accuracy: float, images: int) -> float:
+    """The standard error of a top-1 ``accuracy`` scored on ``images`` images, sqrt(p (1 - p) / n),
+    at least one image: two proxy accuracies closer than this are not told apart by the split
+    that scored them (on the 1,007 digits training images a 0.3 fraction leaves out, at 97%:
+    0.54 points; one network trained from three seeds spread 0.48 points there)."""
+    if isinstance(images, bool) or not isinstance(images, int) or images < 1:
+        raise ValueError(f"images must be an integer >= 1, got {images!r}")
+    if not 0 <= accuracy <= 1:
+        raise ValueError(f"accuracy is a fraction in [0, 1], got {accuracy!r}")
+    return max(math.sqrt(accuracy * (1 - accuracy) / images), 1 / images)
 
 
 def pareto_front(rows: list[dict], accuracy: str = "accuracy", latency: str = "latency_ms") -> list[dict]:
@@ -141,6 +154,15 @@ class ProxyEvaluator:
         shape = (self.table.batch, spec.settings.in_chans, self.latency_size, self.latency_size)
         return measure_whole(self.table, build(spec).eval(), shape, rounds)
 
+    def measure_side_by_side(self, specs: list[NetSpec], rounds: int = 3) -> list[float]:
+        """Networks measured whole in the same interleaved rounds (the table's settings, its
+        reference speed): ratios between them hold even while the machine's speed drifts, which
+        two measurements minutes apart do not (a target measured at a search's start was 16%
+        slower, normalised, beside its finalists 40 minutes later here)."""
+        shapes = [(self.table.batch, s.settings.in_chans, self.latency_size, self.latency_size) for s in specs]
+        rows = self.table.measure_networks([build(s).eval() for s in specs], shapes, rounds)
+        return [r["measured_ms"] for r in rows]
+
     def named_spec(self, name: str) -> NetSpec:
         """The registered network ``name`` with the data's classes (what a width baseline or a
         latency target names)."""
@@ -158,7 +180,9 @@ class ProxyEvaluator:
 class SearchResult:
     """What a search found. ``rows``: every completed trial (number, spec, latency_ms,
     accuracy, reward, choices); ``front``: their Pareto front of (accuracy, latency); ``best``:
-    the row with the best reward (or, in Pareto mode, the most accurate under the target)."""
+    the row chosen (:func:`search`: the best reward or a network tied with it nearer the target;
+    in Pareto mode the most accurate under the target); ``selection``: how (rule, the tie band,
+    the contenders measured, the target measured beside them)."""
 
     best_spec: NetSpec
     best: dict
@@ -169,9 +193,12 @@ class SearchResult:
     storage: str
     study_name: str
     retried: list[int] = field(default_factory=list)  # trials of a killed run that were asked again
+    target_ms: float | None = None  # the reward's TAR (ms at the table's reference speed)
+    selection: dict = field(default_factory=dict)  # how the best was chosen among its finalists
 
     def to_dict(self) -> dict:
         return {"settings": self.settings, "storage": self.storage, "study": self.study_name,
+                "target_ms": self.target_ms, "selection": self.selection,
                 "best": self.best, "front": self.front, "spread": self.spread, "retried": self.retried,
                 "trials": self.rows}
 
@@ -313,6 +340,7 @@ def search(
     *,
     budget: int,
     target_ms: float | None = None,
+    target_spec: NetSpec | None = None,
     w: float | None = None,
     hard: bool = False,
     pareto: bool = False,
@@ -323,7 +351,9 @@ def search(
     seed: int = 0,
     calibrate: bool = True,
     measure: bool = True,
-    measure_top: int = 3,
+    measure_top: int = 5,
+    measure_rounds: int = 3,
+    select: str = "budget",
     noise_seeds: int = 0,
     stale_after: int = 60,
     log: Callable[[str], None] = print,
@@ -342,10 +372,26 @@ def search(
     ``calibrate`` fits the table's overhead and scale to the base network and a few random
     candidates (:data:`CALIBRATION_SAMPLES`) measured whole once per study
     (``False``: the table's current fit is the study's); every later run and worker uses the
-    stored fit. At the end (``measure=True``) the best network and the front's ``measure_top``
-    most accurate are measured whole (``measured_ms``) to check the table's predictions.
-    ``noise_seeds`` > 0 also trains the best network from that many other seeds, so that the
-    candidates' spread of proxy accuracy can be compared with the training's own noise.
+    stored fit.
+
+    The target TAR is ``target_ms`` (ms at the table's reference speed) or ``target_spec``, a
+    network whose latency sets it (MobileNetV3-Small x0.75 in the NAS issue's example): the
+    table's prediction of it during the search, so that TAR and every candidate's LAT come
+    from the same entries and fit; at the end it is measured beside the finalists.
+
+    The finalists (reward mode): the best reward and the candidates tied with it, whose reward
+    is within the proxy's standard error (:func:`accuracy_error` on its val split) of it; with
+    ``measure=True`` the best and ``measure_top`` of the tied are measured whole together, with
+    the target network, in ``measure_rounds`` interleaved rounds, and their reward is taken
+    again with measured LAT and TAR (``measured_ms``, ``measured_reward``, ``of_target``).
+    ``select="budget"`` (default) keeps, of those still tied, the slowest within the target:
+    the proxy cannot rank them, and a network that spends the budget has the capacity that the
+    full task rewards (MnasNet Figure 1: accuracy rises with latency on ImageNet); the tied are
+    measured nearest the target first. ``select="reward"``: the highest reward, tie or not.
+    Pareto mode measures the most accurate network under the target and the front's
+    ``measure_top`` most accurate. ``noise_seeds`` > 0 also trains the chosen network from that
+    many other seeds, so that the candidates' spread of proxy accuracy can be compared with the
+    training's own noise.
     """
     optuna = _optuna()
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
@@ -354,10 +400,23 @@ def search(
         raise ValueError(f"space must be a SearchSpace, got {type(space).__name__}")
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; allowed: {', '.join(SAMPLERS)}")
-    if target_ms is None and not pareto:
-        raise ValueError("the reward needs a latency target: give target_ms (or pareto=True for the front alone)")
-    if target_ms is not None:
-        reward(0.5, 1.0, target_ms, w, hard)  # validates target, w and hard before any training
+    if target_ms is not None and target_spec is not None:
+        raise ValueError("give target_ms or target_spec (a network whose latency is the target), not both")
+    if target_spec is not None:
+        if not isinstance(target_spec, NetSpec):
+            raise ValueError(f"target_spec must be a NetSpec, got {type(target_spec).__name__}")
+        if target_spec.head.num_classes != evaluator.num_classes:
+            raise ValueError(f"the target network has {target_spec.head.num_classes} classes, the data "
+                             f"{evaluator.num_classes}")
+    if target_ms is None and target_spec is None and not pareto:
+        raise ValueError("the reward needs a latency target: give target_ms or target_spec (or pareto=True for "
+                         "the front alone)")
+    reward(0.5, 1.0, 1.0 if target_ms is None else target_ms, w, hard)  # validates target, w, hard before training
+    if select not in SELECTIONS:
+        raise ValueError(f"unknown select {select!r}; allowed: {', '.join(SELECTIONS)}")
+    for name, value, low in (("measure_top", measure_top, 0), ("measure_rounds", measure_rounds, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     if space.base.head.num_classes != evaluator.num_classes:
         raise ValueError(f"the space's networks have {space.base.head.num_classes} classes, the data "
                          f"{evaluator.num_classes}: build it with SearchSpace.around(..., num_classes=...)")
@@ -370,6 +429,8 @@ def search(
         "val": evaluator.data[1].name, "val_images": evaluator.data[1].size,
         "device": {k: table.fingerprint.get(k) for k in ("cpu", "backend", "threads", "batch")},
     }
+    if target_spec is not None:
+        settings["target_spec"] = str(target_spec)  # only then: studies begun before it existed still resume
     directions = ["maximize", "minimize"] if pareto else ["maximize"]
     study, url, lock, rdb = open_study(storage, study_name, run_dir, directions=directions, sampler=None,
                                        stale_after=stale_after)
@@ -385,6 +446,8 @@ def search(
         if retried:
             log(f"search: trial(s) {retried} of a killed run are asked again with the same parameters")
         _calibrated(study, table, space, evaluator, calibrate, log)
+        if target_spec is not None:
+            target_ms = _predicted_target(study, evaluator, target_spec, log)
         complete = optuna.trial.TrialState.COMPLETE
         done = len(study.get_trials(deepcopy=False, states=(complete,)))
         study.sampler = make_sampler(sampler, budget, _worker_seed(seed, len(study.trials), storage is not None))
@@ -413,8 +476,21 @@ def search(
     finally:
         if lock:
             lock.release()
-    return _finish(rows, evaluator, settings, url, study_name, retried, target_ms, pareto,
-                   measure_top if measure else None, noise_seeds, log)
+    finals = _Finals(evaluator, target_ms, target_spec, w, hard, pareto, select,
+                     measure_top if measure else None, measure_rounds)
+    return _finish(rows, finals, settings, url, study_name, retried, noise_seeds, log)
+
+
+def _predicted_target(study, evaluator: ProxyEvaluator, target_spec: NetSpec, log) -> float:
+    """TAR from ``target_spec``: the table's prediction of it, as the study first recorded it (a
+    resumed or joining process whose table measured its entries again keeps the same target)."""
+    stored = study.user_attrs.get("target_ms")
+    if stored is None:
+        stored = evaluator.latency_ms(target_spec)
+        study.set_user_attr("target_ms", stored)
+        log(f"search: target {stored:.3f} ms, the table's prediction of the target network at "
+            f"{evaluator.latency_size}x{evaluator.latency_size}; it is measured beside the finalists at the end")
+    return stored
 
 
 #: Random candidates of the space (:meth:`SearchSpace.sample`) a search calibrates its table on, beside
@@ -486,15 +562,82 @@ def proxy_spread(rows: list[dict], first: int = SPREAD_TRIALS) -> dict:
             "stdev": statistics.pstdev(accs), "distinct": len(set(accs)), "within_half_point": near}
 
 
-def _finish(rows, evaluator, settings, url, study_name, retried, target_ms, pareto, measure_top, noise_seeds, log):
+@dataclass
+class _Finals:
+    """How a search's finalists are chosen and checked (see :func:`search`)."""
+
+    evaluator: ProxyEvaluator
+    target_ms: float | None
+    target_spec: NetSpec | None
+    w: float | None
+    hard: bool
+    pareto: bool
+    select: str
+    measure_top: int | None  # None: nothing is measured
+    rounds: int
+
+
+def _finalists(rows: list[dict], finals: _Finals, band: float) -> tuple[dict, list[dict]]:
+    """The best reward and the candidates tied with it (within ``band``), the tied nearest the
+    target first (``budget``) or by reward; the most accurate under the target and the front's
+    most accurate in Pareto mode."""
+    if finals.pareto:
+        under = [r for r in rows if finals.target_ms is None or r["latency_ms"] <= finals.target_ms]
+        best = max(under or rows, key=lambda r: (r["accuracy"], -r["latency_ms"]))
+        return best, [r for r in sorted(pareto_front(rows), key=lambda r: -r["accuracy"]) if r is not best]
+    best = max(rows, key=lambda r: r["reward"])
+    tied = [r for r in rows if r is not best and r["reward"] >= best["reward"] - band]
+    if finals.select == "budget":
+        tied.sort(key=lambda r: (r["latency_ms"] > finals.target_ms, -r["latency_ms"]))
+    else:
+        tied.sort(key=lambda r: -r["reward"])
+    return best, tied
+
+
+def _choose(contenders: list[dict], finals: _Finals, band: float, measured: bool) -> dict:
+    """The network a reward search returns, from its (measured, if ``measured``) contenders."""
+    key_ms = "measured_ms" if measured else "latency_ms"
+    key_reward = "measured_reward" if measured else "reward"
+    target = contenders[0]["measured_target_ms"] if measured else finals.target_ms
+    top = max(r[key_reward] for r in contenders)
+    if finals.select == "reward":
+        return max(contenders, key=lambda r: r[key_reward])
+    tied = [r for r in contenders if r[key_reward] >= top - band]
+    within = [r for r in tied if r[key_ms] <= target]
+    if within:
+        return max(within, key=lambda r: r[key_ms])
+    return max(tied, key=lambda r: r[key_reward])
+
+
+def _measure_finalists(contenders: list[dict], finals: _Finals, log) -> None:
+    """Measure ``contenders`` whole, with the target network when there is one, in the same
+    interleaved rounds; each row gains measured_ms, measured_target_ms, of_target and
+    measured_reward."""
+    ev = finals.evaluator
+    specs = [NetSpec.parse(r["spec"]) for r in contenders]
+    if finals.target_spec is not None:
+        specs.append(finals.target_spec)
+    times = ev.measure_side_by_side(specs, finals.rounds)
+    target = times[-1] if finals.target_spec is not None else finals.target_ms
+    if finals.target_spec is not None:
+        log(f"search: the target network measured beside the finalists: {target:.3f} ms (predicted "
+            f"{finals.target_ms:.3f} ms)")
+    for row, ms in zip(contenders, times, strict=False):
+        row["measured_ms"], row["measured_target_ms"] = ms, target
+        if target is not None:
+            row["of_target"] = ms / target
+        if row.get("reward") is not None:
+            row["measured_reward"] = reward(row["accuracy"], ms, target, finals.w, finals.hard)
+        share = f", {ms / target:.1%} of the target" if target is not None else ""
+        log(f"search: trial {row['number']}: predicted {row['latency_ms']:.3f} ms, measured whole {ms:.3f} ms "
+            f"({row['latency_ms'] / ms - 1:+.1%}){share}, proxy top-1 {100 * row['accuracy']:.2f}%")
+
+
+def _finish(rows, finals: _Finals, settings, url, study_name, retried, noise_seeds, log):
     if not rows:
         raise ValueError(f"study {study_name!r} in {url} has no completed trial")
+    evaluator = finals.evaluator
     front = pareto_front(rows)
-    if pareto:
-        under = [r for r in rows if target_ms is None or r["latency_ms"] <= target_ms]
-        best = max(under or rows, key=lambda r: (r["accuracy"], -r["latency_ms"]))
-    else:
-        best = max(rows, key=lambda r: r["reward"])
     spread = proxy_spread(rows)
     log(f"search: proxy top-1 over the first {spread['count']} candidates: {100 * spread['min']:.2f}-"
         f"{100 * spread['max']:.2f}% (median {100 * spread['median']:.2f}%, stdev {100 * spread['stdev']:.2f} points, "
@@ -503,22 +646,40 @@ def _finish(rows, evaluator, settings, url, study_name, retried, target_ms, pare
     if spread["count"] > 1 and spread["within_half_point"] >= NEARLY_ALL:
         log("search: the proxy hardly separates candidates (nearly all within half a point): make it harder "
             "(fewer proxy steps, a smaller train fraction, a lower resolution)")
+    by_reward, tied = _finalists(rows, finals, 0.0)
+    band = 0.0
+    if not finals.pareto:
+        # the reward is accuracy times a latency factor: its standard error is the accuracy's times that factor
+        factor = by_reward["reward"] / by_reward["accuracy"] if by_reward["accuracy"] > 0 else 1.0
+        band = factor * accuracy_error(by_reward["accuracy"], evaluator.data[1].size)
+        by_reward, tied = _finalists(rows, finals, band)
+        log(f"search: {len(tied)} candidate(s) tied with the best reward (trial {by_reward['number']}, "
+            f"{by_reward['reward']:.4f}) within the proxy's standard error ({band:.4f})")
+    contenders = [by_reward, *tied[:finals.measure_top]] if finals.measure_top is not None else [by_reward, *tied]
+    measured = finals.measure_top is not None
+    if measured:
+        _measure_finalists(contenders, finals, log)
+    if finals.pareto:
+        best = by_reward
+    else:
+        best = _choose(contenders, finals, band, measured)
+        if best is not by_reward:
+            log(f"search: trial {best['number']} chosen over trial {by_reward['number']} ({finals.select}: tied "
+                f"within the proxy's error, the slowest within the target)")
+    selection = {"rule": "pareto" if finals.pareto else finals.select, "band": band, "best_reward": by_reward["number"],
+                 "contenders": [r["number"] for r in contenders], "measured": measured,
+                 "measured_target_ms": contenders[0].get("measured_target_ms") if measured else None}
     if noise_seeds:
         again = [best["accuracy"], *evaluator.seed_noise(NetSpec.parse(best["spec"]), noise_seeds)]
         spread["seed_accuracies"], spread["seed_stdev"] = again, statistics.pstdev(again)
-        log(f"search: the best network trained from {len(again)} seeds: {100 * min(again):.2f}-"
+        log(f"search: the chosen network trained from {len(again)} seeds: {100 * min(again):.2f}-"
             f"{100 * max(again):.2f}% (stdev {100 * spread['seed_stdev']:.2f} points; candidates "
             f"{100 * spread['stdev']:.2f})")
         if spread["stdev"] <= 2 * spread["seed_stdev"]:
             log("search: the candidates differ hardly more than one network does between seeds: the proxy ranks "
                 "them by chance; train longer or on a harder task")
-    if measure_top is not None:
-        others = [r for r in sorted(front, key=lambda r: -r["accuracy"]) if r is not best][:measure_top]
-        for row in [best, *others]:
-            row["measured_ms"] = evaluator.measured_ms(NetSpec.parse(row["spec"]))
-            log(f"search: trial {row['number']}: predicted {row['latency_ms']:.3f} ms, measured whole "
-                f"{row['measured_ms']:.3f} ms ({row['latency_ms'] / row['measured_ms'] - 1:+.1%})")
-    return SearchResult(NetSpec.parse(best["spec"]), best, rows, front, spread, settings, url, study_name, retried)
+    return SearchResult(NetSpec.parse(best["spec"]), best, rows, front, spread, settings, url, study_name, retried,
+                        target_ms=finals.target_ms, selection=selection)
 
 
 def evaluate_widths(name: str, widths: list[float], evaluator: ProxyEvaluator) -> list[dict]:
