@@ -5,7 +5,8 @@ width scaling at the same measured latency.
         [--target-model mobilenet_v3_small_075 | --target-ratio R] [--budget 50] [--proxy-steps 60]
         [--resolution 32] [--latency-resolution 224] [--train-fraction 0.3] [--w -0.15 | --hard]
         [--backend eager] [--threads 1] [--runs 45] [--rounds 9] [--widths 0.5,0.75,1.0]
-        [--measure-top 5] [--select budget|reward] [--final-steps 600] [--final-seeds 3] [--seed 0]
+        [--families "mobilenet_v2:0.35,0.5;shufflenet_v2:0.5,1.0"] [--measure-top 5]
+        [--select budget|reward] [--no-measure-fresh] [--final-steps 600] [--final-seeds 3] [--seed 0]
         [--noise-seeds 2] [--tag NAME]
 
 The demonstration the NAS issue asks for, in one run:
@@ -26,12 +27,18 @@ The demonstration the NAS issue asks for, in one run:
    candidates of each search is printed.
    Each search ends by measuring its best reward and up to ``--measure-top`` candidates tied
    with it (within the proxy's standard error) beside the target network; ``--select budget``
-   keeps, of those still tied, the slowest within the measured target.
+   keeps, of those still tied, the slowest within the measured target. These measurements run in
+   a new process (``--no-measure-fresh``: in the search's own, which an hour of trainings
+   changes: one run here read the target 20% slower there, relative to the finalists).
 4. The final comparison: both searches' chosen networks and the width-scaled base of the target
    (``--target-model``) measured side by side (interleaved rounds; "of target" is of the target
-   measured in those rounds), then each trained with the
+   measured in those rounds), in this process and again in a new one, then each trained with the
    same recipe and budget (``--final-steps`` on the same training images) from ``--final-seeds``
    seeds and scored on the val split, which the search never saw.
+5. The plot the NAS issue asks for, ``nas-<tag>-measured.png``: proxy top-1 against latency
+   measured whole, side by side, for both searches' fronts and chosen networks, the base at
+   ``--widths`` and the ``--families`` (MobileNetV2, ShuffleNetV2) width-scaled, scored by the
+   same proxy; ``nas-<tag>.png`` is the same against predicted latency, every candidate.
 
 Proxy trainings run with OMP_WAIT_POLICY=PASSIVE unless it is set (see ``lightnets --help``:
 spinning OpenMP workers collapse training on a busy machine); it changes nothing at 1 thread,
@@ -61,6 +68,7 @@ from lightnets.search import (  # noqa: E402
     ProxyEvaluator,
     SearchSpace,
     evaluate_widths,
+    measure_fronts,
     plot_search,
     reward,
     search,
@@ -92,8 +100,13 @@ def main() -> None:
     parser.add_argument("--widths", default="0.5,0.75,1.0", help="width multipliers of the base: calibration, plot")
     parser.add_argument("--calibration-samples", type=int, default=CALIBRATION_SAMPLES,
                         help="random candidates of the space the table is calibrated on too")
+    parser.add_argument("--families", default="mobilenet_v2:0.35,0.5;shufflenet_v2:0.5,1.0",
+                        help="other width-scaled networks on the measured plot, NAME:W1,W2;... ('' for none)")
     parser.add_argument("--measure-top", type=int, default=5,
                         help="candidates tied with each search's best measured beside it and the target")
+    parser.add_argument("--measure-fresh", action=argparse.BooleanOptionalAction, default=True,
+                        help="measure each search's finalists in a new process (default; --no-measure-fresh: in this "
+                             "one)")
     parser.add_argument("--select", choices=["budget", "reward"], default="budget",
                         help="of the measured finalists still tied: the slowest within the target, or the best reward")
     parser.add_argument("--final-steps", type=int, default=600, help="the final comparison's training budget")
@@ -104,6 +117,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.target_ratio is not None:
         args.target_model = None
+    families = parse_families(args.families)
     tag = args.tag or f"digits-{args.base}"
     started = time.perf_counter()
     # the proxy scores on the training images the fraction leaves out; the val split is kept for the final comparison
@@ -141,13 +155,19 @@ def main() -> None:
                 space, evaluator, budget=args.budget, target_ms=None if target_spec else target,
                 target_spec=target_spec, w=w, hard=args.hard, sampler=sampler, study_name=f"nas-{sampler}",
                 storage=f"sqlite:///{tmp}/nas.db", seed=args.seed, calibrate=False, measure_top=args.measure_top,
-                measure_rounds=args.rounds, select=args.select, noise_seeds=args.noise_seeds,
+                measure_rounds=args.rounds, measure_fresh=args.measure_fresh, select=args.select,
+                noise_seeds=args.noise_seeds,
                 log=lambda m: print(m, flush=True),
             )
             seconds[sampler] = time.perf_counter() - start
     baseline = evaluate_widths(args.base, widths, evaluator)
     for row in baseline:
         row["reward_value"] = reward(row["accuracy"], row["latency_ms"], target, w, args.hard)
+    others = {family: evaluate_widths(family, family_widths, evaluator) for family, family_widths in families}
+    measured_plot = measure_fronts(results, {args.base: baseline, **others}, evaluator, target_spec, args.rounds,
+                                   fresh_process=True)
+    print(f"measured for the plot: {measured_plot['networks']} networks side by side, {args.rounds} rounds, "
+          f"{measured_plot['seconds']:.0f} s", flush=True)
 
     # the final comparison: measured side by side, trained alike
     finalists = {f"{s} best (trial {r.best['number']})": r.best_spec for s, r in results.items()}
@@ -158,6 +178,10 @@ def main() -> None:
                                                     show_progress=False)}
     # of the target measured in the same rounds: the machine's drift over the run cancels
     beside = side_by_side[args.target_model]["measured_ms"] if args.target_model else target
+    # and again in a new process, away from what an hour of trainings left in this one
+    fresh = dict(zip(finalists, evaluator.measure_side_by_side(list(finalists.values()), args.rounds,
+                                                               fresh_process=True), strict=True))
+    fresh_target = fresh[args.target_model] if args.target_model else target
     final = []
     for name, spec in finalists.items():
         accs = []
@@ -171,6 +195,7 @@ def main() -> None:
         final.append({
             "network": name, "spec": str(spec), "predicted_ms": measured["predicted_ms"],
             "measured_ms": measured["measured_ms"], "of_target": measured["measured_ms"] / beside,
+            "fresh_ms": fresh[name], "fresh_of_target": fresh[name] / fresh_target,
             "top1_mean": statistics.mean(accs), "top1_min": min(accs), "top1_max": max(accs), "top1": accs,
             "params": sum(p.numel() for p in build(spec).parameters()),
         })
@@ -212,31 +237,49 @@ def main() -> None:
                  "accuracy": lambda v: f"{100 * v:.2f}%", "reward": "{:.4f}"},
     ))
     print(f"\nthe final comparison ({final_seconds:.0f} s): measured side by side ({args.rounds} interleaved rounds, "
-          f"ms at the table's reference speed), each trained {args.final_steps} steps of small-data on the same "
-          f"images from {args.final_seeds} seeds, top-1 on the val split the search never saw")
+          f"ms at the table's reference speed; in this process, then in a new one), each trained "
+          f"{args.final_steps} steps of small-data on the same images from {args.final_seeds} seeds, top-1 on the "
+          f"val split the search never saw")
     print(format_table(
         final,
         [("network", "network"), ("params", "params"), ("predicted_ms", "predicted ms"),
-         ("measured_ms", "measured ms"), ("of_target", "of target"), ("top1_mean", "top-1 mean"),
-         ("top1_min", "min"), ("top1_max", "max")],
+         ("measured_ms", "measured ms"), ("of_target", "of target"), ("fresh_ms", "new process ms"),
+         ("fresh_of_target", "of target"), ("top1_mean", "top-1 mean"), ("top1_min", "min"), ("top1_max", "max")],
         formats={"params": "{:,}", "predicted_ms": "{:.3f}", "measured_ms": "{:.3f}", "of_target": "{:.1%}",
+                 "fresh_ms": "{:.3f}", "fresh_of_target": "{:.1%}",
                  "top1_mean": lambda v: f"{100 * v:.2f}%", "top1_min": lambda v: f"{100 * v:.2f}%",
                  "top1_max": lambda v: f"{100 * v:.2f}%"},
     ))
     total = time.perf_counter() - started
     print(f"whole demonstration: {total / 60:.1f} min")
     plot = result_path(f"nas-{tag}", ".png")
-    plot_search({s: r.rows for s, r in results.items()}, str(plot), f"search around {args.base}, digits "
-                f"x{args.train_fraction:g} {args.resolution}px; latency {args.backend} {args.latency_resolution}px",
-                target_ms=target, baseline=baseline)
+    plot_title = (f"search around {args.base}, digits x{args.train_fraction:g} {args.resolution}px; latency "
+                  f"{args.backend} {args.latency_resolution}px")
+    plot_search({s: r.rows for s, r in results.items()}, str(plot), plot_title, target_ms=target, baseline=baseline)
+    measured_png = result_path(f"nas-{tag}-measured", ".png")
+    plot_search(measured_plot["fronts"], str(measured_png), plot_title + ", measured",
+                target_ms=measured_plot["target_ms"], latency="measured_ms",
+                baseline={f"{name} (width-scaled)": rows for name, rows in measured_plot["baselines"].items()})
     out = write_results(f"nas-{tag}", {
         "settings": vars(args), "title": title, "target_ms": target, "target": origin, "space_size": space.size(),
-        "target_measured_beside_finalists_ms": beside,
+        "target_measured_beside_finalists_ms": beside, "target_measured_new_process_ms": fresh_target,
         "seconds": seconds, "final_seconds": final_seconds, "total_seconds": total,
         "calibration": {"overhead_ms": table.overhead_ms, "scale": table.scale},
         "results": {s: r.to_dict() for s, r in results.items()}, "widths": baseline, "final": final,
+        "measured_plot": measured_plot,
     })
-    print(f"wrote {out} and {plot}")
+    print(f"wrote {out}, {plot} and {measured_png}")
+
+
+def parse_families(text: str) -> list[tuple[str, list[float]]]:
+    """``mobilenet_v2:0.35,0.5;shufflenet_v2:0.5,1.0`` -> [(name, widths), ...]."""
+    families = []
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        name, _, widths = part.partition(":")
+        if not widths:
+            raise SystemExit(f"--families: {part!r} is not NAME:W1,W2")
+        families.append((name.strip(), [float(x) for x in widths.split(",") if x.strip()]))
+    return families
 
 
 if __name__ == "__main__":

@@ -19,26 +19,18 @@ import argparse
 import os
 import statistics
 import tempfile
-import time
 
 import torch
 from _results import write_results
 
 import lightnets
 from lightnets.cost import REFERENCE_SHAPE, percentile, reference_module
-from lightnets.export import OnnxModel, export_onnx
+from lightnets.export import OnnxModel, export_onnx, timed_runs
 from lightnets.report import format_table
 
 
 def timed_median(session: OnnxModel, x: torch.Tensor, warmup: int, runs: int) -> float:
-    for _ in range(warmup):
-        session(x)
-    walls = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        session(x)
-        walls.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(walls)
+    return statistics.median(timed_runs(session, x, warmup, runs))
 
 
 def main() -> None:

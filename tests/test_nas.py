@@ -403,13 +403,16 @@ def test_a_shared_storage_asks_again_the_trials_of_a_silent_worker(fake_timing, 
 def test_the_command_compares_with_random_search_on_one_latency_scale(fake_timing, tmp_path, capsys, optuna):
     pytest.importorskip("matplotlib")
     fake_timing.drift_ms = 0.01  # a second calibration would give another overhead
-    out, plot = tmp_path / "search", tmp_path / "front.png"
+    out, plot, measured = tmp_path / "search", tmp_path / "front.png", tmp_path / "measured.png"
     assert main(["search", "--base", "mobilenet_v3_small_050", "--target-ms", "2", "--budget", "1", "--hard",
                  "--proxy-steps", "1", "--resolution", "16", "--train-fraction", "0.3", "--runs", "1", "--threads", "1",
                  "--train-threads", "1", "--compare-random", "--plot", str(plot), "--widths", "0.5", "--out",
-                 str(out)]) == 0
+                 str(out), "--plot-measured", str(measured), "--families", "shufflenet_v2:0.5", "--measure-rounds",
+                 "1"]) == 0
     printed = capsys.readouterr().out
     assert "train it: lightnets train --spec" in printed and plot.stat().st_size > 10_000
+    # the fronts of both searches (one trial each), the base at x0.5, ShuffleNetV2 x0.5: four networks
+    assert f"wrote {measured} (4 networks measured side by side" in printed and measured.stat().st_size > 10_000
     url = f"sqlite:///{out / 'search.db'}"
     searched, random = (optuna.load_study(study_name=name, storage=url)
                         for name in ("lightnets-search", "lightnets-search-random"))
@@ -420,6 +423,10 @@ def test_the_command_compares_with_random_search_on_one_latency_scale(fake_timin
         reward(saved["best"]["accuracy"], saved["best"]["latency_ms"], 2.0, hard=True))
     with pytest.raises(SystemExit, match="--widths draws on the --plot"):
         main(["search", "--target-ms", "2", "--widths", "0.5"])
+    with pytest.raises(SystemExit, match="--families draws on the measured plot"):
+        main(["search", "--target-ms", "2", "--families", "mobilenet_v2:0.5"])
+    with pytest.raises(SystemExit):  # argparse: not NAME:WIDTHS
+        main(["search", "--target-ms", "2", "--plot-measured", "m.png", "--families", "mobilenet_v2"])
 
 
 def test_a_candidate_whose_proxy_training_diverges_scores_zero_instead_of_stopping_the_search(monkeypatch):
@@ -564,3 +571,72 @@ def test_a_search_calibrates_its_table_on_the_base_and_random_candidates_at_the_
     assert size == 24  # the size latency is predicted at, not the proxy's
     expected = [space.base_network(), *space.sample(CALIBRATION_SAMPLES, seed=nas.CALIBRATION_SEED)]
     assert networks == [str(n) for n in expected]
+
+
+def test_the_accuracy_error_is_the_binomial_standard_error_of_the_split():
+    from lightnets.search import accuracy_error
+
+    assert accuracy_error(0.97, 1006) == pytest.approx(math.sqrt(0.97 * 0.03 / 1006))  # 0.54 points
+    assert accuracy_error(1.0, 200) == pytest.approx(1 / 200)  # never below one image
+    with pytest.raises(ValueError, match="images must be an integer >= 1"):
+        accuracy_error(0.5, 0)
+    with pytest.raises(ValueError, match="fraction in"):
+        accuracy_error(1.5, 10)
+
+
+@pytest.mark.parametrize("select", ["budget", "reward"])
+def test_finalists_tied_within_the_proxy_error_are_measured_and_budget_keeps_the_slowest_within_target(
+        fake_timing, tmp_path, optuna, monkeypatch, select):
+    """Every candidate scores the same proxy top-1, so all are tied; with the fake, measured equals
+    predicted, so ``budget`` must return the slowest network within the target and ``reward`` the
+    first best reward."""
+    space = SearchSpace.around("mobilenet_v3_small_050", num_classes=10)
+    evaluator = _evaluator()
+    monkeypatch.setattr(evaluator, "accuracy", lambda spec, seed=None: 0.9)
+    result = search(space, evaluator, budget=6, target_spec=space.base_network(), hard=True, run_dir=str(tmp_path),
+                    measure_top=10, measure_rounds=1, select=select, log=lambda m: None)
+    base_ms = evaluator.latency_ms(space.base_network())  # with the calibration the search fitted
+    assert result.target_ms == pytest.approx(base_ms)  # the target network's prediction
+    sel = result.selection
+    assert sel["rule"] == select and sel["band"] == pytest.approx(math.sqrt(0.9 * 0.1 / evaluator.data[1].size))
+    measured = [r for r in result.rows if "measured_ms" in r]
+    assert sorted(r["number"] for r in measured) == sorted(sel["contenders"])
+    assert sel["measured_target_ms"] == pytest.approx(base_ms)  # measured beside them: exact under the fake
+    for row in measured:
+        assert row["measured_ms"] == pytest.approx(row["latency_ms"])
+        assert row["of_target"] == pytest.approx(row["measured_ms"] / sel["measured_target_ms"])
+        assert row["measured_reward"] == pytest.approx(reward(0.9, row["measured_ms"], sel["measured_target_ms"],
+                                                              hard=True))
+    within = [r for r in result.rows if r["latency_ms"] <= base_ms]
+    if select == "budget" and within:
+        assert result.best["number"] == max(within, key=lambda r: r["latency_ms"])["number"]
+    else:
+        assert result.best["number"] == sel["best_reward"] == max(result.rows, key=lambda r: r["reward"])["number"]
+
+
+def test_a_clearly_better_network_wins_over_slower_ones_that_are_not_tied(fake_timing, tmp_path, optuna,
+                                                                          monkeypatch):
+    space = SearchSpace.around("mobilenet_v3_small_050", num_classes=10)
+    evaluator = _evaluator()
+    scores = iter([0.5, 0.9, 0.5, 0.5, 0.5])  # trial 1 is 40 points ahead, far beyond the proxy's error
+    monkeypatch.setattr(evaluator, "accuracy", lambda spec, seed=None: next(scores))
+    result = search(space, evaluator, budget=5, target_ms=1000.0, hard=True, run_dir=str(tmp_path),
+                    measure_top=10, measure_rounds=1, log=lambda m: None)
+    assert result.best["number"] == 1 and result.selection["contenders"] == [1]
+    assert result.best["of_target"] == pytest.approx(result.best["measured_ms"] / 1000.0)
+
+
+def test_search_refuses_a_bad_target_or_selection(tmp_path, optuna):
+    space = SearchSpace.around("mobilenet_v3_small_050", num_classes=10)
+    evaluator = _evaluator()
+    common = {"run_dir": str(tmp_path), "log": lambda m: None, "budget": 1}
+    with pytest.raises(ValueError, match="not both"):
+        search(space, evaluator, target_ms=1.0, target_spec=space.base_network(), **common)
+    with pytest.raises(ValueError, match="target_spec must be a NetSpec"):
+        search(space, evaluator, target_spec="mobilenet_v3_small", **common)
+    with pytest.raises(ValueError, match="the target network has 1000 classes"):
+        search(space, evaluator, target_spec=lightnets.create_model("mobilenet_v3_small").spec, **common)
+    with pytest.raises(ValueError, match="unknown select 'fastest'; allowed: budget, reward"):
+        search(space, evaluator, target_ms=1.0, select="fastest", **common)
+    with pytest.raises(ValueError, match="measure_rounds must be an integer >= 1"):
+        search(space, evaluator, target_ms=1.0, measure_rounds=0, **common)

@@ -296,7 +296,7 @@ def cmd_netadapt(args: argparse.Namespace) -> int:
     if widths and args.name == "spec":
         raise SystemExit("lightnets netadapt: --baseline needs a registered network NAME whose width multipliers "
                          "to train, not 'spec'")
-    if args.plot:
+    if args.plot or args.plot_measured:
         from ..report import pyplot
 
         pyplot()  # fail before the search if matplotlib is missing
@@ -347,18 +347,31 @@ def cmd_netadapt(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from ..search import LatencyTable, ProxyEvaluator, SearchSpace, evaluate_widths, plot_search, search, write_result
+    from ..search import (
+        LatencyTable,
+        ProxyEvaluator,
+        SearchSpace,
+        evaluate_widths,
+        measure_fronts,
+        plot_search,
+        search,
+        write_result,
+    )
     from ..train import digits, load_data
 
     for name in (args.base, args.target_model):
         _refuse_dense(name, "the search space is a classifier's stages, scored by classification accuracy")
     widths = args.widths or []
-    if widths and not args.plot:
-        raise SystemExit("lightnets search: --widths draws on the --plot; give --plot PNG too")
+    if widths and not (args.plot or args.plot_measured):
+        raise SystemExit("lightnets search: --widths draws on the --plot; give --plot PNG or --plot-measured PNG too")
+    if args.families and not args.plot_measured:
+        raise SystemExit("lightnets search: --families draws on the measured plot; give --plot-measured PNG too")
+    for name, _ in args.families or []:
+        _refuse_dense(name, "the baselines are scored by classification accuracy")
     if args.target_ms is None and args.target_model is None and not (args.pareto or args.print_space):
         raise SystemExit("lightnets search: give --target-ms MS or --target-model NAME (the reward's TAR), or "
                          "--pareto for the front alone")
-    if args.plot:
+    if args.plot or args.plot_measured:
         from ..report import pyplot
 
         pyplot()  # fail before the search if matplotlib is missing
@@ -389,17 +402,16 @@ def cmd_search(args: argparse.Namespace) -> int:
               f"measured beside the finalists at the end")
     common = dict(budget=args.budget, target_ms=args.target_ms, target_spec=target_spec, w=args.w, hard=args.hard,
                   pareto=args.pareto, storage=args.storage, run_dir=out, seed=args.seed, measure_top=args.measure_top,
-                  measure_rounds=args.measure_rounds, select=args.select, noise_seeds=args.noise_seeds,
-                  stale_after=args.stale_after)
+                  measure_rounds=args.measure_rounds, measure_fresh=args.measure_fresh, select=args.select,
+                  noise_seeds=args.noise_seeds, stale_after=args.stale_after)
     print(f"search: {space.size():,} networks around {args.base}; {args.budget} trials, {args.sampler} sampler, "
           f"proxy {args.proxy_steps} steps at {resolution}x{resolution}; results in {out}")
     result = search(space, evaluator, sampler=args.sampler, study_name=args.study, **common)
-    fronts = {args.sampler: result.rows}
+    results = {args.sampler: result}
     if args.compare_random:
         # the same table and calibration as the search it is compared with
-        baseline = search(space, evaluator, sampler="random", study_name=f"{args.study}-random", calibrate=False,
-                          **common)
-        fronts["random"] = baseline.rows
+        results["random"] = search(space, evaluator, sampler="random", study_name=f"{args.study}-random",
+                                   calibrate=False, **common)
     if args.table:
         table.save(args.table)
     paths = write_result(result, out)
@@ -415,11 +427,22 @@ def cmd_search(args: argparse.Namespace) -> int:
     print(f"wrote {', '.join(paths)}")
     print(f"  train it: lightnets train --spec {paths[0]} --out RUN; then shrink it to the target with NetAdapt: "
           f"lightnets netadapt spec --checkpoint RUN/last.safetensors --target-ms MS")
+    rows = evaluate_widths(args.base, widths, evaluator) if widths else []
+    title = f"search around {args.base}, {resolution}x{resolution}, {table.backend}"
     if args.plot:
-        rows = evaluate_widths(args.base, widths, evaluator) if widths else []
-        title = f"search around {args.base}, {resolution}x{resolution}, {table.backend}"
-        plot_search(fronts, args.plot, title, target_ms=result.target_ms, baseline=rows)
+        plot_search({k: r.rows for k, r in results.items()}, args.plot, title, target_ms=result.target_ms,
+                    baseline=rows)
         print(f"wrote {args.plot}")
+    if args.plot_measured:
+        baselines = {args.base: rows} if rows else {}
+        for name, family_widths in args.families or []:
+            baselines[name] = evaluate_widths(name, family_widths, evaluator)
+        measured = measure_fronts(results, baselines, evaluator, target_spec, args.measure_rounds, args.measure_fresh)
+        plot_search(measured["fronts"], args.plot_measured, title + ", measured", latency="measured_ms",
+                    target_ms=measured["target_ms"] if target_spec is not None else args.target_ms,
+                    baseline={f"{name} (width-scaled)": r for name, r in measured["baselines"].items()})
+        print(f"wrote {args.plot_measured} ({measured['networks']} networks measured side by side, "
+              f"{measured['seconds']:.0f} s)")
     return 0
 
 
@@ -1009,12 +1032,22 @@ def build_parser() -> argparse.ArgumentParser:
                          "accurate) (default 5)")
     se.add_argument("--measure-rounds", type=opt.positive_int, default=3,
                     help="interleaved rounds of that measurement (default 3)")
+    se.add_argument("--measure-fresh", action="store_true",
+                    help="take those measurements (and --plot-measured's) in a new process, away from the state "
+                         "the search's trainings leave in this one")
     se.add_argument("--select", choices=["budget", "reward"], default="budget",
                     help="budget (default): of the finalists still tied when measured, the slowest within the "
                          "target; reward: the highest measured reward")
-    se.add_argument("--plot", metavar="PNG", help="proxy top-1 against latency, the front(s) (needs matplotlib)")
+    se.add_argument("--plot", metavar="PNG",
+                    help="proxy top-1 against predicted latency, every candidate and the front(s) (needs matplotlib)")
+    se.add_argument("--plot-measured", metavar="PNG",
+                    help="proxy top-1 against latency measured whole, side by side: the front(s), the chosen "
+                         "network, --widths and --families (needs matplotlib)")
     se.add_argument("--widths", type=opt.width_list, metavar="WIDTHS",
-                    help="with --plot: the base at these width multipliers too")
+                    help="with --plot / --plot-measured: the base at these width multipliers too")
+    se.add_argument("--families", type=opt.family_widths, nargs="+", metavar="NAME:WIDTHS",
+                    help="with --plot-measured: other networks width-scaled, scored by the same proxy "
+                         "(e.g. mobilenet_v2:0.35,0.5 shufflenet_v2:0.5,1.0)")
     se.add_argument("--print-space", action="store_true", help="print the search space and its size, and stop")
     se.add_argument("--out", metavar="DIR", help="results, and the default storage (default runs/search-BASE-STUDY)")
     se.set_defaults(func=cmd_search)

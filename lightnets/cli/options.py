@@ -104,6 +104,14 @@ def width_list(text: str) -> list[float]:
     return widths
 
 
+def family_widths(text: str) -> tuple[str, list[float]]:
+    """``NAME:W1,W2``: a registered network and width multipliers of its family."""
+    name, sep, widths = text.partition(":")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME:WIDTHS such as mobilenet_v2:0.35,0.5, got {text!r}")
+    return name.strip(), width_list(widths)
+
+
 def workers(text: str) -> int | str:
     """``auto`` or a positive number of processes."""
     return "auto" if text == "auto" else positive_int(text)

@@ -176,7 +176,10 @@ def _boundary_reorder_ms(path: str, x: torch.Tensor, prefix: str, *, threads: in
 REFERENCE_SESSIONS = 3
 
 
-def _timed_runs(session: OnnxModel, x: torch.Tensor, warmup: int, runs: int) -> list[float]:
+def timed_runs(session: OnnxModel, x: torch.Tensor, warmup: int, runs: int) -> list[float]:
+    """Wall times (ms) of ``runs`` calls of an ONNX Runtime ``session`` on ``x`` after ``warmup``
+    untimed ones: the timing loop of :func:`onnxruntime_rounds`, one call away for experiments
+    on sessions (``benchmarks/onnxruntime_spinning.py``)."""
     for _ in range(warmup):
         session(x)
     walls = []
@@ -273,12 +276,12 @@ def onnxruntime_rounds(
             for i in round_schedule(len(paths), r, every):  # another order each round (see round_order)
                 if i is None:
                     readings[r].append(statistics.median(
-                        statistics.median(_timed_runs(s, x_reference, REFERENCE_WARMUP, REFERENCE_RUNS))
+                        statistics.median(timed_runs(s, x_reference, REFERENCE_WARMUP, REFERENCE_RUNS))
                         for s in references
                     ))
                     continue
                 session = OnnxModel(paths[i], threads=threads)
-                timed[i].append(_timed_runs(session, inputs[i], warmup, per_round))
+                timed[i].append(timed_runs(session, inputs[i], warmup, per_round))
                 del session
                 step(f"round {r + 1}, {i}")
         del references

@@ -79,7 +79,7 @@ def reward(accuracy: float, latency_ms: float, target_ms: float, w: float | None
 def accuracy_error(accuracy: float, images: int) -> float:
     """The standard error of a top-1 ``accuracy`` scored on ``images`` images, sqrt(p (1 - p) / n),
     at least one image: two proxy accuracies closer than this are not told apart by the split
-    that scored them (on the 1,007 digits training images a 0.3 fraction leaves out, at 97%:
+    that scored them (on the 1,006 digits training images a 0.3 fraction leaves out, at 97%:
     0.54 points; one network trained from three seeds spread 0.48 points there)."""
     if isinstance(images, bool) or not isinstance(images, int) or images < 1:
         raise ValueError(f"images must be an integer >= 1, got {images!r}")
@@ -154,14 +154,26 @@ class ProxyEvaluator:
         shape = (self.table.batch, spec.settings.in_chans, self.latency_size, self.latency_size)
         return measure_whole(self.table, build(spec).eval(), shape, rounds)
 
-    def measure_side_by_side(self, specs: list[NetSpec], rounds: int = 3) -> list[float]:
+    def measure_side_by_side(self, specs: list[NetSpec], rounds: int = 3, fresh_process: bool = False) -> list[float]:
         """Networks measured whole in the same interleaved rounds (the table's settings, its
         reference speed): ratios between them hold even while the machine's speed drifts, which
         two measurements minutes apart do not (a target measured at a search's start was 16%
-        slower, normalised, beside its finalists 40 minutes later here)."""
-        shapes = [(self.table.batch, s.settings.in_chans, self.latency_size, self.latency_size) for s in specs]
-        rows = self.table.measure_networks([build(s).eval() for s in specs], shapes, rounds)
-        return [r["measured_ms"] for r in rows]
+        slower, normalised, beside its finalists 40 minutes later here).
+
+        ``fresh_process``: measure in a new (spawned) process with a copy of the table, as a
+        deployed network runs, away from the state a search process builds up over hundreds of
+        trainings and measurements."""
+        if not fresh_process:
+            return _side_by_side(self.table, [str(s) for s in specs], self.latency_size, rounds)
+        import tempfile
+
+        import torch.multiprocessing as mp
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "table.json")
+            self.table.save(path)
+            with mp.get_context("spawn").Pool(1) as pool:
+                return pool.apply(_side_by_side_from_file, (path, [str(s) for s in specs], self.latency_size, rounds))
 
     def named_spec(self, name: str) -> NetSpec:
         """The registered network ``name`` with the data's classes (what a width baseline or a
@@ -174,6 +186,16 @@ class ProxyEvaluator:
         """The registered network ``name`` measured whole now: a latency target that a device,
         not a guess, sets (the NAS issue's example: ``mobilenet_v3_small_075``)."""
         return self.measured_ms(self.named_spec(name), rounds)
+
+
+def _side_by_side(table: LatencyTable, specs: list[str], size: int, rounds: int) -> list[float]:
+    nets = [NetSpec.parse(s) for s in specs]
+    shapes = [(table.batch, n.settings.in_chans, size, size) for n in nets]
+    return [r["measured_ms"] for r in table.measure_networks([build(n).eval() for n in nets], shapes, rounds)]
+
+
+def _side_by_side_from_file(path: str, specs: list[str], size: int, rounds: int) -> list[float]:
+    return _side_by_side(LatencyTable.load(path), specs, size, rounds)  # in a spawned process
 
 
 @dataclass
@@ -353,6 +375,7 @@ def search(
     measure: bool = True,
     measure_top: int = 5,
     measure_rounds: int = 3,
+    measure_fresh: bool = False,
     select: str = "budget",
     noise_seeds: int = 0,
     stale_after: int = 60,
@@ -384,6 +407,7 @@ def search(
     ``measure=True`` the best and ``measure_top`` of the tied are measured whole together, with
     the target network, in ``measure_rounds`` interleaved rounds, and their reward is taken
     again with measured LAT and TAR (``measured_ms``, ``measured_reward``, ``of_target``).
+    ``measure_fresh``: in a new process (:meth:`ProxyEvaluator.measure_side_by_side`).
     ``select="budget"`` (default) keeps, of those still tied, the slowest within the target:
     the proxy cannot rank them, and a network that spends the budget has the capacity that the
     full task rewards (MnasNet Figure 1: accuracy rises with latency on ImageNet); the tied are
@@ -477,7 +501,7 @@ def search(
         if lock:
             lock.release()
     finals = _Finals(evaluator, target_ms, target_spec, w, hard, pareto, select,
-                     measure_top if measure else None, measure_rounds)
+                     measure_top if measure else None, measure_rounds, measure_fresh)
     return _finish(rows, finals, settings, url, study_name, retried, noise_seeds, log)
 
 
@@ -575,6 +599,7 @@ class _Finals:
     select: str
     measure_top: int | None  # None: nothing is measured
     rounds: int
+    fresh_process: bool = False
 
 
 def _finalists(rows: list[dict], finals: _Finals, band: float) -> tuple[dict, list[dict]]:
@@ -617,7 +642,7 @@ def _measure_finalists(contenders: list[dict], finals: _Finals, log) -> None:
     specs = [NetSpec.parse(r["spec"]) for r in contenders]
     if finals.target_spec is not None:
         specs.append(finals.target_spec)
-    times = ev.measure_side_by_side(specs, finals.rounds)
+    times = ev.measure_side_by_side(specs, finals.rounds, finals.fresh_process)
     target = times[-1] if finals.target_spec is not None else finals.target_ms
     if finals.target_spec is not None:
         log(f"search: the target network measured beside the finalists: {target:.3f} ms (predicted "
@@ -699,6 +724,32 @@ def evaluate_widths(name: str, widths: list[float], evaluator: ProxyEvaluator) -
     return rows
 
 
+def measure_fronts(results: dict[str, SearchResult], baselines: dict[str, list[dict]], evaluator: ProxyEvaluator,
+                   target_spec: NetSpec | None = None, rounds: int = 3, fresh_process: bool = False) -> dict:
+    """Each search's front (by predicted latency) and chosen network, the ``baselines`` (name ->
+    rows of :func:`evaluate_widths`) and the target network measured whole side by side, in
+    ``rounds`` interleaved rounds: what :func:`plot_search` draws with ``latency="measured_ms"``
+    (the NAS issue's plot: accuracy against measured latency, the searched and random fronts
+    and width-scaled networks on the same axes). Returns ``fronts`` and ``baselines`` (copies
+    of the rows with ``measured_ms``), ``target_ms`` (the target network measured, or None),
+    ``networks`` and ``seconds``. ``fresh_process``: see :meth:`ProxyEvaluator.measure_side_by_side`."""
+    import time
+
+    fronts = {}
+    for label, result in results.items():
+        rows = {r["number"]: dict(r) for r in [*pareto_front(result.rows), result.best]}
+        fronts[label] = sorted(rows.values(), key=lambda r: r["latency_ms"])
+    copies = {name: [dict(r) for r in rows] for name, rows in baselines.items()}
+    everything = [r for rows in fronts.values() for r in rows] + [r for rows in copies.values() for r in rows]
+    specs = [NetSpec.parse(r["spec"]) for r in everything] + ([target_spec] if target_spec is not None else [])
+    start = time.perf_counter()
+    times = evaluator.measure_side_by_side(specs, rounds, fresh_process)
+    for row, ms in zip(everything, times, strict=False):
+        row["measured_ms"] = ms
+    return {"fronts": fronts, "baselines": copies, "target_ms": times[-1] if target_spec is not None else None,
+            "networks": len(specs), "seconds": time.perf_counter() - start}
+
+
 def write_result(result: SearchResult, out_dir: str) -> list[str]:
     """``best_spec.txt`` (the best network, for ``lightnets train --spec``), ``best_spec.json``
     and ``search.json`` (settings, best, front, spread, every trial), written atomically."""
@@ -711,29 +762,37 @@ def write_result(result: SearchResult, out_dir: str) -> list[str]:
 
 
 def plot_search(fronts: dict[str, list[dict]], path: str, title: str, *, target_ms: float | None = None,
-                baseline: list[dict] = ()) -> None:
-    """Proxy top-1 against predicted latency: each labelled search's candidates (dots) and Pareto
-    front (line), and ``baseline`` rows (e.g. the base network at several width multipliers,
-    each with a ``label``) as squares (needs matplotlib)."""
+                baseline: list[dict] | dict[str, list[dict]] = (), latency: str = "latency_ms") -> None:
+    """Proxy top-1 against latency: each labelled search's candidates (dots) and Pareto front
+    (line), and ``baseline`` rows (each with a ``label``, e.g. a network at several width
+    multipliers; a dict: one labelled series per network family) as squares (needs matplotlib).
+
+    ``latency``: the rows' key on the x axis, ``latency_ms`` (predicted by the table) or
+    ``measured_ms`` (measured whole; rows without it are left out, and the fronts are taken
+    again on the measured values)."""
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7, 5))
+    fig, ax = plt.subplots(figsize=(7.5, 5.5))
     for k, (label, rows) in enumerate(fronts.items()):
+        rows = [r for r in rows if r.get(latency) is not None]
         color = f"C{k}"
-        ax.scatter([r["latency_ms"] for r in rows], [100 * r["accuracy"] for r in rows], s=10, alpha=0.35,
-                   color=color)
-        front = pareto_front(rows)
-        ax.plot([r["latency_ms"] for r in front], [100 * r["accuracy"] for r in front], "o-", ms=4, color=color,
+        ax.scatter([r[latency] for r in rows], [100 * r["accuracy"] for r in rows], s=10, alpha=0.35, color=color)
+        front = pareto_front(rows, latency=latency)
+        ax.plot([r[latency] for r in front], [100 * r["accuracy"] for r in front], "o-", ms=4, color=color,
                 label=f"{label}: {len(rows)} candidates, front")
-    if baseline:
-        ordered = sorted(baseline, key=lambda r: r["latency_ms"])
-        ax.plot([r["latency_ms"] for r in ordered], [100 * r["accuracy"] for r in ordered], "s--", color="grey",
-                label="width-scaled base")
+    series = baseline if isinstance(baseline, dict) else ({"width-scaled base": list(baseline)} if baseline else {})
+    for k, (label, rows) in enumerate(series.items()):
+        color = "grey" if len(series) == 1 else f"C{len(fronts) + k}"
+        ordered = sorted((r for r in rows if r.get(latency) is not None), key=lambda r: r[latency])
+        ax.plot([r[latency] for r in ordered], [100 * r["accuracy"] for r in ordered], "s--", color=color,
+                label=label)
         for r in ordered:
-            ax.annotate(r.get("label", ""), (r["latency_ms"], 100 * r["accuracy"]), textcoords="offset points",
-                        xytext=(4, -10), fontsize=8, color="grey")
+            ax.annotate(r.get("label", ""), (r[latency], 100 * r["accuracy"]), textcoords="offset points",
+                        xytext=(4, -10), fontsize=7, color=color)
     if target_ms is not None:
         ax.axvline(target_ms, color="red", lw=0.8, ls=":", label=f"target {target_ms:.3g} ms")
-    ax.set(xlabel="latency predicted by the lookup table (ms)", ylabel="proxy top-1 (%)", title=title)
+    xlabel = "latency measured whole (ms)" if latency == "measured_ms" else "latency predicted by the lookup table (ms)"
+    ax.set(xlabel=xlabel, ylabel="proxy top-1 (%)")
+    ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
