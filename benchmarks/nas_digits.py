@@ -5,7 +5,7 @@ width scaling at the same measured latency.
         [--target-model mobilenet_v3_small_075 | --target-ratio R] [--budget 50] [--proxy-steps 60]
         [--resolution 32] [--latency-resolution 224] [--train-fraction 0.3] [--w -0.15 | --hard]
         [--backend eager] [--threads 1] [--runs 45] [--rounds 9] [--widths 0.5,0.75,1.0]
-        [--families "mobilenet_v2:0.35,0.5;shufflenet_v2:0.5,1.0"] [--measure-top 5]
+        [--families "mobilenet_v2:0.35,0.5;shufflenet_v2:0.5,1.0"] [--measure-top 8]
         [--select budget|reward] [--no-measure-fresh] [--final-steps 600] [--final-seeds 3] [--seed 0]
         [--noise-seeds 2] [--tag NAME]
 
@@ -102,7 +102,7 @@ def main() -> None:
                         help="random candidates of the space the table is calibrated on too")
     parser.add_argument("--families", default="mobilenet_v2:0.35,0.5;shufflenet_v2:0.5,1.0",
                         help="other width-scaled networks on the measured plot, NAME:W1,W2;... ('' for none)")
-    parser.add_argument("--measure-top", type=int, default=5,
+    parser.add_argument("--measure-top", type=int, default=8,
                         help="candidates tied with each search's best measured beside it and the target")
     parser.add_argument("--measure-fresh", action=argparse.BooleanOptionalAction, default=True,
                         help="measure each search's finalists in a new process (default; --no-measure-fresh: in this "

@@ -792,8 +792,9 @@ def plot_search(fronts: dict[str, list[dict]], path: str, title: str, *, target_
         color = f"C{k}"
         ax.scatter([r[latency] for r in rows], [100 * r["accuracy"] for r in rows], s=10, alpha=0.35, color=color)
         front = pareto_front(rows, latency=latency)
+        counted = "measured" if latency == "measured_ms" else "candidates"
         ax.plot([r[latency] for r in front], [100 * r["accuracy"] for r in front], "o-", ms=4, color=color,
-                label=f"{label}: {len(rows)} candidates, front")
+                label=f"{label}: {len(rows)} {counted}, front")
     series = baseline if isinstance(baseline, dict) else ({"width-scaled base": list(baseline)} if baseline else {})
     for k, (label, rows) in enumerate(series.items()):
         color = "grey" if len(series) == 1 else f"C{len(fronts) + k}"
