@@ -296,7 +296,7 @@ def cmd_netadapt(args: argparse.Namespace) -> int:
     if widths and args.name == "spec":
         raise SystemExit("lightnets netadapt: --baseline needs a registered network NAME whose width multipliers "
                          "to train, not 'spec'")
-    if args.plot or args.plot_measured:
+    if args.plot:
         from ..report import pyplot
 
         pyplot()  # fail before the search if matplotlib is missing
