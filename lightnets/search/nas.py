@@ -21,6 +21,7 @@ import math
 import os
 import socket
 import statistics
+import time
 import warnings
 import zlib
 from collections.abc import Callable
@@ -684,14 +685,15 @@ def _finish(rows, finals: _Finals, settings, url, study_name, retried, noise_see
     if spread["count"] > 1 and spread["within_half_point"] >= NEARLY_ALL:
         log("search: the proxy hardly separates candidates (nearly all within half a point): make it harder "
             "(fewer proxy steps, a smaller train fraction, a lower resolution)")
-    by_reward, tied = _finalists(rows, finals, 0.0)
     band = 0.0
     if not finals.pareto:
-        # the reward is accuracy times a latency factor: its standard error is the accuracy's times that factor
+        # the reward is accuracy times a latency factor: its standard error is the accuracy's times that factor;
         # two accuracies on the same n images differ by sqrt(2) of one's standard error by chance alone
-        factor = by_reward["reward"] / by_reward["accuracy"] if by_reward["accuracy"] > 0 else 1.0
-        band = math.sqrt(2) * factor * accuracy_error(by_reward["accuracy"], evaluator.data[1].size)
-        by_reward, tied = _finalists(rows, finals, band)
+        top = max(rows, key=lambda r: r["reward"])
+        factor = top["reward"] / top["accuracy"] if top["accuracy"] > 0 else 1.0
+        band = math.sqrt(2) * factor * accuracy_error(top["accuracy"], evaluator.data[1].size)
+    by_reward, tied = _finalists(rows, finals, band)
+    if not finals.pareto:
         log(f"search: {len(tied)} candidate(s) tied with the best reward (trial {by_reward['number']}, "
             f"{by_reward['reward']:.4f}) within the proxy's error ({band:.4f}), latency taken "
             f"{PREDICTION_MARGIN:.0%} lower")
@@ -748,7 +750,6 @@ def measure_fronts(results: dict[str, SearchResult], baselines: dict[str, list[d
     and width-scaled networks on the same axes). Returns ``fronts`` and ``baselines`` (copies
     of the rows with ``measured_ms``), ``target_ms`` (the target network measured, or None),
     ``networks`` and ``seconds``. ``fresh_process``: see :meth:`ProxyEvaluator.measure_side_by_side`."""
-    import time
 
     fronts = {}
     for label, result in results.items():
