@@ -623,6 +623,9 @@ def test_many_modules_export_in_worker_processes_each_to_its_own_file_in_order(d
     done = []
     paths = _export_all(modules, [str(f) for f in folders], shapes, False, 2, done.append)
     assert done == list(range(count)) and paths == [str(f / "model.onnx") for f in folders]
+    # sent by value: torch.multiprocessing would have moved them into shared memory, a file
+    # descriptor held open per tensor for as long as the caller keeps the module
+    assert not any(t.is_shared() for module in modules for t in module.state_dict().values())
     for module, path, shape in zip(modules, paths, shapes, strict=True):
         x = torch.randn(shape)
         with torch.no_grad():

@@ -8,9 +8,11 @@ than imported by it.
 from __future__ import annotations
 
 import bisect
+import collections
 import contextlib
 import json
 import os
+import pickle
 import statistics
 import tempfile
 import time
@@ -47,14 +49,18 @@ def _export_for_timing(model: nn.Module, folder: str, input_size: tuple[int, ...
 #: Below this many models, :func:`onnxruntime_rounds` exports in its own process: starting a
 #: worker (importing torch and the exporter) takes longer than a few exports.
 PARALLEL_EXPORT_MIN = 16
+#: Exports sent to each worker process of :func:`_export_all` ahead of the one it is on.
+EXPORTS_IN_FLIGHT = 2
 
 
 def _export_worker_start() -> None:
     torch.set_num_threads(1)  # one process per core
 
 
-def _export_job(job: tuple[nn.Module, str, tuple[int, ...], bool]) -> str:
-    return _export_for_timing(*job)
+def _export_job(job: tuple[bytes, str, tuple[int, ...], bool]) -> str:
+    pickled, folder, shape, int8 = job
+    # bytes this process's parent pickled a moment ago from a module it holds, not a file
+    return _export_for_timing(pickle.loads(pickled), folder, shape, int8)
 
 
 def _export_all(models: Sequence[nn.Module], folders: Sequence[str], shapes: Sequence[tuple[int, ...]], int8: bool,
@@ -63,19 +69,32 @@ def _export_all(models: Sequence[nn.Module], folders: Sequence[str], shapes: Seq
     :data:`PARALLEL_EXPORT_MIN`. torch.onnx's exporter traces in Python, one core per export
     (about 1.2 s per MobileNet block here), so exporting in one process leaves the other cores
     idle: the zoo's 478 sites took 9 of a table's 13 minutes. ``done(i)`` after each."""
-    jobs = [(model, folder, tuple(shape), int8) for model, folder, shape in zip(models, folders, shapes, strict=True)]
+    jobs = list(zip(models, folders, [tuple(shape) for shape in shapes], strict=True))
     if workers <= 1 or len(jobs) < PARALLEL_EXPORT_MIN:
         paths = []
-        for i, job in enumerate(jobs):
-            paths.append(_export_job(job))
+        for i, (model, folder, shape) in enumerate(jobs):
+            paths.append(_export_for_timing(model, folder, shape, int8))
             done(i)
         return paths
-    paths = []
+    paths: list[str] = []
+    pending: collections.deque = collections.deque()
+
+    def collect() -> None:
+        paths.append(pending.popleft().get())
+        done(len(paths) - 1)
+
     # spawn, not fork: a forked child of a process that ran OpenMP can hang in its first parallel region
     with torch.multiprocessing.get_context("spawn").Pool(workers, _export_worker_start) as pool:
-        for i, path in enumerate(pool.imap(_export_job, jobs)):
-            paths.append(path)
-            done(i)
+        # Each module goes pickled to bytes, its tensors by value: sent as they are, torch.multiprocessing
+        # moves every tensor into shared memory in place, each holding a file descriptor open for as
+        # long as the caller keeps the module (the zoo's 478 sites and 57 networks wanted over 20,000,
+        # this machine's limit). A few jobs in flight, so that a few modules' bytes exist at a time.
+        for model, folder, shape in jobs:
+            pending.append(pool.apply_async(_export_job, ((pickle.dumps(model), folder, shape, int8),)))
+            if len(pending) >= EXPORTS_IN_FLIGHT * workers:
+                collect()
+        while pending:
+            collect()
     return paths
 
 
