@@ -149,6 +149,27 @@ def test_only_the_layout_conversions_a_cut_out_part_adds_are_left_out():
         ("Add", "add", ["input", "conv"], ["logits"]),
     ])
     assert boundary_reorders(residual) == {"ReorderInput", "ReorderOutput"}
+    # fewer input channels than a block: the first convolution reads the plain input, and the
+    # residual Add runs in the plain layout inside the network too
+    narrow = _graph(["input"], ["logits"], [
+        ("Conv", "pw_nchwc", ["input"], ["r1"]),
+        ("Conv", "dw_nchwc", ["r1"], ["r2"]),
+        ("ReorderOutput", "ReorderOutput", ["r2"], ["conv"]),
+        ("Add", "add", ["input", "conv"], ["logits"]),
+    ])
+    assert boundary_reorders(narrow) == set()
+    # ShuffleNetV1's unit: the residual Add reads the grouped convolution's plain output, so the
+    # network hands this part its input in the plain layout, and the conversion into the blocked
+    # one is paid there too
+    grouped = _graph(["input"], ["logits"], [
+        ("ReorderInput", "ReorderInput", ["input"], ["r0"]),
+        ("Conv", "pw_nchwc", ["r0"], ["r1"]),
+        ("ReorderOutput", "ReorderOutput", ["r1"], ["a"]),
+        ("Conv", "gconv", ["a"], ["b"]),
+        ("Add", "add", ["input", "b"], ["c"]),
+        ("Relu", "relu", ["c"], ["logits"]),
+    ])
+    assert boundary_reorders(grouped) == set()
     # ShuffleNetV1: only the depthwise conv is blocked; grouped 1x1 convs and the shuffle are not
     shuffle = _graph(["input"], ["logits"], [
         ("FusedConv", "gconv1", ["input"], ["a"]),
@@ -263,24 +284,95 @@ def test_onnxruntime_rounds_interleave_fresh_sessions_round_by_round(deploy, mon
     assert timed.reference_ms == [[1000.0] * 3] * 2 and timed.every == 1
 
 
-def test_onnxruntime_rounds_take_each_modules_boundary_conversions_off_every_run(deploy, monkeypatch):
+class _Residual(torch.nn.Module):
+    """An inverted residual of 20 channels (not a multiple of ONNX Runtime's 8- or 16-channel
+    blocks) to cut out of a network and time alone."""
+
+    def __init__(self, channels=20):
+        super().__init__()
+        self.expand = torch.nn.Conv2d(channels, 2 * channels, 1)
+        self.depthwise = torch.nn.Conv2d(2 * channels, 2 * channels, 3, padding=1, groups=2 * channels)
+        self.project = torch.nn.Conv2d(2 * channels, channels, 1)
+
+    def forward(self, x):
+        return x + self.project(torch.relu(self.depthwise(torch.relu(self.expand(x)))))
+
+
+def _nchwc(x, block):
+    """``x`` (N, C, H, W) in ONNX Runtime's blocked layout: channels padded to the block and
+    stored block by block, each position's ``block`` channels together."""
+    n, c, h, w = x.shape
+    padded = -(-c // block) * block
+    x = torch.nn.functional.pad(x, (0, 0, 0, 0, 0, padded - c))
+    return x.reshape(n, padded // block, block, h, w).permute(0, 1, 3, 4, 2).reshape(n, padded, h, w)
+
+
+def _from_nchwc(x, block, channels):
+    n, padded, h, w = x.shape
+    return x.reshape(n, padded // block, h, w, block).permute(0, 1, 4, 2, 3).reshape(n, padded, h, w)[:, :channels]
+
+
+def test_a_part_stripped_of_its_boundary_conversions_computes_the_part_in_the_blocked_layout(deploy, tmp_path):
+    import platform
+
+    import onnx
+
+    from lightnets.export import OnnxModel, boundary_reorders, export_onnx, strip_boundary_reorders
+
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip("ONNX Runtime's blocked layout (NCHWc) is its x86 CPU path")
+    torch.manual_seed(0)
+    module = _Residual().eval()
+    x = torch.randn(2, 20, 8, 8)
+    path = export_onnx(module, str(tmp_path / "part.onnx"), resolution=(8, 8), in_chans=20, dynamic_size=False)
+    shapes = strip_boundary_reorders(path, str(tmp_path / "stripped.onnx"), x)
+    (name, shape), = shapes.items()  # the residual Add reads the blocked input too: one input
+    block = 8 if shape[1] == 24 else 16  # AVX2 or AVX-512
+    assert shape == (2, -(-20 // block) * block, 8, 8)
+    graph = onnx.load(str(tmp_path / "stripped.onnx")).graph
+    assert boundary_reorders(graph) == set()
+    assert not any(node.op_type in ("ReorderInput", "ReorderOutput") for node in graph.node)
+    stripped = OnnxModel(str(tmp_path / "stripped.onnx"), threads=1, optimized=True)
+    (out,) = stripped.run({name: _nchwc(x, block).numpy()})
+    with torch.no_grad():
+        torch.testing.assert_close(_from_nchwc(torch.from_numpy(out), block, 20), module(x), atol=1e-4, rtol=1e-4)
+    # a graph without conversions at its edges has nothing to strip: nothing written
+    pooled = export_onnx(torch.nn.AvgPool2d(2), str(tmp_path / "pool.onnx"), resolution=(8, 8), in_chans=20,
+                         dynamic_size=False)
+    assert strip_boundary_reorders(pooled, str(tmp_path / "pool-stripped.onnx"), x) is None
+    assert not os.path.exists(tmp_path / "pool-stripped.onnx")
+
+
+def test_onnxruntime_rounds_time_each_part_stripped_of_its_boundary_conversions(deploy, monkeypatch):
     latency, created, _ = _recording_sessions(monkeypatch)
-    conversions = []
-    real = latency._boundary_reorder_ms
+    stripped = []
+    real = latency.strip_boundary_reorders
 
     def recording(*args, **kwargs):
-        conversions.append(real(*args, **kwargs))
-        return conversions[-1]
+        stripped.append(real(*args, **kwargs))
+        return stripped[-1]
 
-    monkeypatch.setattr(latency, "_boundary_reorder_ms", recording)
-    modules = [_Conv(8, 3), _Conv(16, 1)]
-    timed = latency.onnxruntime_rounds(modules, [(1, 8, 16, 16), (1, 8, 12, 12)], threads=1, runs=4, warmup=1,
-                                       rounds=2, part=True, profiled_runs=2)
-    later = [(size, False) for size in ([16, 12] if round_order(2, 1) == [0, 1] else [12, 16])]
-    assert created == [(16, False), (12, False), *later, (16, True), (12, True)]
-    assert len(conversions) == 2 and all(c >= 0 for c in conversions)  # x86: a few us; 0 without NCHWc
-    for per_round, conversion in zip(timed.times_ms, conversions, strict=True):
-        assert per_round == [[1000.0 - conversion] * 2] * 2  # the same amount off every run of the module
+    monkeypatch.setattr(latency, "strip_boundary_reorders", recording)
+    opened = []
+
+    class Opened(latency.OnnxModel):
+        def __init__(self, path, *args, **kwargs):
+            super().__init__(path, *args, **kwargs)
+            opened.append((os.path.basename(path), kwargs.get("optimized", False)))
+
+    monkeypatch.setattr(latency, "OnnxModel", Opened)
+    modules = [_Residual(), torch.nn.AvgPool2d(2)]
+    timed = latency.onnxruntime_rounds(modules, [(1, 20, 16, 16), (1, 20, 12, 12)], threads=1, runs=4, warmup=1,
+                                       rounds=2, part=True)
+    assert timed.times_ms == [[[1000.0, 1000.0]] * 2] * 2
+    assert stripped[0] is not None and stripped[1] is None  # the pool has no conversions at its edges
+    # each round, the residual's session runs its stripped graph as it is; the pool's, its export
+    sessions = [("part.onnx", True), ("model.onnx", False)]
+    assert opened[-4:] == [*sessions, *(sessions[i] for i in round_order(2, 1))]
+    assert created[-4:-2] == [(16, False), (12, False)]  # the stripped graph's blocked input: 16 rows still
+    whole = latency.onnxruntime_rounds(modules, [(1, 20, 16, 16), (1, 20, 12, 12)], threads=1, runs=2, warmup=1,
+                                       rounds=1)
+    assert len(stripped) == 2 and whole.times_ms == [[[1000.0, 1000.0]]] * 2  # not parts: nothing stripped
 
 
 def test_every_round_after_the_first_times_in_its_own_fixed_shuffle():

@@ -7,7 +7,15 @@ calls it (cost sits below export and cannot import it), and so does the first us
 """
 
 from .fuse import count_batchnorms, fuse
-from .latency import boundary_reorders, onnxruntime_rounds, onnxruntime_times, register_backends, timed_runs
+from .latency import (
+    boundary_reorders,
+    onnxruntime_rounds,
+    onnxruntime_times,
+    random_feeds,
+    register_backends,
+    strip_boundary_reorders,
+    timed_runs,
+)
 from .onnx import OnnxModel, export_onnx
 from .predict import DensePrediction, Prediction, predict, predict_dense
 from .pt2 import export_pt2
@@ -15,9 +23,8 @@ from .quantize import quantize_int8
 
 __all__ = [
     "DensePrediction", "OnnxModel", "Prediction", "boundary_reorders", "count_batchnorms", "export_onnx", "export_pt2",
-    "fuse",
-    "onnxruntime_rounds", "onnxruntime_times", "predict", "predict_dense", "quantize_int8", "register_backends",
-    "timed_runs",
+    "fuse", "onnxruntime_rounds", "onnxruntime_times", "predict", "predict_dense", "quantize_int8", "random_feeds",
+    "register_backends", "strip_boundary_reorders", "timed_runs",
 ]
 
 # ``import lightnets`` no longer loads the library (the CLI's --help stays fast), so the exporter

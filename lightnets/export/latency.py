@@ -7,10 +7,8 @@ than imported by it.
 
 from __future__ import annotations
 
-import bisect
 import collections
 import contextlib
-import json
 import os
 import pickle
 import statistics
@@ -18,6 +16,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -130,61 +129,153 @@ def boundary_reorders(graph) -> set[str]:
     blocked-layout elementwise operators (a residual Add, an activation) lead to the output.
     Inside a network, the previous / next part already holds the blocked layout. Conversions
     within the graph (ShuffleNetV1's grouped convolutions and shuffle, MobileNetV3's SE pool
-    run in the plain layout) are not boundaries: the network pays them too."""
+    run in the plain layout) are not boundaries: the network pays them too.
+
+    Nor is a conversion at the edge when the part also needs that tensor in the plain layout:
+    an input that another operator reads as it is (with fewer channels than a block, ONNX
+    Runtime's first convolution reads the plain input itself), or an elementwise operator
+    that also reads a plain tensor (ShuffleNetV1's residual Add after a grouped convolution,
+    which runs in the plain layout). The network converts there too, once. Both kinds are
+    decided together: without a conversion, a tensor is in the blocked layout only if every
+    operator that made it was blocked."""
     inputs = {i.name for i in graph.input}
     outputs = {o.name for o in graph.output}
+    constants = {t.name for t in getattr(graph, "initializer", [])}
+    producer = {out: node for node in graph.node for out in node.output}
     consumers: dict[str, list] = {}
     for node in graph.node:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
 
-    def leads_only_to_output(tensor: str) -> bool:
+    def elementwise_to_output(tensor: str) -> list | None:
+        """The elementwise operators from ``tensor`` to the graph's output, or None if anything else follows."""
         following = consumers.get(tensor, [])
         if not following:
-            return tensor in outputs
-        return all(
-            node.op_type in _BLOCKED_ELEMENTWISE and all(leads_only_to_output(out) for out in node.output)
-            for node in following
-        )
+            return [] if tensor in outputs else None
+        found = []
+        for node in following:
+            rest = [elementwise_to_output(out) for out in node.output]
+            if node.op_type not in _BLOCKED_ELEMENTWISE or any(r is None for r in rest):
+                return None
+            found += [node, *(n for r in rest for n in r)]
+        return found
 
-    found = set()
+    into = {n.name: n for n in graph.node if n.op_type == "ReorderInput" and n.input[0] in inputs}
+    out_of = {}
     for node in graph.node:
-        if node.op_type == "ReorderInput" and node.input[0] in inputs:
-            found.add(node.name)
-        elif node.op_type == "ReorderOutput" and leads_only_to_output(node.output[0]):
-            found.add(node.name)
-    return found
+        if node.op_type == "ReorderOutput":
+            path = elementwise_to_output(node.output[0])
+            if path is not None:
+                out_of[node.name] = (node, path)
+
+    def blocked(tensor: str, converted_inputs: set[str]) -> bool:
+        """Whether ``tensor`` is in the blocked layout once the candidate conversions are gone."""
+        if tensor in constants or not tensor:
+            return True  # an operator's constant operand (Clip's bounds), or an input left out
+        if tensor in inputs:
+            return tensor in converted_inputs
+        node = producer.get(tensor)
+        if node is None:
+            return False
+        if node.op_type == "ReorderOutput":
+            return node.name in out_of
+        if node.op_type == "ReorderInput" or getattr(node, "domain", "") == "com.microsoft.nchwc":
+            return True
+        return node.op_type in _BLOCKED_ELEMENTWISE and all(blocked(t, converted_inputs) for t in node.input)
+
+    changed = True
+    while changed:
+        changed = False
+        converted = {n.input[0] for n in into.values()}
+        for name, node in list(into.items()):
+            others = [c for c in consumers.get(node.input[0], []) if c is not node]
+            if not all(c.op_type in _BLOCKED_ELEMENTWISE and all(blocked(t, converted) for t in c.input)
+                       for c in others):
+                del into[name]
+                changed = True
+        for name, (_, path) in list(out_of.items()):
+            if not all(blocked(t, converted) for n in path for t in n.input):
+                del out_of[name]
+                changed = True
+    return set(into) | set(out_of)
 
 
-def _check_timing_args(runs: int, warmup: int, rounds: int, profiled_runs: int, rounds_name: str) -> None:
-    for name, value, least in (("runs", runs, 1), ("warmup", warmup, 0), (rounds_name, rounds, 1),
-                               ("profiled_runs", profiled_runs, 1)):
+def random_feeds(shapes: dict[str, tuple[int, ...]], seed: int = 0) -> dict[str, np.ndarray]:
+    """A standard-normal float32 array of each shape, by input name: what a timed run feeds."""
+    generator = np.random.default_rng(seed)
+    return {name: generator.standard_normal(shape, dtype=np.float32) for name, shape in shapes.items()}
+
+
+def strip_boundary_reorders(path: str, out_path: str, x: torch.Tensor) -> dict[str, tuple[int, ...]] | None:
+    """Write to ``out_path`` the graph at ``path`` as ONNX Runtime optimises it on this CPU, less
+    its :func:`boundary_reorders`, and return its inputs' shapes by name; None (nothing written)
+    when it has none. ``x``: an input of the size it is timed at.
+
+    The part then runs as it runs inside a network: its input arrives and its output leaves in
+    the blocked layout (NCHWc), each a graph input / output of the padded channel count. An input
+    that other operators also read in the plain layout (ShuffleNetV1's pooled shortcut) stays an
+    input beside the blocked one; the blocked-layout elementwise operators that read it (a
+    residual Add) read the blocked one, as they would in the network. Timed with
+    ``OnnxModel(out_path, optimized=True)`` on random arrays of those shapes: no time is taken off a
+    measurement, where subtracting the conversions' profiled time (the profiler adds about 3 us
+    per kernel, and ran at another moment of the machine's speed) left MobileNetV1's sites
+    0.86x between two builds while other families' agreed within 5%."""
+    onnx = _require("onnx")
+    ort = _require("onnxruntime")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.optimized_model_filepath = out_path
+    options.log_severity_level = 3  # not the warning that the file holds this CPU's layout: it is meant to
+    ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    model = onnx.load(out_path)
+    graph = model.graph
+    boundary = boundary_reorders(graph)
+    if not boundary:
+        os.remove(out_path)
+        return None
+    into = [n for n in graph.node if n.name in boundary and n.op_type == "ReorderInput"]
+    out_of = [n for n in graph.node if n.name in boundary and n.op_type == "ReorderOutput"]
+    blocked = [n.output[0] for n in into] + [n.input[0] for n in out_of]
+    # the blocked tensors' shapes (padded channels): one run of the graph with them as outputs
+    probe = onnx.load(out_path)
+    probe.graph.output.extend(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
+                              for name in blocked)
+    onnx.save(probe, out_path)
+    session = OnnxModel(out_path, threads=1, optimized=True)
+    values = session.run({session.input_name: x.detach().cpu().numpy()})
+    shapes = {o.name: value.shape for o, value in zip(session.session.get_outputs(), values, strict=True)}
+    del session
+    for node in into:
+        plain, block = node.input[0], node.output[0]
+        graph.node.remove(node)
+        for other in graph.node:
+            if other.op_type in _BLOCKED_ELEMENTWISE:
+                other.input[:] = [block if name == plain else name for name in other.input]
+        if not any(plain in other.input for other in graph.node):
+            graph.input.remove(next(i for i in graph.input if i.name == plain))
+        graph.input.append(onnx.helper.make_tensor_value_info(block, onnx.TensorProto.FLOAT, list(shapes[block])))
+    for node in out_of:
+        block, plain = node.input[0], node.output[0]
+        graph.node.remove(node)
+        for other in graph.node:
+            other.input[:] = [block if name == plain else name for name in other.input]
+        for output in graph.output:
+            if output.name == plain:
+                output.name = block
+    # the shapes ONNX Runtime inferred and the exporter declared are the plain layout's
+    del graph.value_info[:]
+    for output in graph.output:
+        output.type.tensor_type.ClearField("shape")
+    onnx.save(model, out_path)
+    inputs = {i.name: tuple(shapes[i.name]) if i.name in shapes else tuple(x.shape) for i in graph.input}
+    OnnxModel(out_path, threads=1, optimized=True).run(random_feeds(inputs))  # loads and runs, or says why here
+    return inputs
+
+
+def _check_timing_args(runs: int, warmup: int, rounds: int, rounds_name: str) -> None:
+    for name, value, least in (("runs", runs, 1), ("warmup", warmup, 0), (rounds_name, rounds, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
-
-
-def _boundary_reorder_ms(path: str, x: torch.Tensor, prefix: str, *, threads: int, warmup: int,
-                         profiled_runs: int) -> float:
-    """The median milliseconds per run that the ONNX graph at ``path`` spends in its
-    :func:`boundary_reorders`, read from ``profiled_runs`` runs (after ``warmup``) of a session
-    profiled into files starting with ``prefix``."""
-    onnx = _require("onnx")
-    profiled = OnnxModel(path, threads=threads, profile_prefix=prefix)
-    for _ in range(warmup + profiled_runs):
-        profiled(x)
-    with open(profiled.session.end_profiling(), encoding="utf8") as fh:
-        events = json.load(fh)
-    del profiled
-    boundary = boundary_reorders(onnx.load(prefix + ".optimized.onnx").graph)
-    starts = sorted(e["ts"] for e in events if e.get("cat") == "Session" and e.get("name") == "model_run")
-    if len(starts) != warmup + profiled_runs:
-        raise RuntimeError(f"ONNX Runtime's profile has {len(starts)} runs, expected {warmup + profiled_runs}")
-    reorders = [0.0] * len(starts)
-    for event in events:
-        if event.get("cat") == "Node" and event["name"].removesuffix("_kernel_time") in boundary:
-            # a kernel belongs to the last run that started before it
-            reorders[bisect.bisect_right(starts, event["ts"]) - 1] += event["dur"] / 1e3
-    return statistics.median(reorders[warmup:])
 
 
 #: Reference readings in ONNX Runtime each time the reference in this many sessions, kept open over
@@ -195,16 +286,18 @@ def _boundary_reorder_ms(path: str, x: torch.Tensor, prefix: str, *, threads: in
 REFERENCE_SESSIONS = 3
 
 
-def timed_runs(session: OnnxModel, x: torch.Tensor, warmup: int, runs: int) -> list[float]:
-    """Wall times (ms) of ``runs`` calls of an ONNX Runtime ``session`` on ``x`` after ``warmup``
-    untimed ones: the timing loop of :func:`onnxruntime_rounds`, one call away for experiments
-    on sessions (``benchmarks/onnxruntime_spinning.py``)."""
+def timed_runs(session: OnnxModel, x: torch.Tensor | dict[str, np.ndarray], warmup: int, runs: int) -> list[float]:
+    """Wall times (ms) of ``runs`` calls of an ONNX Runtime ``session`` on ``x`` (a tensor, or
+    arrays by input name) after ``warmup`` untimed ones: the timing loop of
+    :func:`onnxruntime_rounds`, one call away for experiments on sessions
+    (``benchmarks/onnxruntime_spinning.py``)."""
+    feeds = x if isinstance(x, dict) else {session.input_name: x.detach().cpu().numpy()}
     for _ in range(warmup):
-        session(x)
+        session.run(feeds)
     walls = []
     for _ in range(runs):
         start = time.perf_counter()
-        session(x)
+        session.run(feeds)
         walls.append((time.perf_counter() - start) * 1e3)
     return walls
 
@@ -219,7 +312,6 @@ def onnxruntime_rounds(
     int8: bool = False,
     rounds: int = 3,
     part: bool = False,
-    profiled_runs: int = 10,
     reference: bool = False,
     reference_every: int = REFERENCE_EVERY,
     on_step: Callable[[int, int, str], object] | None = None,
@@ -234,7 +326,7 @@ def onnxruntime_rounds(
     rounds, as the torch backends' rounds are (:func:`lightnets.cost.measure_latencies`),
     lets a drift of the machine's speed (up to 30% over minutes here) hit every model alike
     instead of the models timed early differing from those timed late. ``on_step(done, total,
-    what)`` is called after each export, each session and each profile, for a progress bar.
+    what)`` is called after each export, each part stripped and each session, for a progress bar.
 
     ``reference=True`` also times :func:`lightnets.cost.reference_module` (exported like the
     models, int8 with them) where :func:`lightnets.cost.round_schedule` puts a reading: at each
@@ -250,13 +342,13 @@ def onnxruntime_rounds(
     session overstates that: on x86, ONNX Runtime's full optimisation runs convolutions in a
     blocked layout (NCHWc) and converts activations into it where a graph starts and back where
     it ends, once per network but once per part when a part is timed alone
-    (:func:`boundary_reorders`: 0.03-0.07 ms per MobileNetV1 block at 224 here). Each run then
-    has the median time of those conversions taken off, read from ``profiled_runs`` runs of a
-    profiled session of the model after the rounds. Only the conversions are read from the
-    profile: it adds about 3 us to every kernel it records (profiled kernel times summed to
-    1.1-1.4x the wall time here). The reference is timed whole, as it was built.
+    (:func:`boundary_reorders`: 0.03-0.07 ms per MobileNetV1 block at 224 here, a quarter of
+    MobileNetV1 x0.5's summed sites). Each part is then timed as
+    :func:`strip_boundary_reorders` writes it: its optimised graph without those conversions,
+    taking and giving the blocked layout (random inputs of its shapes). The reference is timed
+    whole, as it was built.
     """
-    _check_timing_args(runs, warmup, rounds, profiled_runs, "rounds")
+    _check_timing_args(runs, warmup, rounds, "rounds")
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         raise ValueError(f"workers must be an integer >= 1 (processes to export in), got {workers!r}")
     if len(models) != len(shapes):
@@ -266,7 +358,7 @@ def onnxruntime_rounds(
     round_schedule(len(models), 0, every)  # refuses a bad reference_every before anything is exported
     per_round = -(-runs // rounds)
     inputs = [torch.randn(shape, generator=torch.Generator().manual_seed(0)) for shape in shapes]
-    steps = len(models) * (rounds + 1 + part)  # export, one session per round, profile
+    steps = len(models) * (rounds + 1 + part)  # export, strip, one session per round
     done = 0
 
     def step(what: str) -> None:
@@ -278,9 +370,19 @@ def onnxruntime_rounds(
     with tempfile.TemporaryDirectory() as tmp:
         folders = [os.path.join(tmp, str(i)) for i in range(len(models))]
         for folder in folders:
-            os.mkdir(folder)  # a folder each: the exports and profiles name their files alike
+            os.mkdir(folder)  # a folder each: the exports name their files alike
         paths = _export_all(models, folders, shapes, int8, export_workers() if workers is None else workers,
                             lambda i: step(f"exported {i}"))
+        # a part stripped of its conversions runs on random arrays of its blocked inputs' shapes
+        feeds: list[torch.Tensor | dict[str, np.ndarray]] = list(inputs)
+        stripped = [False] * len(paths)
+        if part:
+            for i, (folder, x) in enumerate(zip(folders, inputs, strict=True)):
+                path = os.path.join(folder, "part.onnx")
+                shapes_in = strip_boundary_reorders(paths[i], path, x)
+                if shapes_in is not None:
+                    paths[i], stripped[i], feeds[i] = path, True, random_feeds(shapes_in)
+                step(f"stripped {i}")
         references: list[OnnxModel] = []
         if reference:
             os.mkdir(os.path.join(tmp, "reference"))
@@ -299,20 +401,12 @@ def onnxruntime_rounds(
                         for s in references
                     ))
                     continue
-                session = OnnxModel(paths[i], threads=threads)
-                timed[i].append(timed_runs(session, inputs[i], warmup, per_round))
+                session = OnnxModel(paths[i], threads=threads, optimized=stripped[i])
+                timed[i].append(timed_runs(session, feeds[i], warmup, per_round))
                 del session
                 step(f"round {r + 1}, {i}")
         del references
-        result = RoundTimes(timed, readings if reference else None, every)
-        if not part:
-            return result
-        for i, (path, x, folder) in enumerate(zip(paths, inputs, folders, strict=True)):
-            conversion = _boundary_reorder_ms(path, x, os.path.join(folder, "profile"), threads=threads,
-                                              warmup=warmup, profiled_runs=profiled_runs)
-            timed[i] = [[wall - conversion for wall in walls] for walls in timed[i]]
-            step(f"profiled {i}")
-    return result
+    return RoundTimes(timed, readings if reference else None, every)
 
 
 def onnxruntime_times(
@@ -325,18 +419,17 @@ def onnxruntime_times(
     int8: bool = False,
     sessions: int = 3,
     part: bool = False,
-    profiled_runs: int = 10,
 ) -> list[list[float]]:
     """Wall milliseconds of one ``model`` in ONNX Runtime: per session, its timed runs.
 
     :func:`onnxruntime_rounds` for one model, ``sessions`` fresh sessions being its rounds (see
-    there for ``runs``, ``warmup``, ``part`` and ``profiled_runs``). Several models are better
+    there for ``runs``, ``warmup`` and ``part``). Several models are better
     timed together by :func:`onnxruntime_rounds`: one after another, each sees the machine at
     another speed.
     """
-    _check_timing_args(runs, warmup, sessions, profiled_runs, "sessions")
+    _check_timing_args(runs, warmup, sessions, "sessions")
     return onnxruntime_rounds([model], [input_size], threads=threads, runs=runs, warmup=warmup, int8=int8,
-                              rounds=sessions, part=part, profiled_runs=profiled_runs).times_ms[0]
+                              rounds=sessions, part=part).times_ms[0]
 
 
 def onnxruntime_int8_runner(

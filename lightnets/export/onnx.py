@@ -7,6 +7,7 @@ import io
 import logging
 import warnings
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -145,10 +146,13 @@ class OnnxModel:
 
     def __init__(
         self, path: str, threads: int | None = None, flush_denormals: bool = True, profile_prefix: str | None = None,
-        spinning: bool = True,
+        spinning: bool = True, optimized: bool = False,
     ) -> None:
         """``profile_prefix``: profile every run, and write the optimised graph to
         ``<profile_prefix>.optimized.onnx`` (see :func:`lightnets.export.onnxruntime_kernel_times`).
+
+        ``optimized=True``: the file is a graph ONNX Runtime already optimised for this CPU (as
+        :func:`lightnets.export.strip_boundary_reorders` writes); it runs as it is, not optimised again.
 
         ``spinning=False``: the session's worker threads sleep as soon as a run ends instead of
         spinning for the next one (ONNX Runtime's ``session.intra_op.allow_spinning``). Keep the
@@ -170,10 +174,15 @@ class OnnxModel:
         if threads is not None:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_DISABLE_ALL if optimized
+                                            else ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
         self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
         self.path = path
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Every output, for inputs given by name as arrays."""
+        return self.session.run(None, feeds)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         out = self.session.run(None, {self.input_name: x.detach().cpu().numpy()})[0]

@@ -55,7 +55,7 @@ READABLE_FORMATS = ("lightnets-latency-table/1", FORMAT)
 
 SITE_TIMING = {
     "torch": "wall time of the site alone",
-    "onnxruntime": "wall time of the site alone in ONNX Runtime, less its boundary layout conversions",
+    "onnxruntime": "wall time in ONNX Runtime of the site's optimised graph without its boundary layout conversions",
 }
 
 
