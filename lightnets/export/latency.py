@@ -212,10 +212,10 @@ def strip_boundary_reorders(path: str, out_path: str, x: torch.Tensor) -> dict[s
     when it has none. ``x``: an input of the size it is timed at.
 
     The part then runs as it runs inside a network: its input arrives and its output leaves in
-    the blocked layout (NCHWc), each a graph input / output of the padded channel count. An input
-    that other operators also read in the plain layout (ShuffleNetV1's pooled shortcut) stays an
-    input beside the blocked one; the blocked-layout elementwise operators that read it (a
-    residual Add) read the blocked one, as they would in the network. Timed with
+    the blocked layout (NCHWc), each a graph input / output of the padded channel count. The
+    elementwise operators that read a stripped input (a residual Add) read the blocked one, as
+    they would in the network; :func:`boundary_reorders` strips no input that anything else
+    reads. Timed with
     ``OnnxModel(out_path, optimized=True)`` on random arrays of those shapes: no time is taken off a
     measurement, where subtracting the conversions' profiled time (the profiler adds about 3 us
     per kernel, and ran at another moment of the machine's speed) left MobileNetV1's sites
@@ -248,11 +248,9 @@ def strip_boundary_reorders(path: str, out_path: str, x: torch.Tensor) -> dict[s
     for node in into:
         plain, block = node.input[0], node.output[0]
         graph.node.remove(node)
-        for other in graph.node:
-            if other.op_type in _BLOCKED_ELEMENTWISE:
-                other.input[:] = [block if name == plain else name for name in other.input]
-        if not any(plain in other.input for other in graph.node):
-            graph.input.remove(next(i for i in graph.input if i.name == plain))
+        for other in graph.node:  # only blocked-layout elementwise operators read it (boundary_reorders)
+            other.input[:] = [block if name == plain else name for name in other.input]
+        graph.input.remove(next(i for i in graph.input if i.name == plain))
         graph.input.append(onnx.helper.make_tensor_value_info(block, onnx.TensorProto.FLOAT, list(shapes[block])))
     for node in out_of:
         block, plain = node.input[0], node.output[0]
