@@ -35,6 +35,7 @@ from lightnets.analysis import distinct_models
 from lightnets.cost import REFERENCE_EVERY, speed_summary
 from lightnets.report import machine_info
 from lightnets.search import (
+    PLAIN_INPUT,
     LatencyTable,
     plot_validation,
     raw_view,
@@ -58,6 +59,9 @@ def main() -> None:
     parser.add_argument("--no-reference", action="store_true", help="no speed reference (the old behaviour)")
     parser.add_argument("--reference-every", type=int, default=REFERENCE_EVERY,
                         help=f"a reference reading every K modules (default {REFERENCE_EVERY})")
+    parser.add_argument("--input-layouts", action="store_true",
+                        help="onnxruntime: price sites by their input layout (LatencyTable.new(input_layouts=True))")
+    parser.add_argument("--table", metavar="PATH", help="also write the table built (JSON; backend appended)")
     args = parser.parse_args()
     networks, seen = {}, set()
     for name in distinct_models(task="classification"):
@@ -68,7 +72,7 @@ def main() -> None:
     machine = machine_info()
     for backend in args.backends.split(","):
         table = LatencyTable.new(backend, threads=args.threads, runs=args.runs, reference=not args.no_reference,
-                                 reference_every=args.reference_every)
+                                 reference_every=args.reference_every, input_layouts=args.input_layouts)
         start = time.perf_counter()
         table.measure_sites(networks.values(), args.resolution, rounds=args.rounds)
         sites_s = time.perf_counter() - start
@@ -84,13 +88,17 @@ def main() -> None:
             for when, readings in (("build", table.reference_readings[:built_readings]),
                                    ("validation", table.reference_readings[built_readings:]))
         }
+        plain = sum(key.endswith(PLAIN_INPUT) for key in table.entries)
         print(
             f"\n{backend}, {args.resolution}x{args.resolution}, batch 1, {table.threads} threads, {machine['cpu']}, "
-            f"torch {machine['torch']}: {len(table.entries)} sites in {sites_s:.0f} s, build with calibration "
+            f"torch {machine['torch']}: {len(table.entries)} entries ({plain} of them a site with its input in the "
+            f"plain layout) in {sites_s:.0f} s, build with calibration "
             f"{build_s:.0f} s; latency = {overhead:.3f} ms + {scale:.4f} x summed sites as built; refitted on every "
             f"second network of the validation's own rounds (marked *): {refit_overhead:.3f} ms + {refit_scale:.4f} x "
             f"summed sites (the machine at {refit_scale / scale:.2f}x the build's scale)"
         )
+        if args.table:
+            table.save(f"{args.table}.{backend}.json")
         print(validation_table(rows))
         summary = summarize(rows)
         summary_built = summarize(as_built)
@@ -117,6 +125,7 @@ def main() -> None:
                 "settings": vars(args),
                 "threads": table.threads,
                 "entries": len(table.entries),
+                "plain_input_entries": plain,
                 "sites_s": sites_s,
                 "build_s": build_s,
                 "overhead_ms": overhead,

@@ -78,3 +78,48 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def fake_exports():
+    """A factory of stand-ins for :class:`lightnets.export.TimingExports` over a fake
+    ``onnxruntime_rounds(modules, shapes, ...)``: ``make(rounds_fn, plain_extra_ms)``.
+
+    Layouts as ONNX Runtime gives them to the zoo's kinds of site: a ShuffleNet unit ends in the
+    plain layout (its concatenation and shuffle), every other site in the blocked one; every
+    site but a stem (whose 3-channel convolution reads the plain input) changes with its input's
+    layout. A part timed with its input plain takes ``plain_extra_ms`` more (the conversion)."""
+    from lightnets.export import PartLayout
+
+    def make(rounds_fn, plain_extra_ms=0.0):
+        class FakeExports:
+            def __init__(self, models, shapes, *, int8=False, workers=None, on_step=None):
+                self.models, self.shapes, self.int8 = list(models), list(shapes), int8
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                pass
+
+            def layout(self, i):
+                kind = type(self.models[i]).__name__
+                if kind.startswith("Shuffle"):
+                    return PartLayout(False, False, True)
+                return PartLayout(True, True, kind != "Stem")
+
+            def rounds(self, items, *, threads, runs=30, warmup=10, rounds=3, reference=False, reference_every=4,
+                       on_step=None):
+                index = [item if isinstance(item, int) else item[0] for item in items]
+                timed = rounds_fn([self.models[i] for i in index], [self.shapes[i] for i in index], threads=threads,
+                                  runs=runs, warmup=warmup, int8=self.int8, rounds=rounds, part=True,
+                                  reference=reference, reference_every=reference_every)
+                for item, per_round in zip(items, timed.times_ms, strict=True):
+                    if not isinstance(item, int) and not item[1]:
+                        for times in per_round:
+                            times[:] = [t + plain_extra_ms for t in times]
+                return timed
+
+        return FakeExports
+
+    return make

@@ -24,7 +24,7 @@ def _site_ms(module):
 
 
 @pytest.fixture
-def machine(monkeypatch):
+def machine(monkeypatch, fake_exports):
     """A fake machine: every module takes its base time (a site 0.1 ms plus 1 ms per million
     parameters, a whole network its sites plus WHOLE_EXTRA_MS, the reference REFERENCE_MS)
     times ``slowness(call)``, ``call`` counting every timing so far; both backends' timing
@@ -59,6 +59,7 @@ def machine(monkeypatch):
 
     monkeypatch.setattr(lut, "measure_latency", fake)
     monkeypatch.setattr(lut, "onnxruntime_rounds", fake_onnxruntime)
+    monkeypatch.setattr(lut, "TimingExports", fake_exports(fake_onnxruntime, 0.0))
     return state
 
 

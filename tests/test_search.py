@@ -20,10 +20,11 @@ from lightnets.cost import (
     round_order,
     round_schedule,
 )
-from lightnets.models import ConvNet, walk
+from lightnets.models import ConvNet, resolve, walk
 from lightnets.search import LatencyTable
 
 WHOLE_NETWORK_EXTRA_MS = 0.5
+PLAIN_INPUT_EXTRA_MS = 0.05  # a fake part whose input arrives plain pays this for its conversion
 
 
 class Calls(list):
@@ -33,7 +34,7 @@ class Calls(list):
 
 
 @pytest.fixture
-def fake_timing(monkeypatch):
+def fake_timing(monkeypatch, fake_exports):
     """measure_latency replaced by a deterministic function of what is timed.
 
     A site costs 0.1 ms plus 1 ms per million parameters; a whole network costs the sum of its
@@ -72,6 +73,7 @@ def fake_timing(monkeypatch):
 
     monkeypatch.setattr(lut, "measure_latency", fake)
     monkeypatch.setattr(lut, "onnxruntime_rounds", fake_onnxruntime)
+    monkeypatch.setattr(lut, "TimingExports", fake_exports(fake_onnxruntime, PLAIN_INPUT_EXTRA_MS))
     return calls
 
 
@@ -149,6 +151,9 @@ def test_only_the_layout_conversions_a_cut_out_part_adds_are_left_out():
         ("Add", "add", ["input", "conv"], ["logits"]),
     ])
     assert boundary_reorders(residual) == {"ReorderInput", "ReorderOutput"}
+    # its input arriving plain (after a ShuffleNet unit's concatenation): the network converts it
+    # there too, and the Add reads the plain input, so its output's conversion stays as well
+    assert boundary_reorders(residual, input_blocked=False) == set()
     # fewer input channels than a block: the first convolution reads the plain input, and the
     # residual Add runs in the plain layout inside the network too
     narrow = _graph(["input"], ["logits"], [
@@ -198,7 +203,7 @@ def test_only_the_layout_conversions_a_cut_out_part_adds_are_left_out():
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "onnxruntime-int8"])
 def test_onnxruntime_sites_are_timed_in_fresh_sessions(backend, deploy, monkeypatch):
-    from lightnets.export import onnxruntime_rounds, onnxruntime_times
+    from lightnets.export import onnxruntime_times
 
     site = walk(lightnets.create_model("mobilenet_v3_small_050").spec, 32)[1]  # 8 input channels, not 3
     module = lut.build_site(site, lightnets.models.BuildSettings())
@@ -209,11 +214,12 @@ def test_onnxruntime_sites_are_timed_in_fresh_sessions(backend, deploy, monkeypa
         onnxruntime_times(module, (1, 8, 16, 16), threads=1, sessions=0)
     seen = []
 
-    def recording(*args, **kwargs):  # the real sessions, their times kept to derive the entry from
-        seen.append(onnxruntime_rounds(*args, **kwargs))
-        return seen[-1]
+    class Recording(lut.TimingExports):
+        def rounds(self, *args, **kwargs):  # the real sessions, their times kept to derive the entry from
+            seen.append(super().rounds(*args, **kwargs))
+            return seen[-1]
 
-    monkeypatch.setattr(lut, "onnxruntime_rounds", recording)
+    monkeypatch.setattr(lut, "TimingExports", Recording)
     table = LatencyTable.new(backend, threads=1, runs=3)
     entry = table.measure_site(site, lightnets.models.BuildSettings())
     ((sessions,),) = [rounds.times_ms for rounds in seen]  # one module
@@ -367,12 +373,46 @@ def test_onnxruntime_rounds_time_each_part_stripped_of_its_boundary_conversions(
     assert timed.times_ms == [[[1000.0, 1000.0]] * 2] * 2
     assert stripped[0] is not None and stripped[1] is None  # the pool has no conversions at its edges
     # each round, the residual's session runs its stripped graph as it is; the pool's, its export
-    sessions = [("part.onnx", True), ("model.onnx", False)]
+    sessions = [("part-blocked.onnx", True), ("model.onnx", False)]
     assert opened[-4:] == [*sessions, *(sessions[i] for i in round_order(2, 1))]
     assert created[-4:-2] == [(16, False), (12, False)]  # the stripped graph's blocked input: 16 rows still
     whole = latency.onnxruntime_rounds(modules, [(1, 20, 16, 16), (1, 20, 12, 12)], threads=1, runs=2, warmup=1,
                                        rounds=1)
     assert len(stripped) == 2 and whole.times_ms == [[[1000.0, 1000.0]]] * 2  # not parts: nothing stripped
+
+
+def test_a_part_whose_input_arrives_plain_keeps_its_conversions_and_says_how_it_ends(deploy, monkeypatch):
+    import platform
+
+    from lightnets.export import PartLayout, TimingExports
+
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip("ONNX Runtime's blocked layout (NCHWc) is its x86 CPU path")
+    latency, created, _ = _recording_sessions(monkeypatch)
+    opened = []
+
+    class Opened(latency.OnnxModel):
+        def __init__(self, path, *args, **kwargs):
+            super().__init__(path, *args, **kwargs)
+            opened.append((os.path.basename(path), kwargs.get("optimized", False)))
+
+    monkeypatch.setattr(latency, "OnnxModel", Opened)
+    with TimingExports([_Residual(), torch.nn.AvgPool2d(2)], [(1, 20, 16, 16), (1, 20, 12, 12)]) as exports:
+        # blocked in: both edge conversions go and the output leaves blocked; plain in: the network
+        # converts the input, the residual Add reads it plain, so the output leaves plain too
+        assert exports.layout(0) == PartLayout(blocked_out=True, plain_in_blocked_out=False, input_matters=True)
+        assert exports.layout(1) == PartLayout(False, False, False)  # a pool: no conversions at all
+        assert exports.layout(0).output_blocked(False) is False
+        for bad in (2, (0, "plain"), True):
+            with pytest.raises(ValueError, match=r"an item is a model's index \(0-1\) or \(index, input_blocked\)"):
+                exports.rounds([bad], threads=1)
+        opened.clear()
+        timed = exports.rounds([(0, True), (0, False), 1], threads=1, runs=1, warmup=0, rounds=1)
+        folder = exports.folders[0]
+    assert len(timed.times_ms) == 3
+    # the plain-input part has nothing left to strip: its session runs the export, as a network pays it
+    assert opened[-3:] == [("part-blocked.onnx", True), ("model.onnx", False), ("model.onnx", False)]
+    assert not os.path.exists(folder)  # the exports are gone with the block
 
 
 def test_every_round_after_the_first_times_in_its_own_fixed_shuffle():
@@ -422,6 +462,47 @@ def test_onnxruntime_tables_export_each_site_once_and_time_it_in_sessions(fake_t
     table.measure_sites([lightnets.create_model("mobilenet_v3_small_050").spec], 32, rounds=3, show_progress=False)
     assert len(fake_timing) == 3 * len(table.entries) and {c[2] for c in fake_timing} == {2}
     assert all(e.runs == 6 for e in table.entries.values())
+
+
+def test_onnxruntime_tables_price_each_site_in_the_layout_the_site_before_it_leaves(fake_timing, tmp_path):
+    shuffle, mobile = (lightnets.create_model(n).spec for n in ("shufflenet_v2_x0_5", "mobilenet_v3_small_050"))
+    blocked = LatencyTable.new("onnxruntime", threads=1, runs=3)  # the default: every input blocked
+    blocked.measure_sites([shuffle], 32, rounds=1, show_progress=False)
+    assert not blocked.layouts and all(key == lut.site_key(s, shuffle.settings) for s, key in blocked.keys(shuffle, 32))
+    with pytest.raises(ValueError, match="input_layouts is for the onnxruntime backends"):
+        LatencyTable.new("eager", input_layouts=True)
+    table = LatencyTable.new("onnxruntime", threads=1, runs=3, input_layouts=True)
+    distinct = {}
+    for site in walk(shuffle, 32):
+        distinct.setdefault(lut.site_key(site, shuffle.settings), (site, shuffle.settings))
+    assert table.missing([shuffle], 32) == list(distinct.values())  # nothing known yet: every site
+    added = table.measure_sites([shuffle, mobile], 32, rounds=1, show_progress=False)
+    keys = [key for _, key in table.keys(shuffle, 32)]
+    # the fake's layouts: the stem ends blocked, every ShuffleNet unit plain; so the first unit gets
+    # its input blocked, the other units and the head plain
+    plain = [key.endswith(lut.PLAIN_INPUT) for key in keys]
+    assert plain == [False, False] + [True] * (len(keys) - 2)
+    assert added == len(table.entries) == len(set(keys) | {k for _, k in table.keys(mobile, 32)})
+    # only what the networks need is timed: no unit of the first's shape with its input plain
+    first = lut.site_key(walk(shuffle, 32)[1], shuffle.settings)
+    assert first in table.entries and first + lut.PLAIN_INPUT not in table.entries
+    base = sum(0.1 + sum(p.numel() for p in lut.build_site(s, shuffle.settings).parameters()) / 1e6
+               for s in walk(shuffle, 32))
+    assert table.predict(shuffle, 32, measure=False).sites_ms == pytest.approx(base + PLAIN_INPUT_EXTRA_MS * sum(plain))
+    assert not any(key.endswith(lut.PLAIN_INPUT) for _, key in table.keys(mobile, 32))  # blocked throughout
+    # a pruned child (NetAdapt): only its changed site is exported and timed, though the layouts
+    # after it wait on that site's
+    child, calls, entries = mobile.replace_block(2, 1, mid_chs=40), len(fake_timing), len(table.entries)
+    assert [s.name for s, _ in table.missing([resolve(child)], 32)] == ["blocks.2.1"]
+    table.predict(child, 32)
+    assert len(table.entries) == entries + 1 and len(fake_timing) == calls + 3  # its 3 rounds
+    path = str(tmp_path / "t.json")
+    table.save(path)
+    again = LatencyTable.load(path)
+    assert again.layouts == table.layouts and again.keys(shuffle, 32) == table.keys(shuffle, 32)
+    assert again.missing([shuffle, mobile], 32) == []
+    # the two kinds of table are told apart: one is not extended with the other's measurements
+    assert again.input_layouts and "input_layouts" not in blocked.fingerprint
 
 
 def test_netadapt_proposal_kinds_follow_the_mobilenetv3_paper():

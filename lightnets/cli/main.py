@@ -226,16 +226,19 @@ def cmd_lut_build(args: argparse.Namespace) -> int:
         table = LatencyTable.load(args.output)
         table.check_device()
         print(f"extending {args.output}: {len(table.entries)} entries measured on this device")
+        if args.input_layouts != table.input_layouts:
+            raise ValueError(f"{args.output} was built {'with' if table.input_layouts else 'without'} --input-layouts: "
+                             f"extend it the same way, or write a new table")
         if args.no_reference and table.reference:
             raise ValueError(f"{args.output} has a speed reference: extend it with one, or write a new table for "
                              f"--no-reference")
     else:
         table = LatencyTable.new(args.backend, threads=args.threads, runs=args.runs, warmup=args.warmup,
-                                 reference=not args.no_reference)
+                                 reference=not args.no_reference, input_layouts=args.input_layouts)
     measured = table.measure_sites(
         networks.values(), args.resolution, rounds=args.rounds, show_progress=not args.no_progress
     )
-    print(f"measured {measured} new sites of {len(networks)} networks at {args.resolution}x{args.resolution} "
+    print(f"measured {measured} new entries for {len(networks)} networks at {args.resolution}x{args.resolution} "
           f"({table.backend}, {table.threads} threads, median of {table.runs}); {len(table.entries)} entries")
     calibration = list(networks.values())[:: args.calibrate_every] if args.calibrate_every else []
     if calibration:
@@ -271,7 +274,7 @@ def cmd_lut_validate(args: argparse.Namespace) -> int:
     print("\n".join(summary_lines(summarize(rows))))
     if len(table.entries) > entries_before:
         table.save(args.table)
-        print(f"kept {len(table.entries) - entries_before} sites measured on demand in {args.table}")
+        print(f"kept {len(table.entries) - entries_before} entries measured on demand in {args.table}")
     if args.plot:
         title = f"lookup table vs measured, {table.backend}, {args.resolution}x{args.resolution}"
         plot_validation(rows, args.plot, title)
@@ -927,6 +930,9 @@ def build_parser() -> argparse.ArgumentParser:
     lut_build.add_argument("--no-reference", action="store_true",
                            help="no speed reference: entries in the ms of the moment they were measured (default: a "
                                 "fixed block timed every few sites, every time divided by the machine's speed then)")
+    lut_build.add_argument("--input-layouts", action="store_true",
+                           help="onnxruntime backends: time each site with its input in the layout the site before "
+                                "it leaves (NCHWc or plain), an entry per layout (default: blocked; see the README)")
     lut_build.add_argument("--no-progress", action="store_true", help="no progress bar (default: one on a terminal)")
     lut_build.add_argument("-o", "--output", required=True, help="the table (JSON); an existing one is extended")
     lut_build.set_defaults(func=cmd_lut_build)

@@ -8,9 +8,13 @@ calls it (cost sits below export and cannot import it), and so does the first us
 
 from .fuse import count_batchnorms, fuse
 from .latency import (
+    PartLayout,
+    TimingExports,
     boundary_reorders,
     onnxruntime_rounds,
     onnxruntime_times,
+    optimise_for_this_cpu,
+    part_layout,
     random_feeds,
     register_backends,
     strip_boundary_reorders,
@@ -22,8 +26,9 @@ from .pt2 import export_pt2
 from .quantize import quantize_int8
 
 __all__ = [
-    "DensePrediction", "OnnxModel", "Prediction", "boundary_reorders", "count_batchnorms", "export_onnx", "export_pt2",
-    "fuse", "onnxruntime_rounds", "onnxruntime_times", "predict", "predict_dense", "quantize_int8", "random_feeds",
+    "DensePrediction", "OnnxModel", "PartLayout", "Prediction", "TimingExports", "boundary_reorders",
+    "count_batchnorms", "export_onnx", "export_pt2", "fuse", "onnxruntime_rounds", "onnxruntime_times",
+    "optimise_for_this_cpu", "part_layout", "predict", "predict_dense", "quantize_int8", "random_feeds",
     "register_backends", "strip_boundary_reorders", "timed_runs",
 ]
 

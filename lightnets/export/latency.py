@@ -15,6 +15,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -123,7 +124,7 @@ def onnxruntime_runner(
 _BLOCKED_ELEMENTWISE = frozenset({"Add", "Sum", "Relu", "Clip", "HardSwish", "HardSigmoid", "Identity"})
 
 
-def boundary_reorders(graph) -> set[str]:
+def boundary_reorders(graph, input_blocked: bool = True) -> set[str]:
     """Names of the layout conversions an optimised graph has only because it is cut out of a
     network: a ``ReorderInput`` of the graph's input, and a ``ReorderOutput`` from which only
     blocked-layout elementwise operators (a residual Add, an activation) lead to the output.
@@ -137,7 +138,12 @@ def boundary_reorders(graph) -> set[str]:
     that also reads a plain tensor (ShuffleNetV1's residual Add after a grouped convolution,
     which runs in the plain layout). The network converts there too, once. Both kinds are
     decided together: without a conversion, a tensor is in the blocked layout only if every
-    operator that made it was blocked."""
+    operator that made it was blocked.
+
+    ``input_blocked=False``: the part's input arrives in the plain layout (the part before it in
+    the network ends in the plain layout: ShuffleNet's concatenation and channel shuffle), so the
+    network converts it too and no ``ReorderInput`` is left out; a residual Add then reads a
+    plain tensor and its ``ReorderOutput`` stays as well."""
     inputs = {i.name for i in graph.input}
     outputs = {o.name for o in graph.output}
     constants = {t.name for t in getattr(graph, "initializer", [])}
@@ -160,7 +166,7 @@ def boundary_reorders(graph) -> set[str]:
             found += [node, *(n for r in rest for n in r)]
         return found
 
-    into = {n.name: n for n in graph.node if n.op_type == "ReorderInput" and n.input[0] in inputs}
+    into = {n.name: n for n in graph.node if input_blocked and n.op_type == "ReorderInput" and n.input[0] in inputs}
     out_of = {}
     for node in graph.node:
         if node.op_type == "ReorderOutput":
@@ -206,10 +212,53 @@ def random_feeds(shapes: dict[str, tuple[int, ...]], seed: int = 0) -> dict[str,
     return {name: generator.standard_normal(shape, dtype=np.float32) for name, shape in shapes.items()}
 
 
-def strip_boundary_reorders(path: str, out_path: str, x: torch.Tensor) -> dict[str, tuple[int, ...]] | None:
+@dataclass(frozen=True)
+class PartLayout:
+    """How a part, as ONNX Runtime optimises it on this CPU, meets its neighbours in a network:
+    whether its output leaves in the blocked layout (NCHWc) when its input arrives blocked
+    (``blocked_out``) or plain (``plain_in_blocked_out``), and whether the input's layout
+    changes what the part runs (``input_matters``: False when it has no conversion of its input
+    to leave out, the two cases then being one graph). A network's first part gets the plain
+    input; each next part the layout the one before it gives (:func:`part_layout`)."""
+
+    blocked_out: bool
+    plain_in_blocked_out: bool
+    input_matters: bool
+
+    def output_blocked(self, input_blocked: bool) -> bool:
+        return self.blocked_out if input_blocked else self.plain_in_blocked_out
+
+
+def part_layout(graph) -> PartLayout:
+    """The :class:`PartLayout` of an optimised graph, from its :func:`boundary_reorders` for
+    each layout of its input: its output is blocked when a ``ReorderOutput`` is left out."""
+    by_name = {node.name: node.op_type for node in graph.node}
+    blocked, plain = boundary_reorders(graph, True), boundary_reorders(graph, False)
+
+    def output_blocked(boundary: set[str]) -> bool:
+        return any(by_name[name] == "ReorderOutput" for name in boundary)
+
+    return PartLayout(output_blocked(blocked), output_blocked(plain), blocked != plain)
+
+
+def optimise_for_this_cpu(path: str, out_path: str) -> None:
+    """Write to ``out_path`` the graph at ``path`` as ONNX Runtime's full optimisation leaves it on
+    this CPU (with its blocked-layout operators): what :func:`strip_boundary_reorders` cuts."""
+    ort = _require("onnxruntime")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.optimized_model_filepath = out_path
+    options.log_severity_level = 3  # not the warning that the file holds this CPU's layout: it is meant to
+    ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+
+def strip_boundary_reorders(path: str, out_path: str, x: torch.Tensor, *, input_blocked: bool = True,
+                            optimised: bool = False) -> dict[str, tuple[int, ...]] | None:
     """Write to ``out_path`` the graph at ``path`` as ONNX Runtime optimises it on this CPU, less
-    its :func:`boundary_reorders`, and return its inputs' shapes by name; None (nothing written)
-    when it has none. ``x``: an input of the size it is timed at.
+    its :func:`boundary_reorders` (for an input that arrives blocked, or with
+    ``input_blocked=False`` plain), and return its inputs' shapes by name; None (nothing written)
+    when it has none. ``x``: an input of the size it is timed at. ``optimised=True``: ``path`` is
+    already optimised (:func:`optimise_for_this_cpu`).
 
     The part then runs as it runs inside a network: its input arrives and its output leaves in
     the blocked layout (NCHWc), each a graph input / output of the padded channel count. The
@@ -221,23 +270,20 @@ def strip_boundary_reorders(path: str, out_path: str, x: torch.Tensor) -> dict[s
     per kernel, and ran at another moment of the machine's speed) left MobileNetV1's sites
     0.86x between two builds while other families' agreed within 5%."""
     onnx = _require("onnx")
-    ort = _require("onnxruntime")
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.optimized_model_filepath = out_path
-    options.log_severity_level = 3  # not the warning that the file holds this CPU's layout: it is meant to
-    ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-    model = onnx.load(out_path)
+    if not optimised:
+        optimise_for_this_cpu(path, out_path)
+    model = onnx.load(out_path if not optimised else path)
     graph = model.graph
-    boundary = boundary_reorders(graph)
+    boundary = boundary_reorders(graph, input_blocked)
     if not boundary:
-        os.remove(out_path)
+        if not optimised:
+            os.remove(out_path)
         return None
     into = [n for n in graph.node if n.name in boundary and n.op_type == "ReorderInput"]
     out_of = [n for n in graph.node if n.name in boundary and n.op_type == "ReorderOutput"]
     blocked = [n.output[0] for n in into] + [n.input[0] for n in out_of]
     # the blocked tensors' shapes (padded channels): one run of the graph with them as outputs
-    probe = onnx.load(out_path)
+    probe = onnx.load(out_path if not optimised else path)
     probe.graph.output.extend(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
                               for name in blocked)
     onnx.save(probe, out_path)
@@ -300,6 +346,148 @@ def timed_runs(session: OnnxModel, x: torch.Tensor | dict[str, np.ndarray], warm
     return walls
 
 
+class TimingExports:
+    """Models exported to ONNX once, in a temporary folder, to be timed in ONNX Runtime by
+    :meth:`rounds`, whole or as parts of a network (:meth:`layout` tells how each part meets
+    its neighbours, for the caller to choose which input layout to time it with). A context
+    manager: the files go on leaving it (or :meth:`close`).
+
+    The exports run in ``workers`` processes (default :func:`export_workers`, one per core; 1:
+    all in this process) when there are :data:`PARALLEL_EXPORT_MIN` models or more.
+    ``on_step(done, total, what)`` after each export, for a progress bar; :meth:`layout` and
+    :meth:`rounds` take their own.
+    """
+
+    def __init__(self, models: Sequence[nn.Module], shapes: Sequence[tuple[int, ...]], *, int8: bool = False,
+                 workers: int | None = None, on_step: Callable[[int, int, str], object] | None = None) -> None:
+        if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+            raise ValueError(f"workers must be an integer >= 1 (processes to export in), got {workers!r}")
+        if len(models) != len(shapes):
+            raise ValueError(f"models and shapes must have the same length (one input size per model), "
+                             f"got {len(models)} models and {len(shapes)} shapes")
+        self.int8 = int8
+        self.shapes = [tuple(shape) for shape in shapes]
+        self.inputs = [torch.randn(shape, generator=torch.Generator().manual_seed(0)) for shape in self.shapes]
+        self._tmp = tempfile.TemporaryDirectory()
+        self.folders = [os.path.join(self._tmp.name, str(i)) for i in range(len(models))]
+        for folder in self.folders:
+            os.mkdir(folder)  # a folder each: the exports name their files alike
+        try:
+            self.paths = _export_all(models, self.folders, self.shapes, int8,
+                                     export_workers() if workers is None else workers,
+                                     lambda i: on_step and on_step(i + 1, len(models), f"exported {i}"))
+        except BaseException:
+            self.close()
+            raise
+        self._layouts: dict[int, PartLayout] = {}
+        self._parts: dict[tuple[int, bool], tuple[str, bool, torch.Tensor | dict[str, np.ndarray]]] = {}
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __enter__(self) -> TimingExports:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._tmp.cleanup()
+
+    def _optimised(self, i: int) -> str:
+        path = os.path.join(self.folders[i], "optimised.onnx")
+        if not os.path.exists(path):
+            optimise_for_this_cpu(self.paths[i], path)
+        return path
+
+    def layout(self, i: int) -> PartLayout:
+        """Model ``i``'s :class:`PartLayout` (its graph optimised once for this CPU)."""
+        if i not in self._layouts:
+            self._layouts[i] = part_layout(_require("onnx").load(self._optimised(i)).graph)
+        return self._layouts[i]
+
+    def part(self, i: int, input_blocked: bool) -> tuple[str, bool, torch.Tensor | dict[str, np.ndarray]]:
+        """``(path, optimized, feeds)`` that time model ``i`` as a part whose input arrives blocked
+        or plain: :func:`strip_boundary_reorders`' graph, or the export itself when it has
+        nothing to strip."""
+        key = (i, input_blocked)
+        if key not in self._parts:
+            out = os.path.join(self.folders[i], f"part-{'blocked' if input_blocked else 'plain'}.onnx")
+            shapes = strip_boundary_reorders(self._optimised(i), out, self.inputs[i], input_blocked=input_blocked,
+                                             optimised=True)
+            self._parts[key] = (self.paths[i], False, self.inputs[i]) if shapes is None else (
+                out, True, random_feeds(shapes))
+        return self._parts[key]
+
+    def rounds(
+        self,
+        items: Sequence[int | tuple[int, bool]],
+        *,
+        threads: int,
+        runs: int = 30,
+        warmup: int = 10,
+        rounds: int = 3,
+        reference: bool = False,
+        reference_every: int = REFERENCE_EVERY,
+        on_step: Callable[[int, int, str], object] | None = None,
+    ) -> RoundTimes:
+        """Wall milliseconds of each item in ONNX Runtime: per item, per round, the round's timed
+        runs (``.times_ms``). An item is a model's index (timed whole, as exported) or ``(index,
+        input_blocked)``: the model as a part of a network whose input arrives in that layout
+        (:meth:`part`). See :func:`onnxruntime_rounds`."""
+        _check_timing_args(runs, warmup, rounds, "rounds")
+        for item in items:
+            index = item[0] if isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], bool) else item
+            if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(self):
+                raise ValueError(f"an item is a model's index (0-{len(self) - 1}) or (index, input_blocked), "
+                                 f"got {item!r}")
+        every = reference_every if reference else None
+        round_schedule(len(items), 0, every)  # refuses a bad reference_every before anything runs
+        per_round = -(-runs // rounds)
+        parts = sum(not isinstance(item, int) for item in items)
+        steps, done = parts + len(items) * rounds, 0
+
+        def step(what: str) -> None:
+            nonlocal done
+            done += 1
+            if on_step is not None:
+                on_step(done, steps, what)
+
+        timing = []
+        for item in items:
+            if isinstance(item, int):
+                timing.append((self.paths[item], False, self.inputs[item]))
+            else:
+                timing.append(self.part(*item))
+                step(f"stripped {item[0]}")
+        references: list[OnnxModel] = []
+        if reference:
+            folder = os.path.join(self._tmp.name, "reference")
+            os.makedirs(folder, exist_ok=True)
+            path = _export_for_timing(reference_module(), folder, REFERENCE_SHAPE, self.int8)
+            # sleeping workers: these stay open beside every session timed (see OnnxModel's spinning)
+            references = [OnnxModel(path, threads=threads, spinning=False) for _ in range(REFERENCE_SESSIONS)]
+        x_reference = torch.randn(REFERENCE_SHAPE, generator=torch.Generator().manual_seed(0))
+        timed: list[list[list[float]]] = [[] for _ in items]
+        readings: list[list[float]] = []
+        for r in range(rounds):
+            readings.append([])
+            for i in round_schedule(len(items), r, every):  # another order each round (see round_order)
+                if i is None:
+                    readings[r].append(statistics.median(
+                        statistics.median(timed_runs(s, x_reference, REFERENCE_WARMUP, REFERENCE_RUNS))
+                        for s in references
+                    ))
+                    continue
+                path, optimized, feeds = timing[i]
+                session = OnnxModel(path, threads=threads, optimized=optimized)
+                timed[i].append(timed_runs(session, feeds, warmup, per_round))
+                del session
+                step(f"round {r + 1}, {i}")
+        del references
+        return RoundTimes(timed, readings if reference else None, every)
+
+
 def onnxruntime_rounds(
     models: Sequence[nn.Module],
     shapes: Sequence[tuple[int, ...]],
@@ -318,13 +506,14 @@ def onnxruntime_rounds(
     """Wall milliseconds of each of ``models`` (at its input size in ``shapes``) in ONNX Runtime:
     per model, per round, the round's timed runs (``.times_ms``).
 
-    Every model is exported once; then round by round, every model in turn gets a fresh session
-    that runs ``warmup`` untimed and ``ceil(runs / rounds)`` timed runs, so each model is timed in
-    ``rounds`` sessions; take the median of the rounds' medians. Interleaving the
-    rounds, as the torch backends' rounds are (:func:`lightnets.cost.measure_latencies`),
-    lets a drift of the machine's speed (up to 30% over minutes here) hit every model alike
-    instead of the models timed early differing from those timed late. ``on_step(done, total,
-    what)`` is called after each export, each part stripped and each session, for a progress bar.
+    Every model is exported once (:class:`TimingExports`); then round by round, every model in
+    turn gets a fresh session that runs ``warmup`` untimed and ``ceil(runs / rounds)`` timed
+    runs, so each model is timed in ``rounds`` sessions; take the median of the rounds' medians.
+    Interleaving the rounds, as the torch backends' rounds are
+    (:func:`lightnets.cost.measure_latencies`), lets a drift of the machine's speed (up to 30%
+    over minutes here) hit every model alike instead of the models timed early differing from
+    those timed late. ``on_step(done, total, what)`` is called after each export, each part
+    stripped and each session, for a progress bar.
 
     ``reference=True`` also times :func:`lightnets.cost.reference_module` (exported like the
     models, int8 with them) where :func:`lightnets.cost.round_schedule` puts a reading: at each
@@ -336,75 +525,29 @@ def onnxruntime_rounds(
     all in this process) when there are :data:`PARALLEL_EXPORT_MIN` models or more; the
     timing, after them, always runs in this process, alone.
 
-    ``part=True`` times each model as a part of a network costs inside the network. Its own
-    session overstates that: on x86, ONNX Runtime's full optimisation runs convolutions in a
-    blocked layout (NCHWc) and converts activations into it where a graph starts and back where
-    it ends, once per network but once per part when a part is timed alone
-    (:func:`boundary_reorders`: 0.03-0.07 ms per MobileNetV1 block at 224 here, a quarter of
-    MobileNetV1 x0.5's summed sites). Each part is then timed as
+    ``part=True`` times each model as a part of a network costs inside the network, its input
+    arriving in the blocked layout. Its own session overstates that: on x86, ONNX Runtime's full
+    optimisation runs convolutions in a blocked layout (NCHWc) and converts activations into it
+    where a graph starts and back where it ends, once per network but once per part when a part
+    is timed alone (:func:`boundary_reorders`: 0.03-0.07 ms per MobileNetV1 block at 224 here,
+    a quarter of MobileNetV1 x0.5's summed sites). Each part is then timed as
     :func:`strip_boundary_reorders` writes it: its optimised graph without those conversions,
     taking and giving the blocked layout (random inputs of its shapes). The reference is timed
-    whole, as it was built.
+    whole, as it was built. To time parts whose input arrives plain, or both ways, use
+    :class:`TimingExports` and its items.
     """
     _check_timing_args(runs, warmup, rounds, "rounds")
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
-        raise ValueError(f"workers must be an integer >= 1 (processes to export in), got {workers!r}")
     if len(models) != len(shapes):
         raise ValueError(f"models and shapes must have the same length (one input size per model), "
                          f"got {len(models)} models and {len(shapes)} shapes")
-    every = reference_every if reference else None
-    round_schedule(len(models), 0, every)  # refuses a bad reference_every before anything is exported
-    per_round = -(-runs // rounds)
-    inputs = [torch.randn(shape, generator=torch.Generator().manual_seed(0)) for shape in shapes]
-    steps = len(models) * (rounds + 1 + part)  # export, strip, one session per round
-    done = 0
-
-    def step(what: str) -> None:
-        nonlocal done
-        done += 1
-        if on_step is not None:
-            on_step(done, steps, what)
-
-    with tempfile.TemporaryDirectory() as tmp:
-        folders = [os.path.join(tmp, str(i)) for i in range(len(models))]
-        for folder in folders:
-            os.mkdir(folder)  # a folder each: the exports name their files alike
-        paths = _export_all(models, folders, shapes, int8, export_workers() if workers is None else workers,
-                            lambda i: step(f"exported {i}"))
-        # a part stripped of its conversions runs on random arrays of its blocked inputs' shapes
-        feeds: list[torch.Tensor | dict[str, np.ndarray]] = list(inputs)
-        stripped = [False] * len(paths)
-        if part:
-            for i, (folder, x) in enumerate(zip(folders, inputs, strict=True)):
-                path = os.path.join(folder, "part.onnx")
-                shapes_in = strip_boundary_reorders(paths[i], path, x)
-                if shapes_in is not None:
-                    paths[i], stripped[i], feeds[i] = path, True, random_feeds(shapes_in)
-                step(f"stripped {i}")
-        references: list[OnnxModel] = []
-        if reference:
-            os.mkdir(os.path.join(tmp, "reference"))
-            path = _export_for_timing(reference_module(), os.path.join(tmp, "reference"), REFERENCE_SHAPE, int8)
-            # sleeping workers: these stay open beside every session timed (see OnnxModel's spinning)
-            references = [OnnxModel(path, threads=threads, spinning=False) for _ in range(REFERENCE_SESSIONS)]
-        x_reference = torch.randn(REFERENCE_SHAPE, generator=torch.Generator().manual_seed(0))
-        timed: list[list[list[float]]] = [[] for _ in models]
-        readings: list[list[float]] = []
-        for r in range(rounds):
-            readings.append([])
-            for i in round_schedule(len(paths), r, every):  # another order each round (see round_order)
-                if i is None:
-                    readings[r].append(statistics.median(
-                        statistics.median(timed_runs(s, x_reference, REFERENCE_WARMUP, REFERENCE_RUNS))
-                        for s in references
-                    ))
-                    continue
-                session = OnnxModel(paths[i], threads=threads, optimized=stripped[i])
-                timed[i].append(timed_runs(session, feeds[i], warmup, per_round))
-                del session
-                step(f"round {r + 1}, {i}")
-        del references
-    return RoundTimes(timed, readings if reference else None, every)
+    round_schedule(len(models), 0, reference_every if reference else None)  # refuses it before any export
+    total = len(models) * (rounds + 1 + part)  # export, strip, one session per round
+    with TimingExports(models, shapes, int8=int8, workers=workers,
+                       on_step=on_step and (lambda done, _, what: on_step(done, total, what))) as exports:
+        items = [(i, True) for i in range(len(models))] if part else list(range(len(models)))
+        return exports.rounds(items, threads=threads, runs=runs, warmup=warmup, rounds=rounds, reference=reference,
+                              reference_every=reference_every,
+                              on_step=on_step and (lambda done, _, what: on_step(len(models) + done, total, what)))
 
 
 def onnxruntime_times(

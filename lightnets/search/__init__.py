@@ -13,6 +13,7 @@ from .adapt import (
     width_baseline,
 )
 from .lut import (
+    PLAIN_INPUT,
     Entry,
     LatencyTable,
     Prediction,
@@ -50,6 +51,7 @@ from .space import SearchSpace, StageChoice, StageOptions, table_of
 
 __all__ = [
     "CALIBRATION_SAMPLES",
+    "PLAIN_INPUT",
     "SAMPLERS",
     "SELECTIONS",
     "W_MNASNET",

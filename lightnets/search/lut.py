@@ -17,6 +17,14 @@ Whole networks measured later (:func:`validate`, :meth:`LatencyTable.calibrate`)
 same way against the same nominal time, so that predictions and measurements are compared at one
 speed whatever the machine did in between. :meth:`LatencyTable.speed_now` reads the factor to
 turn a prediction into this moment's ms (:meth:`Prediction.at_speed`).
+
+ONNX Runtime on x86 runs convolutions in a blocked layout (NCHWc) and converts where the layout
+changes. A site is timed without the conversions at its edges that only a part cut out of a
+network pays (:func:`~lightnets.export.strip_boundary_reorders`), its input arriving blocked. A
+table built with ``input_layouts=True`` instead gives each site's input the layout the site
+before it leaves in the network (plain after a ShuffleNet unit's concatenation and shuffle): it
+learns each site's layouts (:class:`~lightnets.export.PartLayout`) before timing it, and keeps an
+entry per input layout where the layout changes what the site runs (:meth:`LatencyTable.keys`).
 """
 
 from __future__ import annotations
@@ -43,7 +51,7 @@ from ..cost import (
     round_schedule,
     speed_summary,
 )
-from ..export import onnxruntime_rounds
+from ..export import PartLayout, TimingExports, onnxruntime_rounds
 from ..formats import atomic_write
 from ..models import BuildSettings, NetSpec, Site, build, build_site, resolve, walk
 from ..report import ProgressLine, format_table, machine_info, progress, pyplot
@@ -59,9 +67,11 @@ SITE_TIMING = {
 }
 
 
-def device_fingerprint(backend: str, threads: int, batch: int) -> dict:
-    """What a table's entries depend on: the CPU, core count, torch, backend, threads and batch."""
+def device_fingerprint(backend: str, threads: int, batch: int, input_layouts: bool = False) -> dict:
+    """What a table's entries depend on: the CPU, core count, torch, backend, threads and batch
+    (and, for an ONNX Runtime table that prices sites by their input's layout, that)."""
     machine = machine_info()
+    extra = {"input_layouts": True} if input_layouts else {}  # absent otherwise: earlier tables still match
     return {
         "cpu": machine["cpu"],
         "cores": os.cpu_count(),
@@ -70,6 +80,7 @@ def device_fingerprint(backend: str, threads: int, batch: int) -> dict:
         "threads": threads,
         "batch": batch,
         "site_timing": SITE_TIMING["onnxruntime" if backend.startswith("onnxruntime") else "torch"],
+        **extra,
     }
 
 
@@ -122,6 +133,12 @@ def site_key(site: Site, settings: BuildSettings) -> str:
     return site.key() + ("" if settings.padding == "symmetric" else f" {settings.padding}")
 
 
+#: Appended to an ONNX Runtime table's key for a site whose input arrives in the plain layout
+#: where that changes what it runs (:class:`~lightnets.export.PartLayout`); the bare key is the
+#: site with its input blocked (NCHWc), as most sites inside a network get it.
+PLAIN_INPUT = " | input plain"
+
+
 class LatencyTable:
     """Measured site latencies for one backend, thread count, batch size and device.
 
@@ -142,6 +159,9 @@ class LatencyTable:
         self.fingerprint = fingerprint
         self.runs, self.warmup = runs, warmup
         self.entries: dict[str, Entry] = {}
+        #: ONNX Runtime: each site's layouts (by site key), to give each site of a network the
+        #: input layout the site before it ends in
+        self.layouts: dict[str, PartLayout] = {}
         self.overhead_ms = 0.0
         self.scale = 1.0
         self.raw_overhead_ms = 0.0  # the fit on whole networks as measured, over raw entries
@@ -156,18 +176,29 @@ class LatencyTable:
 
     @classmethod
     def new(cls, backend: str = "eager", threads: int | None = None, batch: int = 1, runs: int = 30, warmup: int = 5,
-            reference: bool = True, reference_every: int = REFERENCE_EVERY):
+            reference: bool = True, reference_every: int = REFERENCE_EVERY, input_layouts: bool = False):
         """An empty table for this device; ``threads`` defaults to torch's current count.
 
         ``reference``: time the speed reference every ``reference_every`` modules of each round and
         store entries at the table's reference speed (see the module docstring); False: as measured.
+
+        ``input_layouts`` (ONNX Runtime only): time each site with its input in the layout the
+        site before it leaves in the network, an entry per layout (:meth:`keys`), instead of
+        always blocked. Faithful to the conversions a network runs (ShuffleNet's), but on this
+        machine it predicted worse (README: 53 of 57 networks within 10% against 55 in a run of the
+        default on the same day): a ShuffleNet unit alone with its input plain took 0.087 ms, four of
+        them chained 0.054-0.067 ms each. An experiment to rerun on other CPUs.
         """
         for name, value in (("batch", batch), ("runs", runs)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if not isinstance(input_layouts, bool):
+            raise ValueError(f"input_layouts must be True or False, got {input_layouts!r}")
+        if input_layouts and not backend.startswith("onnxruntime"):
+            raise ValueError(f"input_layouts is for the onnxruntime backends (their blocked layout), not {backend!r}")
         threads = threads or torch.get_num_threads()
-        return cls(device_fingerprint(backend, threads, batch), runs=runs, warmup=warmup, reference=reference,
-                   reference_every=reference_every)
+        return cls(device_fingerprint(backend, threads, batch, input_layouts), runs=runs, warmup=warmup,
+                   reference=reference, reference_every=reference_every)
 
     @property
     def backend(self) -> str:
@@ -184,6 +215,11 @@ class LatencyTable:
     @property
     def onnxruntime(self) -> bool:
         return self.backend.startswith("onnxruntime")
+
+    @property
+    def input_layouts(self) -> bool:
+        """Whether sites are priced by their input's layout (see :meth:`new`)."""
+        return bool(self.fingerprint.get("input_layouts"))
 
     def time_rounds(self, modules: list[torch.nn.Module], shapes: list[tuple[int, ...]], rounds: int, *,
                     part: bool, label: str, show_progress: bool) -> RoundTimes:
@@ -289,7 +325,7 @@ class LatencyTable:
 
     def check_device(self) -> None:
         """Raise unless this machine is the one the table was measured on."""
-        here = device_fingerprint(self.backend, self.threads, self.batch)
+        here = device_fingerprint(self.backend, self.threads, self.batch, self.input_layouts)
         differs = {k: (self.fingerprint.get(k), v) for k, v in here.items() if self.fingerprint.get(k) != v}
         if differs:
             detail = ", ".join(f"{k}: table {a!r}, here {b!r}" for k, (a, b) in differs.items())
@@ -299,17 +335,30 @@ class LatencyTable:
                              f"({REFERENCE_ID!r}): its nominal time does not apply; start a new table")
 
     def measure_site(self, site: Site, settings: BuildSettings) -> Entry:
-        """The entry for ``site``, measured now if the table does not have it."""
+        """The entry for ``site`` (with ONNX Runtime: its input blocked), measured now if the table
+        does not have it."""
         key = site_key(site, settings)
         if key not in self.entries:
             # one site has nothing to interleave with; ONNX Runtime still needs several sessions
-            self._measure([(site, settings)], rounds=3 if self.onnxruntime else 1, show_progress=False)
+            if self.onnxruntime:
+                self._measure_parts([(site, settings)], lambda: [(key, 0, True)], 3, False)
+            else:
+                self._measure([(site, settings)], rounds=1, show_progress=False)
         return self.entries[key]
 
+    def _entry(self, key: str, per_round: list[list[float]], raw: list[list[float]]) -> None:
+        """Store the entry of one site's rounds: the median of its per-round medians; p10 / p90
+        pooling every run; all at the table's reference speed (:meth:`normalise`), the median as
+        measured beside."""
+        pooled = sorted(t for runs in per_round for t in runs)
+        self.entries[key] = Entry(
+            statistics.median(statistics.median(t) for t in per_round),
+            percentile(pooled, 0.1), percentile(pooled, 0.9), len(pooled),
+            statistics.median(statistics.median(t) for t in raw) if self.reference else None,
+        )
+
     def _measure(self, todo: list[tuple[Site, BuildSettings]], rounds: int, show_progress: bool) -> None:
-        """Time ``todo`` in ``rounds`` rounds (:meth:`time_rounds`). An entry's median is the
-        median of its per-round medians; p10 / p90 pool every run; all at the table's reference
-        speed (:meth:`normalise`), and the median as measured beside."""
+        """Time ``todo`` whole in ``rounds`` rounds (:meth:`time_rounds`; the torch backends)."""
         if not todo:
             return
         self.check_device()
@@ -319,21 +368,76 @@ class LatencyTable:
                                  show_progress=show_progress)
         times, _ = self.normalise(timed)
         for (site, settings), per_round, raw in zip(todo, times, timed.times_ms, strict=True):
-            pooled = sorted(t for runs in per_round for t in runs)
-            self.entries[site_key(site, settings)] = Entry(
-                statistics.median(statistics.median(t) for t in per_round),
-                percentile(pooled, 0.1), percentile(pooled, 0.9), len(pooled),
-                statistics.median(statistics.median(t) for t in raw) if self.reference else None,
-            )
+            self._entry(site_key(site, settings), per_round, raw)
+
+    def _measure_parts(self, sites: list[tuple[Site, BuildSettings]], choose, rounds: int,
+                       show_progress: bool) -> None:
+        """ONNX Runtime: export ``sites`` once, learn each one's :class:`~lightnets.export.PartLayout`
+        (with ``input_layouts``), then time in ``rounds`` rounds the ``(key, index, input_blocked)`` that ``choose()``
+        returns once the layouts are known (:class:`~lightnets.export.TimingExports`: one fresh
+        session per part per round, the table's speed reference between them)."""
+        self.check_device()
+        modules = [build_site(site, settings) for site, settings in sites]
+        shapes = [(self.batch, site.in_chs, *site.in_size) for site, _ in sites]
+        bar = ProgressLine(f"latency table ({rounds} rounds, a fresh session each)", enabled=show_progress)
+        with TimingExports(modules, shapes, int8=self.backend == "onnxruntime-int8", on_step=bar.update) as exports:
+            for i, (site, settings) in enumerate(sites if self.input_layouts else []):
+                self.layouts[site_key(site, settings)] = exports.layout(i)
+                bar.update(i + 1, len(sites), f"layouts {i}")
+            todo = choose()
+            if not todo:  # only layouts were missing (a table written before it kept them)
+                bar.close()
+                return
+            timed = exports.rounds([(i, blocked) for _, i, blocked in todo], threads=self.threads, runs=self.runs,
+                                   warmup=self.warmup, rounds=rounds, reference=self.reference,
+                                   reference_every=self.reference_every, on_step=bar.update)
+        bar.close()
+        self.reference_readings += timed.readings()
+        times, _ = self.normalise(timed)
+        for (key, _, _), per_round, raw in zip(todo, times, timed.times_ms, strict=True):
+            self._entry(key, per_round, raw)
+
+    def keys(self, spec: NetSpec, input_size: int | tuple[int, int]) -> list[tuple[Site, str | None]]:
+        """Each site of ``spec`` (resolved) with the key of the entry that prices it in this
+        network: its :func:`site_key`. A table with ``input_layouts`` (:meth:`new`): the site's input arrives
+        in the layout the site before it leaves (:class:`~lightnets.export.PartLayout`; the
+        network's input is plain), and a site whose input's layout matters is priced by that
+        layout's entry (:data:`PLAIN_INPUT`); None where that is not known yet (the site's
+        layout, or one before it, not learnt)."""
+        out: list[tuple[Site, str | None]] = []
+        blocked: bool | None = False  # a network's input arrives in the plain layout
+        for site in walk(spec, input_size):
+            key = site_key(site, spec.settings)
+            if not self.input_layouts:
+                out.append((site, key))
+                continue
+            layout = self.layouts.get(key)
+            if layout is None:
+                out.append((site, None))
+                blocked = None
+                continue
+            if blocked is None:
+                out.append((site, None if layout.input_matters else key))
+                same = layout.blocked_out == layout.plain_in_blocked_out
+                blocked = layout.blocked_out if same else None
+                continue
+            out.append((site, key if blocked or not layout.input_matters else key + PLAIN_INPUT))
+            blocked = layout.output_blocked(blocked)
+        return out
 
     def missing(self, specs: Iterable[NetSpec], input_size: int | tuple[int, int]) -> list[tuple[Site, BuildSettings]]:
-        """The distinct sites of ``specs`` the table has no entry for, in order."""
-        seen, todo = set(self.entries), []
+        """The distinct sites of ``specs`` the table lacks the entry of, in order. With ONNX
+        Runtime: the entry in the input layout the network gives the site (:meth:`keys`), and
+        the sites whose layouts the table has not learnt; a site whose input's layout waits on
+        one of those is left for after them (:meth:`measure_sites` repeats until nothing is
+        missing)."""
+        seen, todo = set(), []
         for spec in specs:
-            for site in walk(spec, input_size):
-                key = site_key(site, spec.settings)
-                if key not in seen:
-                    seen.add(key)
+            for site, key in self.keys(spec, input_size):
+                base = site_key(site, spec.settings)
+                lacking = base not in self.layouts if key is None else key not in self.entries
+                if lacking and base not in seen:
+                    seen.add(base)
                     todo.append((site, spec.settings))
         return todo
 
@@ -344,28 +448,57 @@ class LatencyTable:
         rounds: int = 3,
         show_progress: bool = True,
     ) -> int:
-        """Measure every site of ``specs`` the table lacks, in ``rounds`` rounds (with a progress
-        bar; :meth:`time_rounds`: interleaved rounds, with ONNX Runtime a fresh session per site
-        per round); returns how many sites were added."""
+        """Measure every entry the table lacks to price ``specs``, in ``rounds`` rounds (with a
+        progress bar; :meth:`time_rounds`: interleaved rounds, with ONNX Runtime a fresh session
+        per site per round); returns how many entries were added.
+
+        ONNX Runtime: the sites are exported once and timed as parts, their input blocked; with
+        ``input_layouts`` (:meth:`new`), their layouts are learnt first and each is timed in the
+        input layout the networks give it (:meth:`keys`), both where they give it both."""
         if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
             raise ValueError(f"rounds must be an integer >= 1, got {rounds!r}")
-        todo = self.missing([resolve(s) for s in specs], input_size)
-        self._measure(todo, rounds, show_progress)
-        return len(todo)
+        specs = [resolve(s) for s in specs]
+        todo = self.missing(specs, input_size)
+        before = len(self.entries)
+        if not self.onnxruntime:
+            self._measure(todo, rounds, show_progress)
+        while self.onnxruntime and todo:
+            index = {site_key(site, settings): i for i, (site, settings) in enumerate(todo)}
+
+            def choose(index: dict[str, int] = index) -> list[tuple[str, int, bool]]:
+                chosen: dict[str, tuple[str, int, bool]] = {}
+                for spec in specs:
+                    for site, key in self.keys(spec, input_size):
+                        base = site_key(site, spec.settings)
+                        # a site not exported in this pass (its entry wanted only now that the
+                        # layouts before it are known) is measured in the next
+                        if key is not None and key not in self.entries and key not in chosen and base in index:
+                            chosen[key] = (key, index[base], key == base)
+                return list(chosen.values())
+
+            known = len(self.entries), len(self.layouts)
+            self._measure_parts(todo, choose, rounds, show_progress)
+            if (len(self.entries), len(self.layouts)) == known:
+                raise RuntimeError(f"measuring {len(todo)} sites added no entry or layout")  # a bug, not bad input
+            todo = self.missing(specs, input_size)
+        return len(self.entries) - before
 
     def predict(self, spec: NetSpec | str, input_size: int | tuple[int, int] = 224, measure: bool = True) -> Prediction:
         """Sum of the network's site latencies plus the table's overhead, in ms at the table's
         reference speed (:meth:`Prediction.at_speed` with :meth:`speed_now`: this moment's ms).
+        Each site is priced by the entry :meth:`keys` gives it.
 
-        A site the table lacks is measured now (``measure=True``) or raises: never guessed.
+        A site the table lacks is measured now (``measure=True``; in 3 rounds with ONNX Runtime,
+        1 in the torch backends) or raises: never guessed.
         """
         spec = resolve(NetSpec.parse(spec) if isinstance(spec, str) else spec)
+        if measure:
+            self.measure_sites([spec], input_size, rounds=3 if self.onnxruntime else 1, show_progress=False)
         per_site, raw_sites_ms = [], 0.0
-        for site in walk(spec, input_size):
-            key = site_key(site, spec.settings)
-            if key not in self.entries and not measure:
-                raise KeyError(f"the table has no entry for {site.name}: {key}")
-            entry = self.measure_site(site, spec.settings)
+        for site, key in self.keys(spec, input_size):
+            if key not in self.entries:
+                raise KeyError(f"the table has no entry for {site.name}: {key or site_key(site, spec.settings)}")
+            entry = self.entries[key]
             per_site.append((site.name, entry.median_ms))
             raw_sites_ms += entry.raw_ms
         sites_ms = sum(ms for _, ms in per_site)
@@ -423,6 +556,8 @@ class LatencyTable:
             if self.reference else None,
             "calibration": self.calibration,
             "entries": {k: asdict(v) for k, v in sorted(self.entries.items())},
+            "layouts": {k: [v.blocked_out, v.plain_in_blocked_out, v.input_matters]
+                        for k, v in sorted(self.layouts.items())},
         }
 
     def save(self, path: str) -> None:
@@ -449,6 +584,7 @@ class LatencyTable:
             table = cls(data["fingerprint"], runs=data["runs"], warmup=data["warmup"], reference=reference is not None,
                         reference_every=reference["every"] if reference else REFERENCE_EVERY)
             table.entries = {k: Entry(**v) for k, v in data["entries"].items()}
+            table.layouts = {k: PartLayout(*(bool(b) for b in v)) for k, v in data.get("layouts", {}).items()}
             table.overhead_ms = float(data.get("overhead_ms", 0.0))
             table.scale = float(data.get("scale", 1.0))
             table.raw_overhead_ms = float(data.get("raw_overhead_ms", table.overhead_ms))
