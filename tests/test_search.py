@@ -5,6 +5,7 @@ import os
 import statistics
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
@@ -268,6 +269,23 @@ def _recording_sessions(monkeypatch):
     return latency, created, spinning
 
 
+def test_timed_runs_bind_inputs_and_outputs_once(deploy, tmp_path):
+    from lightnets.export import OnnxModel, export_onnx
+
+    path = export_onnx(_Conv(16, 3).eval(), str(tmp_path / "conv.onnx"), resolution=(12, 12), in_chans=8,
+                       dynamic_size=False)
+    session = OnnxModel(path, threads=1)
+    x = torch.randn(1, 8, 12, 12)
+    feeds = {session.input_name: x.numpy()}
+    run = session.bind(feeds)
+    first = run()
+    (expected,) = session.run(feeds)
+    np.testing.assert_allclose(first[0], expected, rtol=1e-6)
+    first[0][:] = 0  # the bound output is written in place, every run: nothing copied out
+    assert run()[0] is first[0]
+    np.testing.assert_allclose(first[0], expected, rtol=1e-6)
+
+
 def test_onnxruntime_rounds_interleave_fresh_sessions_round_by_round(deploy, monkeypatch):
     latency, created, spinning = _recording_sessions(monkeypatch)
     modules = [_Conv(8, 3), _Conv(16, 1)]
@@ -349,6 +367,19 @@ def test_a_part_stripped_of_its_boundary_conversions_computes_the_part_in_the_bl
     assert not os.path.exists(tmp_path / "pool-stripped.onnx")
 
 
+def _opened_sessions(monkeypatch, latency):
+    """The file name and ``optimized`` flag of every session opened in ``latency`` from now on."""
+    opened = []
+
+    class Opened(latency.OnnxModel):
+        def __init__(self, path, *args, **kwargs):
+            super().__init__(path, *args, **kwargs)
+            opened.append((os.path.basename(path), kwargs.get("optimized", False)))
+
+    monkeypatch.setattr(latency, "OnnxModel", Opened)
+    return opened
+
+
 def test_onnxruntime_rounds_time_each_part_stripped_of_its_boundary_conversions(deploy, monkeypatch):
     latency, created, _ = _recording_sessions(monkeypatch)
     stripped = []
@@ -359,14 +390,7 @@ def test_onnxruntime_rounds_time_each_part_stripped_of_its_boundary_conversions(
         return stripped[-1]
 
     monkeypatch.setattr(latency, "strip_boundary_reorders", recording)
-    opened = []
-
-    class Opened(latency.OnnxModel):
-        def __init__(self, path, *args, **kwargs):
-            super().__init__(path, *args, **kwargs)
-            opened.append((os.path.basename(path), kwargs.get("optimized", False)))
-
-    monkeypatch.setattr(latency, "OnnxModel", Opened)
+    opened = _opened_sessions(monkeypatch, latency)
     modules = [_Residual(), torch.nn.AvgPool2d(2)]
     timed = latency.onnxruntime_rounds(modules, [(1, 20, 16, 16), (1, 20, 12, 12)], threads=1, runs=4, warmup=1,
                                        rounds=2, part=True)
@@ -389,14 +413,7 @@ def test_a_part_whose_input_arrives_plain_keeps_its_conversions_and_says_how_it_
     if platform.machine().lower() not in ("x86_64", "amd64"):
         pytest.skip("ONNX Runtime's blocked layout (NCHWc) is its x86 CPU path")
     latency, created, _ = _recording_sessions(monkeypatch)
-    opened = []
-
-    class Opened(latency.OnnxModel):
-        def __init__(self, path, *args, **kwargs):
-            super().__init__(path, *args, **kwargs)
-            opened.append((os.path.basename(path), kwargs.get("optimized", False)))
-
-    monkeypatch.setattr(latency, "OnnxModel", Opened)
+    opened = _opened_sessions(monkeypatch, latency)
     with TimingExports([_Residual(), torch.nn.AvgPool2d(2)], [(1, 20, 16, 16), (1, 20, 12, 12)]) as exports:
         # blocked in: both edge conversions go and the output leaves blocked; plain in: the network
         # converts the input, the residual Add reads it plain, so the output leaves plain too
@@ -455,6 +472,11 @@ def test_lut_commands_build_extend_and_validate(tmp_path, capsys):
     result = json.loads(open(rows).read())["rows"]
     assert [r["model"] for r in result] == ["mobilenet_v3_small_050", "shufflenet_v2_x0_5"]
     assert len(LatencyTable.load(path).entries) > entries
+    assert main(["lut", "build", "--models", "mobilenet_v3_small_050", "--input-layouts", "-o", path, *common]) == 2
+    assert "built without --input-layouts" in capsys.readouterr().err  # not extended the other way
+    assert main(["lut", "build", "--models", "mobilenet_v3_small_050", "--input-layouts", "-o",
+                 str(tmp_path / "new.json"), *common]) == 2
+    assert "input_layouts is for the onnxruntime backends" in capsys.readouterr().err
 
 
 def test_onnxruntime_tables_export_each_site_once_and_time_it_in_sessions(fake_timing):

@@ -333,15 +333,17 @@ REFERENCE_SESSIONS = 3
 def timed_runs(session: OnnxModel, x: torch.Tensor | dict[str, np.ndarray], warmup: int, runs: int) -> list[float]:
     """Wall times (ms) of ``runs`` calls of an ONNX Runtime ``session`` on ``x`` (a tensor, or
     arrays by input name) after ``warmup`` untimed ones: the timing loop of
-    :func:`onnxruntime_rounds`, one call away for experiments on sessions
+    :func:`onnxruntime_rounds`, its inputs and outputs bound once (:meth:`OnnxModel.bind`), one call away for
+    experiments on sessions
     (``benchmarks/onnxruntime_spinning.py``)."""
     feeds = x if isinstance(x, dict) else {session.input_name: x.detach().cpu().numpy()}
+    run = session.bind(feeds)  # one untimed run besides the warm-up: the outputs' shapes
     for _ in range(warmup):
-        session.run(feeds)
+        run()
     walls = []
     for _ in range(runs):
         start = time.perf_counter()
-        session.run(feeds)
+        run()
         walls.append((time.perf_counter() - start) * 1e3)
     return walls
 

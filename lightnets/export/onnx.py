@@ -6,6 +6,7 @@ import contextlib
 import io
 import logging
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -183,6 +184,30 @@ class OnnxModel:
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         """Every output, for inputs given by name as arrays."""
         return self.session.run(None, feeds)
+
+    def bind(self, feeds: dict[str, np.ndarray]) -> Callable[[], list[np.ndarray]]:
+        """A call that runs the session on ``feeds`` with its inputs and outputs bound once
+        (ONNX Runtime's IOBinding; the outputs' shapes from one run now) and returns the
+        outputs: the same arrays every call, written in place. No output is allocated and
+        copied out per run, as :meth:`run` does. For timing: that copy grows with the output
+        (ShuffleNetV1 with 8 groups, x1.0: its first stage's four units, each timed alone,
+        summed to 1.25x the stage measured inside the network with the copy, 1.11x without),
+        while inside a network a layer's output is not copied anywhere."""
+        ort = _require("onnxruntime")
+        binding = self.session.io_binding()
+        for name, value in feeds.items():
+            binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(value)))
+        outputs = [np.empty_like(value) for value in self.session.run(None, feeds)]
+        for output, array in zip(self.session.get_outputs(), outputs, strict=True):
+            binding.bind_ortvalue_output(output.name, ort.OrtValue.ortvalue_from_numpy(array))
+        binding.synchronize_inputs()
+        session = self.session
+
+        def run() -> list[np.ndarray]:
+            session.run_with_iobinding(binding)
+            return outputs
+
+        return run
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         out = self.session.run(None, {self.input_name: x.detach().cpu().numpy()})[0]
