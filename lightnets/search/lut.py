@@ -133,7 +133,7 @@ def site_key(site: Site, settings: BuildSettings) -> str:
     return site.key() + ("" if settings.padding == "symmetric" else f" {settings.padding}")
 
 
-#: Appended to an ONNX Runtime table's key for a site whose input arrives in the plain layout
+#: Appended to an ``input_layouts`` table's key for a site whose input arrives in the plain layout
 #: where that changes what it runs (:class:`~lightnets.export.PartLayout`); the bare key is the
 #: site with its input blocked (NCHWc), as most sites inside a network get it.
 PLAIN_INPUT = " | input plain"
@@ -159,8 +159,8 @@ class LatencyTable:
         self.fingerprint = fingerprint
         self.runs, self.warmup = runs, warmup
         self.entries: dict[str, Entry] = {}
-        #: ONNX Runtime: each site's layouts (by site key), to give each site of a network the
-        #: input layout the site before it ends in
+        #: with input_layouts: each site's layouts (by site key), to give each site of a network
+        #: the input layout the site before it ends in
         self.layouts: dict[str, PartLayout] = {}
         self.overhead_ms = 0.0
         self.scale = 1.0
@@ -426,8 +426,8 @@ class LatencyTable:
         return out
 
     def missing(self, specs: Iterable[NetSpec], input_size: int | tuple[int, int]) -> list[tuple[Site, BuildSettings]]:
-        """The distinct sites of ``specs`` the table lacks the entry of, in order. With ONNX
-        Runtime: the entry in the input layout the network gives the site (:meth:`keys`), and
+        """The distinct sites of ``specs`` the table lacks the entry of, in order. With
+        ``input_layouts``: the entry in the input layout the network gives the site (:meth:`keys`), and
         the sites whose layouts the table has not learnt; a site whose input's layout waits on
         one of those is left for after them (:meth:`measure_sites` repeats until nothing is
         missing)."""
