@@ -272,7 +272,8 @@ def strip_boundary_reorders(path: str, out_path: str, x: torch.Tensor, *, input_
     onnx = _require("onnx")
     if not optimised:
         optimise_for_this_cpu(path, out_path)
-    model = onnx.load(out_path if not optimised else path)
+    source = path if optimised else out_path
+    model = onnx.load(source)
     graph = model.graph
     boundary = boundary_reorders(graph, input_blocked)
     if not boundary:
@@ -283,7 +284,7 @@ def strip_boundary_reorders(path: str, out_path: str, x: torch.Tensor, *, input_
     out_of = [n for n in graph.node if n.name in boundary and n.op_type == "ReorderOutput"]
     blocked = [n.output[0] for n in into] + [n.input[0] for n in out_of]
     # the blocked tensors' shapes (padded channels): one run of the graph with them as outputs
-    probe = onnx.load(out_path if not optimised else path)
+    probe = onnx.load(source)
     probe.graph.output.extend(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
                               for name in blocked)
     onnx.save(probe, out_path)
@@ -539,9 +540,6 @@ def onnxruntime_rounds(
     :class:`TimingExports` and its items.
     """
     _check_timing_args(runs, warmup, rounds, "rounds")
-    if len(models) != len(shapes):
-        raise ValueError(f"models and shapes must have the same length (one input size per model), "
-                         f"got {len(models)} models and {len(shapes)} shapes")
     round_schedule(len(models), 0, reference_every if reference else None)  # refuses it before any export
     total = len(models) * (rounds + 1 + part)  # export, strip, one session per round
     with TimingExports(models, shapes, int8=int8, workers=workers,
