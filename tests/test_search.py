@@ -284,6 +284,16 @@ def test_timed_runs_bind_inputs_and_outputs_once(deploy, tmp_path):
     first[0][:] = 0  # the bound output is written in place, every run: nothing copied out
     assert run()[0] is first[0]
     np.testing.assert_allclose(first[0], expected, rtol=1e-6)
+    assert first[0].ctypes.data % 64 == 0  # as ONNX Runtime's own buffers inside a network
+
+
+def test_aligned_empty_starts_on_the_boundary_asked_for(deploy):
+    from lightnets.export.onnx import aligned_empty
+
+    for shape, dtype, alignment in (((1, 8, 12, 12), np.float32, 64), ((3,), np.int64, 128)):
+        array = aligned_empty(shape, dtype, alignment)
+        assert array.shape == shape and array.dtype == dtype and array.flags.c_contiguous
+        assert array.ctypes.data % alignment == 0
 
 
 def test_onnxruntime_rounds_interleave_fresh_sessions_round_by_round(deploy, monkeypatch):
@@ -801,6 +811,24 @@ def test_one_network_faster_than_its_sites_calibrates_a_scale_not_a_negative_ove
     with pytest.raises(ValueError, match="predicts -.* ms for a network whose sites sum to .*calibrate on networks as "
                                          "small"):
         table.predict(small, 32)
+
+
+class _DiesWhenUnpickled:
+    """Unpickled, ends the process at once: an export worker killed mid-job (out of memory, say)."""
+
+    def __reduce__(self):
+        return os._exit, (3,)
+
+
+def test_an_export_worker_that_dies_raises_instead_of_waiting_for_it_forever(deploy, tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    from lightnets.export import latency
+
+    monkeypatch.setattr(latency, "PARALLEL_EXPORT_MIN", 2)  # two jobs go to the workers, not 16
+    folders = [str(tmp_path / "a"), str(tmp_path / "b")]
+    with pytest.raises(RuntimeError, match="an export worker process died before finishing .* pass workers=1"):
+        latency._export_all([_DiesWhenUnpickled(), _DiesWhenUnpickled()], folders, [(1, 3, 8, 8)] * 2, False, 2,
+                            lambda i: None)
 
 
 def test_many_modules_export_in_worker_processes_each_to_its_own_file_in_order(deploy, tmp_path):

@@ -15,6 +15,8 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
 import numpy as np
@@ -80,21 +82,34 @@ def _export_all(models: Sequence[nn.Module], folders: Sequence[str], shapes: Seq
     pending: collections.deque = collections.deque()
 
     def collect() -> None:
-        paths.append(pending.popleft().get())
+        try:
+            paths.append(pending.popleft().result())
+        except BrokenProcessPool as error:
+            raise RuntimeError(
+                "an export worker process died before finishing (killed, out of memory, or a script that starts "
+                "processes without an `if __name__ == \"__main__\":` guard, which each spawned worker runs "
+                "again); pass workers=1 to export in this process") from error
         done(len(paths) - 1)
 
-    # spawn, not fork: a forked child of a process that ran OpenMP can hang in its first parallel region
-    with torch.multiprocessing.get_context("spawn").Pool(workers, _export_worker_start) as pool:
+    # spawn, not fork: a forked child of a process that ran OpenMP can hang in its first parallel region.
+    # An executor, not multiprocessing.Pool: a Pool replaces a worker that dies and waits for its job forever.
+    pool = ProcessPoolExecutor(workers, mp_context=torch.multiprocessing.get_context("spawn"),
+                               initializer=_export_worker_start)
+    try:
         # Each module goes pickled to bytes, its tensors by value: sent as they are, torch.multiprocessing
         # moves every tensor into shared memory in place, each holding a file descriptor open for as
         # long as the caller keeps the module (the zoo's 478 sites and 57 networks wanted over 20,000,
         # this machine's limit). A few jobs in flight, so that a few modules' bytes exist at a time.
         for model, folder, shape in jobs:
-            pending.append(pool.apply_async(_export_job, ((pickle.dumps(model), folder, shape, int8),)))
+            pending.append(pool.submit(_export_job, (pickle.dumps(model), folder, shape, int8)))
             if len(pending) >= EXPORTS_IN_FLIGHT * workers:
                 collect()
         while pending:
             collect()
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
     return paths
 
 
