@@ -20,13 +20,13 @@ from .latency import (
     strip_boundary_reorders,
     timed_runs,
 )
-from .onnx import OnnxModel, export_onnx
+from .onnx import BoundRun, OnnxModel, export_onnx
 from .predict import DensePrediction, Prediction, predict, predict_dense
 from .pt2 import export_pt2
 from .quantize import quantize_int8
 
 __all__ = [
-    "DensePrediction", "OnnxModel", "PartLayout", "Prediction", "TimingExports", "boundary_reorders",
+    "BoundRun", "DensePrediction", "OnnxModel", "PartLayout", "Prediction", "TimingExports", "boundary_reorders",
     "count_batchnorms", "export_onnx", "export_pt2", "fuse", "onnxruntime_rounds", "onnxruntime_times",
     "optimise_for_this_cpu", "part_layout", "predict", "predict_dense", "quantize_int8", "random_feeds",
     "register_backends", "strip_boundary_reorders", "timed_runs",

@@ -6,7 +6,6 @@ import contextlib
 import io
 import logging
 import warnings
-from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -156,6 +155,29 @@ def aligned_empty(shape: tuple[int, ...], dtype: np.dtype | type, alignment: int
     return buffer[start:start + size].view(dtype).reshape(shape)
 
 
+class BoundRun:
+    """A session with its inputs and outputs bound (:meth:`OnnxModel.bind`). Calling it runs
+    the session and returns ``outputs``, written in place; ``inputs`` are the bound input
+    arrays, and :meth:`rewrite_inputs` writes the feeds into them again."""
+
+    def __init__(self, session, binding, inputs: list[np.ndarray], originals: list[np.ndarray],
+                 outputs: list[np.ndarray]) -> None:
+        self._session, self._binding = session, binding
+        self.inputs, self._originals, self.outputs = inputs, originals, outputs
+
+    def __call__(self) -> list[np.ndarray]:
+        self._session.run_with_iobinding(self._binding)
+        return self.outputs
+
+    def rewrite_inputs(self) -> None:
+        """Write the feeds into the bound inputs again, from this thread: the inputs then lie
+        in the caches as a layer's input does inside a network, just written by the layer
+        before it, not as they lie after the last run only read them (see
+        :func:`lightnets.export.timed_runs`)."""
+        for array, original in zip(self.inputs, self._originals, strict=True):
+            np.copyto(array, original)
+
+
 class OnnxModel:
     """An ONNX Runtime session with a torch-like call: tensor in, tensor out."""
 
@@ -199,14 +221,14 @@ class OnnxModel:
         """Every output, for inputs given by name as arrays."""
         return self.session.run(None, feeds)
 
-    def bind(self, feeds: dict[str, np.ndarray]) -> Callable[[], list[np.ndarray]]:
-        """A call that runs the session on ``feeds`` with its inputs and outputs bound once
-        (ONNX Runtime's IOBinding; the outputs' shapes from one run now) and returns the
-        outputs: the same arrays every call, written in place. No output is allocated and
-        copied out per run, as :meth:`run` does. For timing: that copy grows with the output
-        (ShuffleNetV1 with 8 groups, x1.0: its first stage's four units, each timed alone,
-        summed to 1.25x the stage measured inside the network with the copy, 1.11x without),
-        while inside a network a layer's output is not copied anywhere.
+    def bind(self, feeds: dict[str, np.ndarray]) -> BoundRun:
+        """A :class:`BoundRun`: the session on ``feeds`` with its inputs and outputs bound once
+        (ONNX Runtime's IOBinding; the outputs' shapes from one run now). Calling it runs and
+        returns the outputs: the same arrays every call, written in place. No output is
+        allocated and copied out per run, as :meth:`run` does. For timing: that copy grows with
+        the output (ShuffleNetV1 with 8 groups, x1.0: its first stage's four units, each timed
+        alone, summed to 1.25x the stage measured inside the network with the copy, 1.11x
+        without), while inside a network a layer's output is not copied anywhere.
 
         The bound arrays start on a 64-byte boundary (:func:`aligned_empty`), as ONNX Runtime's
         own buffers inside a network do; NumPy's start 16 bytes past one here, and a part timed
@@ -214,21 +236,18 @@ class OnnxModel:
         the network on NumPy's arrays, 1.12-1.15x on aligned ones, in one run of each)."""
         ort = _require("onnxruntime")
         binding = self.session.io_binding()
+        inputs, originals = [], []
         for name, value in feeds.items():
             array = aligned_empty(np.shape(value), np.asarray(value).dtype)
             array[...] = value
+            inputs.append(array)
+            originals.append(array.copy())
             binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(array))
         outputs = [aligned_empty(value.shape, value.dtype) for value in self.session.run(None, feeds)]
         for output, array in zip(self.session.get_outputs(), outputs, strict=True):
             binding.bind_ortvalue_output(output.name, ort.OrtValue.ortvalue_from_numpy(array))
         binding.synchronize_inputs()
-        session = self.session
-
-        def run() -> list[np.ndarray]:
-            session.run_with_iobinding(binding)
-            return outputs
-
-        return run
+        return BoundRun(self.session, binding, inputs, originals, outputs)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         out = self.session.run(None, {self.input_name: x.detach().cpu().numpy()})[0]
