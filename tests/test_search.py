@@ -287,6 +287,44 @@ def test_timed_runs_bind_inputs_and_outputs_once(deploy, tmp_path):
     assert first[0].ctypes.data % 64 == 0  # as ONNX Runtime's own buffers inside a network
 
 
+def test_a_bound_run_writes_its_inputs_again_on_request(deploy, tmp_path):
+    from lightnets.export import OnnxModel, export_onnx
+
+    path = export_onnx(_Conv(16, 3).eval(), str(tmp_path / "conv.onnx"), resolution=(12, 12), in_chans=8,
+                       dynamic_size=False)
+    session = OnnxModel(path, threads=1)
+    feeds = {session.input_name: torch.randn(1, 8, 12, 12).numpy()}
+    run = session.bind(feeds)
+    (expected,) = session.run(feeds)
+    run.inputs[0][:] = 0  # what a run could leave there
+    np.testing.assert_allclose(run()[0], session.run({session.input_name: run.inputs[0]})[0], rtol=1e-6)
+    run.rewrite_inputs()
+    np.testing.assert_array_equal(run.inputs[0], feeds[session.input_name])
+    np.testing.assert_allclose(run()[0], expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("rewrite", [True, False])
+def test_timed_runs_write_the_inputs_again_before_every_run_untimed(deploy, monkeypatch, rewrite):
+    from lightnets.export import latency
+
+    events = []
+
+    class Bound:
+        def __call__(self):
+            events.append("run")
+
+        def rewrite_inputs(self):
+            events.append("rewrite")
+
+    session = SimpleNamespace(bind=lambda feeds: Bound(), input_name="x")
+    ticks = iter(range(100))
+    monkeypatch.setattr(latency, "time", SimpleNamespace(perf_counter=lambda: events.append("clock") or next(ticks)))
+    walls = latency.timed_runs(session, {"x": np.zeros(1)}, warmup=2, runs=3, rewrite_inputs=rewrite)
+    assert walls == [1000.0] * 3
+    timed = ["rewrite", "clock", "run", "clock"] if rewrite else ["clock", "run", "clock"]
+    assert events == (["rewrite", "run"] if rewrite else ["run"]) * 2 + timed * 3  # the rewrite outside the clock
+
+
 def test_aligned_empty_starts_on_the_boundary_asked_for(deploy):
     from lightnets.export.onnx import aligned_empty
 

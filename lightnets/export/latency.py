@@ -347,20 +347,20 @@ REFERENCE_SESSIONS = 3
 
 
 def timed_runs(session: OnnxModel, x: torch.Tensor | dict[str, np.ndarray], warmup: int, runs: int,
-               rewrite_inputs: bool = True) -> list[float]:
+               rewrite_inputs: bool = False) -> list[float]:
     """Wall times (ms) of ``runs`` calls of an ONNX Runtime ``session`` on ``x`` (a tensor, or
     arrays by input name) after ``warmup`` untimed ones: the timing loop of
     :func:`onnxruntime_rounds`, its inputs and outputs bound once (:meth:`OnnxModel.bind`), one
     call away for experiments on sessions (``benchmarks/onnxruntime_spinning.py``).
 
-    ``rewrite_inputs``: before every run, untimed, the inputs are written again
-    (:meth:`BoundRun.rewrite_inputs`). Inside a network a layer reads what the layer before it
-    has just written; a part run again and again on one input reads it where the last run left
-    it, in both cores' caches. That flattered the small networks' parts: ShuffleNetV1 with 8
-    groups, x0.5, its sites and the network timed in the same 6 rounds at 2 threads summed to
-    0.87-0.91x the network as they were and 1.11x with their inputs rewritten, where x2.0
-    (official) went from 1.14x to 1.19x and MobileNetV2 from 1.01x to 1.07x: the spread that
-    one scale cannot fit halved. A network's input is rewritten alike: a new frame each time."""
+    ``rewrite_inputs=True``: before every run, untimed, the inputs are written again
+    (:meth:`BoundRun.rewrite_inputs`), as a layer inside a network reads what the layer before
+    it has just written, where a part run again and again on one input reads it where the last
+    run left it. An experiment, off by default. With the sites and the network timed in the same
+    6 rounds at 2 threads, ShuffleNetV1 with 8 groups, x0.5, had its sites sum to 0.87-0.91x the
+    network as they were and 1.11x rewritten; x2.0 (official) 1.14x and 1.19x; MobileNetV2
+    1.01x and 1.07x. But a lookup table built so predicted 51 of the 57 zoo networks within 10% (55 in the
+    run before without): MobileNetV1 x0.25 +17.5%, ShuffleNetV1 g8 x1.0 +15.3%."""
     feeds = x if isinstance(x, dict) else {session.input_name: x.detach().cpu().numpy()}
     run = session.bind(feeds)  # one untimed run besides the warm-up: the outputs' shapes
     for _ in range(warmup):

@@ -63,8 +63,7 @@ READABLE_FORMATS = ("lightnets-latency-table/1", FORMAT)
 
 SITE_TIMING = {
     "torch": "wall time of the site alone",
-    "onnxruntime": "wall time in ONNX Runtime of the site's optimised graph without its boundary layout conversions, "
-                   "its input written again before each run",
+    "onnxruntime": "wall time in ONNX Runtime of the site's optimised graph without its boundary layout conversions",
 }
 
 
