@@ -359,8 +359,8 @@ def timed_runs(session: OnnxModel, x: torch.Tensor | dict[str, np.ndarray], warm
     run left it. An experiment, off by default. With the sites and the network timed in the same
     6 rounds at 2 threads, ShuffleNetV1 with 8 groups, x0.5, had its sites sum to 0.87-0.91x the
     network as they were and 1.11x rewritten; x2.0 (official) 1.14x and 1.19x; MobileNetV2
-    1.01x and 1.07x. But a lookup table built so predicted 51 of the 57 zoo networks within 10% (55 in the
-    run before without): MobileNetV1 x0.25 +17.5%, ShuffleNetV1 g8 x1.0 +15.3%."""
+    1.01x and 1.07x. But a lookup table built so predicted 51 of the 57 zoo networks within
+    10% (55 in the run before, without): MobileNetV1 x0.25 +17.5%, ShuffleNetV1 g8 x1.0 +15.3%."""
     feeds = x if isinstance(x, dict) else {session.input_name: x.detach().cpu().numpy()}
     run = session.bind(feeds)  # one untimed run besides the warm-up: the outputs' shapes
     for _ in range(warmup):

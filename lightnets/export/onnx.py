@@ -233,7 +233,7 @@ class OnnxModel:
         The bound arrays start on a 64-byte boundary (:func:`aligned_empty`), as ONNX Runtime's
         own buffers inside a network do; NumPy's start 16 bytes past one here, and a part timed
         on them ran slower (ShuffleNetV1 with 8 groups, x2.0: its sites summed to 1.16-1.18x
-        the network on NumPy's arrays, 1.12-1.15x on aligned ones, in one run of each)."""
+        the network on NumPy's arrays, 1.12-1.15x on aligned ones, in two runs of each)."""
         ort = _require("onnxruntime")
         binding = self.session.io_binding()
         inputs, originals = [], []
