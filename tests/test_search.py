@@ -316,7 +316,7 @@ def test_timed_runs_write_the_inputs_again_before_every_run_untimed(deploy, monk
         def rewrite_inputs(self):
             events.append("rewrite")
 
-    session = SimpleNamespace(bind=lambda feeds: Bound(), input_name="x")
+    session = SimpleNamespace(bind=lambda feeds, in_place=None: Bound(), input_name="x")
     ticks = iter(range(100))
     monkeypatch.setattr(latency, "time", SimpleNamespace(perf_counter=lambda: events.append("clock") or next(ticks)))
     walls = latency.timed_runs(session, {"x": np.zeros(1)}, warmup=2, runs=3, rewrite_inputs=rewrite)

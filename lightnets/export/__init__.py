@@ -11,8 +11,10 @@ from .latency import (
     PartLayout,
     TimingExports,
     boundary_reorders,
+    in_place_outputs,
     onnxruntime_rounds,
     onnxruntime_times,
+    optimise_behind_a_blocked_layer,
     optimise_for_this_cpu,
     part_layout,
     random_feeds,
@@ -27,8 +29,9 @@ from .quantize import quantize_int8
 
 __all__ = [
     "BoundRun", "DensePrediction", "OnnxModel", "PartLayout", "Prediction", "TimingExports", "boundary_reorders",
-    "count_batchnorms", "export_onnx", "export_pt2", "fuse", "onnxruntime_rounds", "onnxruntime_times",
-    "optimise_for_this_cpu", "part_layout", "predict", "predict_dense", "quantize_int8", "random_feeds",
+    "count_batchnorms", "export_onnx", "export_pt2", "fuse", "in_place_outputs", "onnxruntime_rounds",
+    "onnxruntime_times", "optimise_behind_a_blocked_layer", "optimise_for_this_cpu", "part_layout", "predict",
+    "predict_dense", "quantize_int8", "random_feeds",
     "register_backends", "strip_boundary_reorders", "timed_runs",
 ]
 

@@ -221,7 +221,7 @@ class OnnxModel:
         """Every output, for inputs given by name as arrays."""
         return self.session.run(None, feeds)
 
-    def bind(self, feeds: dict[str, np.ndarray]) -> BoundRun:
+    def bind(self, feeds: dict[str, np.ndarray], in_place: dict[str, str] | None = None) -> BoundRun:
         """A :class:`BoundRun`: the session on ``feeds`` with its inputs and outputs bound once
         (ONNX Runtime's IOBinding; the outputs' shapes from one run now). Calling it runs and
         returns the outputs: the same arrays every call, written in place. No output is
@@ -233,17 +233,35 @@ class OnnxModel:
         The bound arrays start on a 64-byte boundary (:func:`aligned_empty`), as ONNX Runtime's
         own buffers inside a network do; NumPy's start 16 bytes past one here, and a part timed
         on them ran slower (ShuffleNetV1 with 8 groups, x2.0: its sites summed to 1.16-1.18x
-        the network on NumPy's arrays, 1.12-1.15x on aligned ones, in two runs of each)."""
+        the network on NumPy's arrays, 1.12-1.15x on aligned ones, in two runs of each).
+
+        ``in_place``: output name -> input name; each such output is written into that input's
+        array, as ONNX Runtime writes a layer's output over the tensor it adds in (a residual
+        folded into the convolution, whose Sum input the network holds no longer) instead of
+        copying it to another buffer first. The input then holds the last run's output; for
+        timing (:func:`lightnets.export.timed_runs`), not for results."""
         ort = _require("onnxruntime")
+        in_place = dict(in_place or {})
+        unknown = sorted(set(in_place.values()) - set(feeds)) + sorted(
+            set(in_place) - {o.name for o in self.session.get_outputs()})
+        if unknown:
+            raise ValueError(f"in_place names no input or output of this session: {', '.join(unknown)}")
         binding = self.session.io_binding()
-        inputs, originals = [], []
+        inputs, originals, by_name = [], [], {}
         for name, value in feeds.items():
             array = aligned_empty(np.shape(value), np.asarray(value).dtype)
             array[...] = value
             inputs.append(array)
             originals.append(array.copy())
+            by_name[name] = array
             binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(array))
-        outputs = [aligned_empty(value.shape, value.dtype) for value in self.session.run(None, feeds)]
+        outputs = []
+        for output, value in zip(self.session.get_outputs(), self.session.run(None, feeds), strict=True):
+            source = by_name.get(in_place.get(output.name, ""))
+            if source is not None and (source.shape != value.shape or source.dtype != value.dtype):
+                raise ValueError(f"output {output.name!r} {value.shape} cannot be written over input "
+                                 f"{in_place[output.name]!r} {source.shape}: their shapes differ")
+            outputs.append(source if source is not None else aligned_empty(value.shape, value.dtype))
         for output, array in zip(self.session.get_outputs(), outputs, strict=True):
             binding.bind_ortvalue_output(output.name, ort.OrtValue.ortvalue_from_numpy(array))
         binding.synchronize_inputs()
