@@ -61,6 +61,8 @@ def main() -> None:
                         help=f"a reference reading every K modules (default {REFERENCE_EVERY})")
     parser.add_argument("--input-layouts", action="store_true",
                         help="onnxruntime: price sites by their input layout (LatencyTable.new(input_layouts=True))")
+    parser.add_argument("--fold-residuals", action="store_true",
+                        help="onnxruntime: residuals folded, written in place (LatencyTable.new(fold_residuals=True))")
     parser.add_argument("--table", metavar="PATH", help="also write the table built (JSON; backend appended)")
     args = parser.parse_args()
     networks, seen = {}, set()
@@ -72,7 +74,8 @@ def main() -> None:
     machine = machine_info()
     for backend in args.backends.split(","):
         table = LatencyTable.new(backend, threads=args.threads, runs=args.runs, reference=not args.no_reference,
-                                 reference_every=args.reference_every, input_layouts=args.input_layouts)
+                                 reference_every=args.reference_every, input_layouts=args.input_layouts,
+                                 fold_residuals=args.fold_residuals)
         start = time.perf_counter()
         table.measure_sites(networks.values(), args.resolution, rounds=args.rounds)
         sites_s = time.perf_counter() - start

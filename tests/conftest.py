@@ -93,8 +93,12 @@ def fake_exports():
 
     def make(rounds_fn, plain_extra_ms=0.0):
         class FakeExports:
-            def __init__(self, models, shapes, *, int8=False, workers=None, on_step=None):
+            opened: list = []  # every instance, to see how the table opened them
+
+            def __init__(self, models, shapes, *, int8=False, workers=None, on_step=None, fold_residuals=False):
                 self.models, self.shapes, self.int8 = list(models), list(shapes), int8
+                self.fold_residuals = fold_residuals
+                FakeExports.opened.append(self)
 
             def __enter__(self):
                 return self

@@ -415,6 +415,60 @@ def test_a_part_stripped_of_its_boundary_conversions_computes_the_part_in_the_bl
     assert not os.path.exists(tmp_path / "pool-stripped.onnx")
 
 
+def test_a_part_behind_a_blocked_layer_folds_its_residual_and_writes_it_in_place(deploy, tmp_path):
+    import platform
+
+    import numpy as np
+    import onnx
+
+    from lightnets.export import (
+        OnnxModel,
+        export_onnx,
+        in_place_outputs,
+        optimise_behind_a_blocked_layer,
+        optimise_for_this_cpu,
+        strip_boundary_reorders,
+    )
+
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip("ONNX Runtime's blocked layout (NCHWc) is its x86 CPU path")
+    torch.manual_seed(0)
+    module = _Residual().eval()
+    x = torch.randn(1, 20, 8, 8)
+    path = export_onnx(module, str(tmp_path / "part.onnx"), resolution=(8, 8), in_chans=20, dynamic_size=False)
+    optimise_for_this_cpu(path, str(tmp_path / "alone.onnx"))
+    assert any(n.op_type == "Add" for n in onnx.load(str(tmp_path / "alone.onnx")).graph.node)  # alone: an Add
+    assert optimise_behind_a_blocked_layer(path, str(tmp_path / "behind.onnx"))
+    behind = onnx.load(str(tmp_path / "behind.onnx")).graph
+    assert not any(n.op_type == "Add" for n in behind.node)  # behind a blocked layer: folded in, as in a network
+    assert [n.op_type for n in behind.node if n.domain == "com.microsoft.nchwc" and len(n.input) > 3] == ["Conv"]
+    assert not any("lightnets_blocked_producer" in name for n in behind.node for name in n.input)  # cut out again
+    shapes = strip_boundary_reorders(str(tmp_path / "behind.onnx"), str(tmp_path / "stripped.onnx"), x,
+                                     optimised=True)
+    (name, shape), = shapes.items()
+    block = 8 if shape[1] == 24 else 16  # AVX2 or AVX-512
+    (output, source), = in_place_outputs(onnx.load(str(tmp_path / "stripped.onnx")).graph).items()
+    assert source == name
+    session = OnnxModel(str(tmp_path / "stripped.onnx"), threads=1, optimized=True)
+    blocked_x = _nchwc(x, block).numpy()
+    with torch.no_grad():
+        expected = module(x)
+    (apart,) = session.run({name: blocked_x})
+    torch.testing.assert_close(_from_nchwc(torch.from_numpy(apart), block, 20), expected, atol=1e-4, rtol=1e-4)
+    run = session.bind({name: blocked_x}, in_place={output: name})
+    (written,) = run()
+    assert np.shares_memory(written, run.inputs[0])  # the output went over the input: no copy first
+    torch.testing.assert_close(_from_nchwc(torch.from_numpy(written.copy()), block, 20), expected, atol=1e-4,
+                               rtol=1e-4)
+    with pytest.raises(ValueError, match="in_place names no input or output of this session: nope"):
+        session.bind({name: blocked_x}, in_place={output: "nope"})
+    # three input channels (an image): no layer before it runs blocked; nothing is written
+    narrow = export_onnx(torch.nn.Conv2d(3, 16, 3, padding=1).eval(), str(tmp_path / "narrow.onnx"),
+                         resolution=(8, 8), in_chans=3, dynamic_size=False)
+    assert not optimise_behind_a_blocked_layer(narrow, str(tmp_path / "narrow-behind.onnx"))
+    assert not os.path.exists(tmp_path / "narrow-behind.onnx")
+
+
 def _opened_sessions(monkeypatch, latency):
     """The file name and ``optimized`` flag of every session opened in ``latency`` from now on."""
     opened = []
@@ -468,6 +522,7 @@ def test_a_part_whose_input_arrives_plain_keeps_its_conversions_and_says_how_it_
         assert exports.layout(0) == PartLayout(blocked_out=True, plain_in_blocked_out=False, input_matters=True)
         assert exports.layout(1) == PartLayout(False, False, False)  # a pool: no conversions at all
         assert exports.layout(0).output_blocked(False) is False
+        assert exports.behind_blocked(0) is None and exports.part(0, True)[3] == {}  # not folded by default
         for bad in (2, (0, "plain"), True):
             with pytest.raises(ValueError, match=r"an item is a model's index \(0-1\) or \(index, input_blocked\)"):
                 exports.rounds([bad], threads=1)
@@ -478,6 +533,14 @@ def test_a_part_whose_input_arrives_plain_keeps_its_conversions_and_says_how_it_
     # the plain-input part has nothing left to strip: its session runs the export, as a network pays it
     assert opened[-3:] == [("part-blocked.onnx", True), ("model.onnx", False), ("model.onnx", False)]
     assert not os.path.exists(folder)  # the exports are gone with the block
+    with TimingExports([_Residual()], [(1, 20, 16, 16)], fold_residuals=True) as exports:
+        # blocked in, the residual is folded into the convolution, whose output goes over its input
+        assert exports.behind_blocked(0) is not None
+        assert exports.layout(0) == PartLayout(blocked_out=True, plain_in_blocked_out=False, input_matters=True)
+        assert list(exports.part(0, True)[3].values()) == list(exports.part(0, True)[2])
+        assert exports.part(0, False)[3] == {}  # plain in: the Add reads the converted input, as in the network
+    with pytest.raises(ValueError, match="fold_residuals must be True or False, got 'yes'"):
+        TimingExports([_Residual()], [(1, 20, 16, 16)], fold_residuals="yes")
 
 
 def test_every_round_after_the_first_times_in_its_own_fixed_shuffle():
@@ -522,6 +585,8 @@ def test_lut_commands_build_extend_and_validate(tmp_path, capsys):
     assert len(LatencyTable.load(path).entries) > entries
     assert main(["lut", "build", "--models", "mobilenet_v3_small_050", "--input-layouts", "-o", path, *common]) == 2
     assert "built without --input-layouts" in capsys.readouterr().err  # not extended the other way
+    assert main(["lut", "build", "--models", "mobilenet_v3_small_050", "--fold-residuals", "-o", path, *common]) == 2
+    assert "built without --fold-residuals" in capsys.readouterr().err
     assert main(["lut", "build", "--models", "mobilenet_v3_small_050", "--input-layouts", "-o",
                  str(tmp_path / "new.json"), *common]) == 2
     assert "input_layouts is for the onnxruntime backends" in capsys.readouterr().err
@@ -573,6 +638,16 @@ def test_onnxruntime_tables_price_each_site_in_the_layout_the_site_before_it_lea
     assert again.missing([shuffle, mobile], 32) == []
     # the two kinds of table are told apart: one is not extended with the other's measurements
     assert again.input_layouts and "input_layouts" not in blocked.fingerprint
+    assert not again.fold_residuals and not any(e.fold_residuals for e in lut.TimingExports.opened)
+    with pytest.raises(ValueError, match="fold_residuals is for the onnxruntime backends"):
+        LatencyTable.new("eager", fold_residuals=True)
+    with pytest.raises(ValueError, match="fold_residuals must be True or False, got 1"):
+        LatencyTable.new("onnxruntime", fold_residuals=1)
+    folded = LatencyTable.new("onnxruntime", threads=1, runs=3, fold_residuals=True)
+    folded.measure_sites([mobile], 32, rounds=1, show_progress=False)
+    assert lut.TimingExports.opened[-1].fold_residuals and folded.fingerprint["fold_residuals"] is True
+    folded.save(path)
+    assert LatencyTable.load(path).fold_residuals
 
 
 def test_netadapt_proposal_kinds_follow_the_mobilenetv3_paper():

@@ -226,15 +226,18 @@ def cmd_lut_build(args: argparse.Namespace) -> int:
         table = LatencyTable.load(args.output)
         table.check_device()
         print(f"extending {args.output}: {len(table.entries)} entries measured on this device")
-        if args.input_layouts != table.input_layouts:
-            raise ValueError(f"{args.output} was built {'with' if table.input_layouts else 'without'} --input-layouts: "
-                             f"extend it the same way, or write a new table")
+        for flag, wanted, built in (("--input-layouts", args.input_layouts, table.input_layouts),
+                                    ("--fold-residuals", args.fold_residuals, table.fold_residuals)):
+            if wanted != built:
+                raise ValueError(f"{args.output} was built {'with' if built else 'without'} {flag}: "
+                                 f"extend it the same way, or write a new table")
         if args.no_reference and table.reference:
             raise ValueError(f"{args.output} has a speed reference: extend it with one, or write a new table for "
                              f"--no-reference")
     else:
         table = LatencyTable.new(args.backend, threads=args.threads, runs=args.runs, warmup=args.warmup,
-                                 reference=not args.no_reference, input_layouts=args.input_layouts)
+                                 reference=not args.no_reference, input_layouts=args.input_layouts,
+                                 fold_residuals=args.fold_residuals)
     measured = table.measure_sites(
         networks.values(), args.resolution, rounds=args.rounds, show_progress=not args.no_progress
     )
@@ -933,6 +936,10 @@ def build_parser() -> argparse.ArgumentParser:
     lut_build.add_argument("--input-layouts", action="store_true",
                            help="onnxruntime backends: time each site with its input in the layout the site before "
                                 "it leaves (NCHWc or plain), an entry per layout (default: blocked; see the README)")
+    lut_build.add_argument("--fold-residuals", action="store_true",
+                           help="onnxruntime backends: time a site whose input arrives blocked with its residual Add "
+                                "folded into the convolution and written in place, as inside a network (an "
+                                "experiment; see the README)")
     lut_build.add_argument("--no-progress", action="store_true", help="no progress bar (default: one on a terminal)")
     lut_build.add_argument("-o", "--output", required=True, help="the table (JSON); an existing one is extended")
     lut_build.set_defaults(func=cmd_lut_build)

@@ -501,12 +501,22 @@ class TimingExports:
     all in this process) when there are :data:`PARALLEL_EXPORT_MIN` models or more.
     ``on_step(done, total, what)`` after each export, for a progress bar; :meth:`layout` and
     :meth:`rounds` take their own.
+
+    ``fold_residuals=True``: a part whose input arrives blocked is timed as ONNX Runtime runs it
+    behind a blocked layer (:meth:`behind_blocked`: a residual Add folded into the convolution
+    before it) with that convolution's output written over its Sum input
+    (:func:`in_place_outputs`), as inside a network. An experiment, off by default: it makes the
+    parts more like the network, but a lookup table built so predicted no better (README).
     """
 
     def __init__(self, models: Sequence[nn.Module], shapes: Sequence[tuple[int, ...]], *, int8: bool = False,
-                 workers: int | None = None, on_step: Callable[[int, int, str], object] | None = None) -> None:
+                 workers: int | None = None, on_step: Callable[[int, int, str], object] | None = None,
+                 fold_residuals: bool = False) -> None:
         if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
             raise ValueError(f"workers must be an integer >= 1 (processes to export in), got {workers!r}")
+        if not isinstance(fold_residuals, bool):
+            raise ValueError(f"fold_residuals must be True or False, got {fold_residuals!r}")
+        self.fold_residuals = fold_residuals
         if len(models) != len(shapes):
             raise ValueError(f"models and shapes must have the same length (one input size per model), "
                              f"got {len(models)} models and {len(shapes)} shapes")
@@ -549,15 +559,18 @@ class TimingExports:
     def behind_blocked(self, i: int) -> str | None:
         """Model ``i`` optimised once for this CPU behind a layer that writes its input in the
         blocked layout (:func:`optimise_behind_a_blocked_layer`): the file, or None where no
-        such layer can stand (and for int8, whose convolutions do not run blocked)."""
+        such layer can stand, for int8 (whose convolutions do not run blocked) and without
+        ``fold_residuals``."""
+        if not self.fold_residuals:
+            return None
         if i not in self._behind:
             path = os.path.join(self.folders[i], "optimised-behind-blocked.onnx")
             self._behind[i] = path if not self.int8 and optimise_behind_a_blocked_layer(self.paths[i], path) else None
         return self._behind[i]
 
     def layout(self, i: int) -> PartLayout:
-        """Model ``i``'s :class:`PartLayout` (its graph optimised once for this CPU, and once
-        behind a blocked layer: :meth:`behind_blocked`)."""
+        """Model ``i``'s :class:`PartLayout` (its graph optimised once for this CPU; with
+        ``fold_residuals``, its blocked-input side from :meth:`behind_blocked`)."""
         if i not in self._layouts:
             onnx = _require("onnx")
             behind = self.behind_blocked(i)
@@ -567,17 +580,18 @@ class TimingExports:
     def part(self, i: int, input_blocked: bool) -> tuple[str, bool, torch.Tensor | dict[str, np.ndarray],
                                                          dict[str, str]]:
         """``(path, optimized, feeds, in_place)`` that time model ``i`` as a part whose input
-        arrives blocked or plain: :func:`strip_boundary_reorders`' graph (blocked: of the graph
-        optimised behind a blocked layer, where there is one, :meth:`behind_blocked`), or the
-        export itself when it has nothing to strip; ``in_place``: the outputs to write over
-        inputs (:func:`in_place_outputs`)."""
+        arrives blocked or plain: :func:`strip_boundary_reorders`' graph (blocked, with
+        ``fold_residuals``: of :meth:`behind_blocked`'s graph, where there is one), or the
+        export itself when it has nothing to strip; ``in_place``: with ``fold_residuals``, the
+        outputs to write over inputs (:func:`in_place_outputs`), else none."""
         key = (i, input_blocked)
         if key not in self._parts:
             out = os.path.join(self.folders[i], f"part-{'blocked' if input_blocked else 'plain'}.onnx")
             source = (self.behind_blocked(i) if input_blocked else None) or self._optimised(i)
             shapes = strip_boundary_reorders(source, out, self.inputs[i], input_blocked=input_blocked, optimised=True)
+            in_place = in_place_outputs(_require("onnx").load(out).graph) if shapes and self.fold_residuals else {}
             self._parts[key] = (self.paths[i], False, self.inputs[i], {}) if shapes is None else (
-                out, True, random_feeds(shapes), in_place_outputs(_require("onnx").load(out).graph))
+                out, True, random_feeds(shapes), in_place)
         return self._parts[key]
 
     def rounds(

@@ -63,16 +63,19 @@ READABLE_FORMATS = ("lightnets-latency-table/1", FORMAT)
 
 SITE_TIMING = {
     "torch": "wall time of the site alone",
-    "onnxruntime": "wall time in ONNX Runtime of the site's optimised graph without its boundary layout conversions, "
-                   "optimised behind a blocked layer, a folded residual written in place",
+    "onnxruntime": "wall time in ONNX Runtime of the site's optimised graph without its boundary layout conversions",
 }
 
 
-def device_fingerprint(backend: str, threads: int, batch: int, input_layouts: bool = False) -> dict:
+def device_fingerprint(backend: str, threads: int, batch: int, input_layouts: bool = False,
+                       fold_residuals: bool = False) -> dict:
     """What a table's entries depend on: the CPU, core count, torch, backend, threads and batch
-    (and, for an ONNX Runtime table that prices sites by their input's layout, that)."""
+    (and, for an ONNX Runtime table that prices sites by their input's layout or times them with
+    their residuals folded, that)."""
     machine = machine_info()
-    extra = {"input_layouts": True} if input_layouts else {}  # absent otherwise: earlier tables still match
+    # absent when off: earlier tables still match
+    extra = {**({"input_layouts": True} if input_layouts else {}),
+             **({"fold_residuals": True} if fold_residuals else {})}
     return {
         "cpu": machine["cpu"],
         "cores": os.cpu_count(),
@@ -177,7 +180,8 @@ class LatencyTable:
 
     @classmethod
     def new(cls, backend: str = "eager", threads: int | None = None, batch: int = 1, runs: int = 30, warmup: int = 5,
-            reference: bool = True, reference_every: int = REFERENCE_EVERY, input_layouts: bool = False):
+            reference: bool = True, reference_every: int = REFERENCE_EVERY, input_layouts: bool = False,
+            fold_residuals: bool = False):
         """An empty table for this device; ``threads`` defaults to torch's current count.
 
         ``reference``: time the speed reference every ``reference_every`` modules of each round and
@@ -189,16 +193,24 @@ class LatencyTable:
         machine it predicted worse (README: 53 of 57 networks within 10% against 55 in a run of the
         default on the same day): a ShuffleNet unit alone with its input plain took 0.087 ms, four of
         them chained 0.054-0.067 ms each. An experiment to rerun on other CPUs.
+
+        ``fold_residuals`` (ONNX Runtime only): time a site whose input arrives blocked as ONNX
+        Runtime runs it behind a blocked layer, its residual Add folded into the convolution
+        and written in place (:class:`~lightnets.export.TimingExports`). Faithful to what a
+        network runs (ShuffleNetV1 g8 x2.0 (official): summed sites 1.14x the network before,
+        1.01x so), but tables built so predicted no better here (README: 52 of 57 alone, 48 of
+        57 with ``input_layouts``); an experiment to rerun on other CPUs.
         """
         for name, value in (("batch", batch), ("runs", runs)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        if not isinstance(input_layouts, bool):
-            raise ValueError(f"input_layouts must be True or False, got {input_layouts!r}")
-        if input_layouts and not backend.startswith("onnxruntime"):
-            raise ValueError(f"input_layouts is for the onnxruntime backends (their blocked layout), not {backend!r}")
+        for name, value in (("input_layouts", input_layouts), ("fold_residuals", fold_residuals)):
+            if not isinstance(value, bool):
+                raise ValueError(f"{name} must be True or False, got {value!r}")
+            if value and not backend.startswith("onnxruntime"):
+                raise ValueError(f"{name} is for the onnxruntime backends (their blocked layout), not {backend!r}")
         threads = threads or torch.get_num_threads()
-        return cls(device_fingerprint(backend, threads, batch, input_layouts), runs=runs, warmup=warmup,
+        return cls(device_fingerprint(backend, threads, batch, input_layouts, fold_residuals), runs=runs, warmup=warmup,
                    reference=reference, reference_every=reference_every)
 
     @property
@@ -221,6 +233,11 @@ class LatencyTable:
     def input_layouts(self) -> bool:
         """Whether sites are priced by their input's layout (see :meth:`new`)."""
         return bool(self.fingerprint.get("input_layouts"))
+
+    @property
+    def fold_residuals(self) -> bool:
+        """Whether blocked-input sites are timed with their residuals folded (see :meth:`new`)."""
+        return bool(self.fingerprint.get("fold_residuals"))
 
     def time_rounds(self, modules: list[torch.nn.Module], shapes: list[tuple[int, ...]], rounds: int, *,
                     part: bool, label: str, show_progress: bool) -> RoundTimes:
@@ -326,7 +343,7 @@ class LatencyTable:
 
     def check_device(self) -> None:
         """Raise unless this machine is the one the table was measured on."""
-        here = device_fingerprint(self.backend, self.threads, self.batch, self.input_layouts)
+        here = device_fingerprint(self.backend, self.threads, self.batch, self.input_layouts, self.fold_residuals)
         differs = {k: (self.fingerprint.get(k), v) for k, v in here.items() if self.fingerprint.get(k) != v}
         if differs:
             detail = ", ".join(f"{k}: table {a!r}, here {b!r}" for k, (a, b) in differs.items())
@@ -381,7 +398,8 @@ class LatencyTable:
         modules = [build_site(site, settings) for site, settings in sites]
         shapes = [(self.batch, site.in_chs, *site.in_size) for site, _ in sites]
         bar = ProgressLine(f"latency table ({rounds} rounds, a fresh session each)", enabled=show_progress)
-        with TimingExports(modules, shapes, int8=self.backend == "onnxruntime-int8", on_step=bar.update) as exports:
+        with TimingExports(modules, shapes, int8=self.backend == "onnxruntime-int8", on_step=bar.update,
+                           fold_residuals=self.fold_residuals) as exports:
             for i, (site, settings) in enumerate(sites if self.input_layouts else []):
                 self.layouts[site_key(site, settings)] = exports.layout(i)
                 bar.update(i + 1, len(sites), f"layouts {i}")
