@@ -25,6 +25,8 @@ table built with ``input_layouts=True`` instead gives each site's input the layo
 before it leaves in the network (plain after a ShuffleNet unit's concatenation and shuffle): it
 learns each site's layouts (:class:`~lightnets.export.PartLayout`) before timing it, and keeps an
 entry per input layout where the layout changes what the site runs (:meth:`LatencyTable.keys`).
+With ``fold_residuals=True`` a site whose input arrives blocked is timed as ONNX Runtime runs it
+behind a blocked layer, its residual Add folded into the convolution and written in place.
 """
 
 from __future__ import annotations
