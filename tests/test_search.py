@@ -467,6 +467,52 @@ def test_a_part_behind_a_blocked_layer_folds_its_residual_and_writes_it_in_place
                          resolution=(8, 8), in_chans=3, dynamic_size=False)
     assert not optimise_behind_a_blocked_layer(narrow, str(tmp_path / "narrow-behind.onnx"))
     assert not os.path.exists(tmp_path / "narrow-behind.onnx")
+    with pytest.raises(ValueError, match=r"cannot be written over input .*: their shapes differ"):
+        plain = OnnxModel(narrow, threads=1)
+        plain.bind({plain.input_name: np.zeros((1, 3, 8, 8), np.float32)},
+                   in_place={plain.session.get_outputs()[0].name: plain.input_name})
+    # a part that starts by scaling its input: the optimiser folds the scaling into the layer put
+    # before it, which would take it away when cut out; refused, nothing written
+    scaled = export_onnx(_ScaledFirst().eval(), str(tmp_path / "scaled.onnx"), resolution=(8, 8), in_chans=32,
+                         dynamic_size=False)
+    assert not optimise_behind_a_blocked_layer(scaled, str(tmp_path / "scaled-behind.onnx"))
+    assert not os.path.exists(tmp_path / "scaled-behind.onnx")
+
+
+class _ScaledFirst(torch.nn.Module):
+    """A part whose first operator multiplies its input by a constant."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(32, 32, 1)
+
+    def forward(self, x):
+        return self.conv(x * 2.0) + 1.0
+
+
+def test_in_place_outputs_only_where_the_sum_input_is_free_to_give_away():
+    pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    from lightnets.export import in_place_outputs
+
+    def graph(nodes, outputs):
+        value = lambda n: helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 16, 4, 4])  # noqa: E731
+        return helper.make_graph(nodes, "g", [value("x")], [value(o) for o in outputs])
+
+    def conv(inputs, output):
+        return helper.make_node("Conv", inputs, [output], domain="com.microsoft.nchwc")
+
+    # an expansion reads x, then the folded convolution adds x in: written over x
+    folded = graph([conv(["x", "w"], "a"), conv(["a", "w2", "", "x"], "y")], ["y"])
+    assert in_place_outputs(folded) == {"y": "x"}
+    # x also the convolution's data input, or x still read after it, or x an output itself: not in place
+    assert in_place_outputs(graph([conv(["x", "w", "", "x"], "y")], ["y"])) == {}
+    later = graph([conv(["x", "w"], "a"), conv(["a", "w2", "", "x"], "y"), conv(["x", "w3"], "z")], ["y", "z"])
+    assert in_place_outputs(later) == {}
+    assert in_place_outputs(graph([conv(["x", "w"], "a"), conv(["a", "w2", "", "x"], "y")], ["y", "x"])) == {}
+    # not a folded convolution, or not writing an output: nothing
+    assert in_place_outputs(graph([conv(["x", "w"], "a"), conv(["a", "w2"], "y")], ["y"])) == {}
 
 
 def _opened_sessions(monkeypatch, latency):
@@ -643,6 +689,8 @@ def test_onnxruntime_tables_price_each_site_in_the_layout_the_site_before_it_lea
         LatencyTable.new("eager", fold_residuals=True)
     with pytest.raises(ValueError, match="fold_residuals must be True or False, got 1"):
         LatencyTable.new("onnxruntime", fold_residuals=1)
+    with pytest.raises(ValueError, match="fold_residuals is for the fp32 onnxruntime backend"):
+        LatencyTable.new("onnxruntime-int8", fold_residuals=True)
     folded = LatencyTable.new("onnxruntime", threads=1, runs=3, fold_residuals=True)
     folded.measure_sites([mobile], 32, rounds=1, show_progress=False)
     assert lut.TimingExports.opened[-1].fold_residuals and folded.fingerprint["fold_residuals"] is True

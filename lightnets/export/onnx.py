@@ -238,14 +238,19 @@ class OnnxModel:
         ``in_place``: output name -> input name; each such output is written into that input's
         array, as ONNX Runtime writes a layer's output over the tensor it adds in (a residual
         folded into the convolution, whose Sum input the network holds no longer) instead of
-        copying it to another buffer first. The input then holds the last run's output; for
-        timing (:func:`lightnets.export.timed_runs`), not for results."""
+        copying it to another buffer first. The input then holds the last run's output, and a
+        residual's values grow run after run (to inf, then NaN, after some hundreds of runs; the
+        speed stays: only denormals are slow, and they are flushed); for timing
+        (:func:`lightnets.export.timed_runs`), not for results."""
         ort = _require("onnxruntime")
         in_place = dict(in_place or {})
         unknown = sorted(set(in_place.values()) - set(feeds)) + sorted(
             set(in_place) - {o.name for o in self.session.get_outputs()})
         if unknown:
             raise ValueError(f"in_place names no input or output of this session: {', '.join(unknown)}")
+        shared = sorted({v for v in in_place.values() if list(in_place.values()).count(v) > 1})
+        if shared:
+            raise ValueError(f"in_place writes more than one output over input {', '.join(shared)}: one each")
         binding = self.session.io_binding()
         inputs, originals, by_name = [], [], {}
         for name, value in feeds.items():
@@ -259,8 +264,9 @@ class OnnxModel:
         for output, value in zip(self.session.get_outputs(), self.session.run(None, feeds), strict=True):
             source = by_name.get(in_place.get(output.name, ""))
             if source is not None and (source.shape != value.shape or source.dtype != value.dtype):
-                raise ValueError(f"output {output.name!r} {value.shape} cannot be written over input "
-                                 f"{in_place[output.name]!r} {source.shape}: their shapes differ")
+                raise ValueError(f"output {output.name!r} ({value.shape}, {value.dtype}) cannot be written over "
+                                 f"input {in_place[output.name]!r} ({source.shape}, {source.dtype}): "
+                                 f"their {'shapes' if source.shape != value.shape else 'dtypes'} differ")
             outputs.append(source if source is not None else aligned_empty(value.shape, value.dtype))
         for output, array in zip(self.session.get_outputs(), outputs, strict=True):
             binding.bind_ortvalue_output(output.name, ort.OrtValue.ortvalue_from_numpy(array))

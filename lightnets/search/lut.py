@@ -211,6 +211,9 @@ class LatencyTable:
                 raise ValueError(f"{name} must be True or False, got {value!r}")
             if value and not backend.startswith("onnxruntime"):
                 raise ValueError(f"{name} is for the onnxruntime backends (their blocked layout), not {backend!r}")
+        if fold_residuals and backend != "onnxruntime":
+            raise ValueError(f"fold_residuals is for the fp32 onnxruntime backend: {backend!r} runs no convolution "
+                             f"in the blocked layout")
         threads = threads or torch.get_num_threads()
         return cls(device_fingerprint(backend, threads, batch, input_layouts, fold_residuals), runs=runs, warmup=warmup,
                    reference=reference, reference_every=reference_every)
