@@ -384,19 +384,28 @@ def _from_nchwc(x, block, channels):
     return x.reshape(n, padded // block, h, w, block).permute(0, 1, 4, 2, 3).reshape(n, padded, h, w)[:, :channels]
 
 
-def test_a_part_stripped_of_its_boundary_conversions_computes_the_part_in_the_blocked_layout(deploy, tmp_path):
+def _exported_residual(tmp_path, batch):
+    """``(module, x, path)``: a seeded :class:`_Residual`, an input of ``batch`` at 8x8, and its
+    export; skips off x86, where ONNX Runtime has no blocked layout (NCHWc)."""
     import platform
 
-    import onnx
-
-    from lightnets.export import OnnxModel, boundary_reorders, export_onnx, strip_boundary_reorders
+    from lightnets.export import export_onnx
 
     if platform.machine().lower() not in ("x86_64", "amd64"):
         pytest.skip("ONNX Runtime's blocked layout (NCHWc) is its x86 CPU path")
     torch.manual_seed(0)
     module = _Residual().eval()
-    x = torch.randn(2, 20, 8, 8)
-    path = export_onnx(module, str(tmp_path / "part.onnx"), resolution=(8, 8), in_chans=20, dynamic_size=False)
+    x = torch.randn(batch, 20, 8, 8)
+    return module, x, export_onnx(module, str(tmp_path / "part.onnx"), resolution=(8, 8), in_chans=20,
+                                  dynamic_size=False)
+
+
+def test_a_part_stripped_of_its_boundary_conversions_computes_the_part_in_the_blocked_layout(deploy, tmp_path):
+    import onnx
+
+    from lightnets.export import OnnxModel, boundary_reorders, export_onnx, strip_boundary_reorders
+
+    module, x, path = _exported_residual(tmp_path, batch=2)
     shapes = strip_boundary_reorders(path, str(tmp_path / "stripped.onnx"), x)
     (name, shape), = shapes.items()  # the residual Add reads the blocked input too: one input
     block = 8 if shape[1] == 24 else 16  # AVX2 or AVX-512
@@ -416,8 +425,6 @@ def test_a_part_stripped_of_its_boundary_conversions_computes_the_part_in_the_bl
 
 
 def test_a_part_behind_a_blocked_layer_folds_its_residual_and_writes_it_in_place(deploy, tmp_path):
-    import platform
-
     import numpy as np
     import onnx
 
@@ -430,12 +437,7 @@ def test_a_part_behind_a_blocked_layer_folds_its_residual_and_writes_it_in_place
         strip_boundary_reorders,
     )
 
-    if platform.machine().lower() not in ("x86_64", "amd64"):
-        pytest.skip("ONNX Runtime's blocked layout (NCHWc) is its x86 CPU path")
-    torch.manual_seed(0)
-    module = _Residual().eval()
-    x = torch.randn(1, 20, 8, 8)
-    path = export_onnx(module, str(tmp_path / "part.onnx"), resolution=(8, 8), in_chans=20, dynamic_size=False)
+    module, x, path = _exported_residual(tmp_path, batch=1)
     optimise_for_this_cpu(path, str(tmp_path / "alone.onnx"))
     assert any(n.op_type == "Add" for n in onnx.load(str(tmp_path / "alone.onnx")).graph.node)  # alone: an Add
     assert optimise_behind_a_blocked_layer(path, str(tmp_path / "behind.onnx"))
