@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import io
 import logging
@@ -248,18 +249,16 @@ class OnnxModel:
             set(in_place) - {o.name for o in self.session.get_outputs()})
         if unknown:
             raise ValueError(f"in_place names no input or output of this session: {', '.join(unknown)}")
-        shared = sorted({v for v in in_place.values() if list(in_place.values()).count(v) > 1})
+        shared = sorted(name for name, count in collections.Counter(in_place.values()).items() if count > 1)
         if shared:
             raise ValueError(f"in_place writes more than one output over input {', '.join(shared)}: one each")
         binding = self.session.io_binding()
-        inputs, originals, by_name = [], [], {}
+        by_name = {}
         for name, value in feeds.items():
-            array = aligned_empty(np.shape(value), np.asarray(value).dtype)
+            array = by_name[name] = aligned_empty(np.shape(value), np.asarray(value).dtype)
             array[...] = value
-            inputs.append(array)
-            originals.append(array.copy())
-            by_name[name] = array
             binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(array))
+        inputs = list(by_name.values())
         outputs = []
         for output, value in zip(self.session.get_outputs(), self.session.run(None, feeds), strict=True):
             source = by_name.get(in_place.get(output.name, ""))
@@ -271,7 +270,7 @@ class OnnxModel:
         for output, array in zip(self.session.get_outputs(), outputs, strict=True):
             binding.bind_ortvalue_output(output.name, ort.OrtValue.ortvalue_from_numpy(array))
         binding.synchronize_inputs()
-        return BoundRun(self.session, binding, inputs, originals, outputs)
+        return BoundRun(self.session, binding, inputs, [array.copy() for array in inputs], outputs)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         out = self.session.run(None, {self.input_name: x.detach().cpu().numpy()})[0]
