@@ -30,8 +30,7 @@ import time
 import torch
 from _results import result_path, write_results
 
-import lightnets
-from lightnets.analysis import distinct_models
+from lightnets.analysis import distinct_specs
 from lightnets.cost import REFERENCE_EVERY, speed_summary
 from lightnets.report import machine_info
 from lightnets.search import (
@@ -65,12 +64,7 @@ def main() -> None:
                         help="onnxruntime: residuals folded, written in place (LatencyTable.new(fold_residuals=True))")
     parser.add_argument("--table", metavar="PATH", help="also write the table built (JSON; backend appended)")
     args = parser.parse_args()
-    networks, seen = {}, set()
-    for name in distinct_models(task="classification"):
-        spec = lightnets.create_model(name).spec
-        if str(spec) not in seen:
-            seen.add(str(spec))
-            networks[name] = spec
+    networks = distinct_specs()
     machine = machine_info()
     for backend in args.backends.split(","):
         table = LatencyTable.new(backend, threads=args.threads, runs=args.runs, reference=not args.no_reference,

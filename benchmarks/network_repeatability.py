@@ -29,7 +29,8 @@ import torch
 from _results import write_results
 
 import lightnets
-from lightnets.analysis import distinct_models
+from lightnets.analysis import distinct_specs
+from lightnets.cost import BACKENDS
 from lightnets.report import format_table, machine_info
 from lightnets.search import LatencyTable, refit, summarize, summary_lines
 
@@ -55,12 +56,12 @@ def main() -> None:
     args = parser.parse_args()
     if args.rounds < 2 or args.rounds % 2:
         parser.error(f"--rounds must be an even number >= 2 (the halves of pass B), got {args.rounds}")
-    networks, seen = {}, set()
-    for name in distinct_models(task="classification"):
-        spec = lightnets.create_model(name).spec
-        if str(spec) not in seen:
-            seen.add(str(spec))
-            networks[name] = spec
+    unknown = [b for b in args.backends.split(",") if b not in BACKENDS]
+    if unknown:
+        parser.error(f"unknown backend(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(BACKENDS)}")
+    if args.threads < 1 or args.runs < 1:
+        parser.error(f"--threads and --runs must be >= 1, got {args.threads} and {args.runs}")
+    networks = distinct_specs()
     names = list(networks)
     models = [lightnets.build(spec) for spec in networks.values()]
     shapes = [(1, spec.settings.in_chans, args.resolution, args.resolution) for spec in networks.values()]

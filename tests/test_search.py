@@ -129,6 +129,17 @@ def test_tables_save_atomically_load_and_refuse_another_device(fake_timing, tmp_
         LatencyTable.load(str(tmp_path / "bad.json"))
 
 
+def test_distinct_specs_keep_one_name_per_network(monkeypatch):
+    import lightnets.analysis.zoo as zoo
+
+    # mobilenet_v2_100 is registered apart but builds mobilenet_v2's spec
+    names = {"mobilenet_v2": [], "mobilenet_v1_025": [], "mobilenet_v2_100": []}
+    monkeypatch.setattr(zoo, "distinct_models", lambda task=None: names)
+    specs = zoo.distinct_specs()
+    assert list(specs) == ["mobilenet_v2", "mobilenet_v1_025"]
+    assert str(specs["mobilenet_v1_025"]) == str(lightnets.create_model("mobilenet_v1_025").spec)
+
+
 def test_unknown_backends_are_refused():
     with pytest.raises(ValueError, match="unknown backend 'tpu'"):
         LatencyTable.new("tpu")

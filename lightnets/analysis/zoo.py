@@ -64,6 +64,21 @@ def distinct_models(names: list[str] | None = None, task: str | None = None) -> 
     return {members[0]: members[1:] for members in groups.values()}
 
 
+def distinct_specs() -> dict:
+    """The distinct classifiers (:func:`distinct_models`) -> each one's spec, less any spec an
+    earlier name already builds: the networks a latency table is built and judged on (57
+    today). :func:`distinct_models` groups names by their builder's arguments; a table is keyed
+    by what a network computes, so two names that built one spec would be one network to it."""
+    specs: dict = {}
+    seen: set[str] = set()
+    for name in distinct_models(task="classification"):  # dense heads' models have no NetSpec
+        spec = create_model(name).spec
+        if str(spec) not in seen:
+            seen.add(str(spec))
+            specs[name] = spec
+    return specs
+
+
 @dataclass
 class ZooRun:
     """The zoo's rows and how they were measured: rounds, spread limit, the machine's load.
